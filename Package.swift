@@ -1,0 +1,74 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Module layout follows shared/DESIGN.md: each target is one room; lower rooms never import higher ones.
+let package = Package(
+    name: "DevCI",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "devci", targets: ["devci"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // libgit2 from Debian's libgit2-dev.
+        .systemLibrary(
+            name: "CLibGit2",
+            pkgConfig: "libgit2",
+            providers: [.apt(["libgit2-dev"])]
+        ),
+        // fork/exec with a new process group and a parent-death signal: done in C so the child runs no Swift code.
+        .target(name: "CDevCISpawn"),
+        // The wire: messages, the line codec, shared models. Knows nothing of any process.
+        .target(
+            name: "DevCIWire",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+        ),
+        // The store: SQLite through GRDB behind a narrow interface.
+        .target(
+            name: "DevCIStore",
+            dependencies: ["DevCIWire", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        // Git access through libgit2.
+        .target(name: "DevCIGit", dependencies: ["CLibGit2"]),
+        // The dispatcher: the scheduler state machine and its NIO/SQLite edges.
+        .target(
+            name: "DevCIDispatcher",
+            dependencies: [
+                "DevCIWire", "DevCIStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The runner: dials the dispatcher, executes jobs in its own clone.
+        .target(
+            name: "DevCIRunner",
+            dependencies: [
+                "DevCIWire", "DevCIGit", "CDevCISpawn",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The command: flag parsing and wiring only.
+        .executableTarget(
+            name: "devci",
+            dependencies: [
+                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
+        .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore"]),
+        .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

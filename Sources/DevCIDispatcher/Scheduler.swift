@@ -1,0 +1,321 @@
+import DevCIStore
+import DevCIWire
+import NIOCore
+
+/// Identifies one TCP connection to the dispatcher.
+public typealias ConnectionID = Int
+
+/// Scheduler settings. Woodpecker's numbers scaled down: a lease outlives a few missed heartbeats.
+public struct SchedulerConfig: Sendable, Equatable {
+    public var heartbeatInterval: Duration
+    public var leaseDuration: Duration
+    /// How many times a job may lose its lease and be queued again before it ends as `error`.
+    public var maxReassignments: Int
+
+    public init(heartbeatInterval: Duration = .seconds(1), leaseDuration: Duration = .seconds(3), maxReassignments: Int = 3) {
+        self.heartbeatInterval = heartbeatInterval
+        self.leaseDuration = leaseDuration
+        self.maxReassignments = maxReassignments
+    }
+}
+
+/// The dispatcher's decisions: runners, leases and the queue, as a pure state machine.
+/// It takes events with the current time and returns actions; it does no I/O and reads no clock,
+/// so tests drive it with a fake clock. The dispatcher's edges persist `record` actions before
+/// carrying out the `send` actions that follow them.
+public struct Scheduler {
+    public typealias Instant = ContinuousClock.Instant
+
+    public enum Event: Equatable {
+        /// On start: the unfinished jobs from the database.
+        case restored([ActiveJob])
+        /// New jobs were written to the database.
+        case enqueued([JobSpec])
+        case registered(ConnectionID, name: String, slots: Int)
+        case disconnected(ConnectionID)
+        case heartbeat(ConnectionID)
+        case claim(ConnectionID, job: Int64, attempt: Int)
+        case started(ConnectionID, job: Int64, attempt: Int)
+        case result(ConnectionID, job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
+        /// Time passed: expire leases and notice silent runners.
+        case tick
+    }
+
+    /// A job's state change to write to the database.
+    public struct Record: Equatable, Sendable {
+        public var job: Int64
+        public var state: JobState
+        public var attempt: Int
+        public var runner: String?
+        public var reason: String?
+        public var exitCode: Int?
+        public var reassignments: Int?
+    }
+
+    public enum Action: Equatable {
+        case record(Record)
+        case send(ConnectionID, ServerMessage)
+        /// A runner's connection state changed (`connected`, `lost`, `disconnected`), for the runners table.
+        case runnerState(name: String, state: String)
+    }
+
+    struct Lease: Equatable {
+        var runner: String
+        var attempt: Int
+        var expires: Instant
+        /// A restored or re-registered lease is renewed only once its runner claims it again.
+        var confirmed: Bool
+    }
+
+    struct Entry {
+        var spec: JobSpec
+        var attempt: Int
+        var reassignments: Int
+        var lease: Lease?
+    }
+
+    struct Runner {
+        var name: String
+        var connection: ConnectionID?
+        var slots: Int
+        var lastHeartbeat: Instant
+        var jobs: Set<Int64> = []
+        var lost = false
+        /// It gave a job back (shutting down): no new work until it registers again.
+        var draining = false
+        var lastAssigned: UInt64 = 0
+
+        var isAvailable: Bool { connection != nil && !lost && !draining && jobs.count < slots }
+    }
+
+    public let config: SchedulerConfig
+    private var entries: [Int64: Entry] = [:]
+    private var queue = CircularBuffer<Int64>()
+    private var leased: Set<Int64> = []
+    private var runners: [String: Runner] = [:]
+    private var connections: [ConnectionID: String] = [:]
+    private var assignCounter: UInt64 = 0
+
+    public init(config: SchedulerConfig = SchedulerConfig()) {
+        self.config = config
+    }
+
+    // MARK: Queries
+
+    public var queuedCount: Int { queue.count }
+    public var leasedCount: Int { leased.count }
+    public var connectedRunnerCount: Int { runners.values.filter { $0.connection != nil && !$0.lost }.count }
+
+    /// The runner name behind a connection, once it registered.
+    public func runnerName(_ connection: ConnectionID) -> String? { connections[connection] }
+
+    /// Whether this connection's runner holds the lease on this attempt, so its log lines count.
+    public func holdsLease(_ connection: ConnectionID, job: Int64, attempt: Int) -> Bool {
+        guard let name = connections[connection], let lease = entries[job]?.lease else { return false }
+        return lease.runner == name && lease.attempt == attempt
+    }
+
+    /// Which runner holds a job's lease, if any.
+    public func leaseHolder(job: Int64) -> String? { entries[job]?.lease?.runner }
+
+    // MARK: Events
+
+    public mutating func handle(_ event: Event, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        switch event {
+        case .restored(let jobs):
+            restore(jobs, now: now)
+        case .enqueued(let specs):
+            for spec in specs where entries[spec.id] == nil {
+                entries[spec.id] = Entry(spec: spec, attempt: 0, reassignments: 0)
+                queue.append(spec.id)
+            }
+        case .registered(let conn, let name, let slots):
+            register(conn, name: name, slots: slots, now: now, into: &actions)
+        case .disconnected(let conn):
+            guard let name = connections.removeValue(forKey: conn), var runner = runners[name] else { break }
+            runner.connection = nil
+            runners[name] = runner.jobs.isEmpty ? nil : runner
+            actions.append(.runnerState(name: name, state: "disconnected"))
+        case .heartbeat(let conn):
+            heartbeat(conn, now: now, into: &actions)
+        case .claim(let conn, let job, let attempt):
+            guard let name = connections[conn] else { break }
+            if var entry = entries[job], var lease = entry.lease, lease.runner == name, lease.attempt == attempt {
+                lease.confirmed = true
+                lease.expires = now + config.leaseDuration
+                entry.lease = lease
+                entries[job] = entry
+                actions.append(.send(conn, .ok(what: "claim")))
+            } else {
+                actions.append(.send(conn, .cancel(job: job, attempt: attempt, reason: "lease is no longer yours")))
+            }
+        case .started(let conn, let job, let attempt):
+            if holdsLease(conn, job: job, attempt: attempt) {
+                actions.append(.record(Record(job: job, state: .running, attempt: attempt, runner: connections[conn])))
+            } else {
+                actions.append(.send(conn, .cancel(job: job, attempt: attempt, reason: "lease is no longer yours")))
+            }
+        case .result(let conn, let job, let attempt, let outcome, let exitCode, let reason):
+            finish(conn, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason, now: now, into: &actions)
+        case .tick:
+            tick(now: now, into: &actions)
+        }
+        assignPending(now: now, into: &actions)
+        return actions
+    }
+
+    private mutating func restore(_ jobs: [ActiveJob], now: Instant) {
+        for job in jobs where entries[job.spec.id] == nil {
+            var entry = Entry(spec: job.spec, attempt: job.attempt, reassignments: job.reassignments)
+            if job.state.isLeased, let name = job.runner {
+                // Its runner gets one lease period to reconnect and claim it.
+                entry.lease = Lease(runner: name, attempt: job.attempt, expires: now + config.leaseDuration, confirmed: false)
+                runners[name, default: Runner(name: name, slots: 1, lastHeartbeat: now)].jobs.insert(job.spec.id)
+                leased.insert(job.spec.id)
+            } else {
+                queue.append(job.spec.id)
+            }
+            entries[job.spec.id] = entry
+        }
+    }
+
+    private mutating func register(_ conn: ConnectionID, name: String, slots: Int, now: Instant, into actions: inout [Action]) {
+        if let existing = runners[name], let other = existing.connection, other != conn {
+            actions.append(.send(conn, .error(code: "name_in_use", message: "a runner named \(name) is connected")))
+            return
+        }
+        if let previous = connections[conn], previous != name {
+            actions.append(.send(conn, .error(code: "already_registered", message: "this connection is runner \(previous)")))
+            return
+        }
+        var runner = runners[name] ?? Runner(name: name, slots: slots, lastHeartbeat: now)
+        runner.connection = conn
+        runner.slots = slots
+        runner.lastHeartbeat = now
+        runner.lost = false
+        runner.draining = false
+        // Leases held under this name wait for the runner to claim them: a restarted runner has lost its work.
+        for job in runner.jobs {
+            entries[job]?.lease?.confirmed = false
+        }
+        runners[name] = runner
+        connections[conn] = name
+        actions.append(.send(conn, .registered(name: name, heartbeatMillis: Int(config.heartbeatInterval.milliseconds),
+                                               leaseMillis: Int(config.leaseDuration.milliseconds))))
+        actions.append(.runnerState(name: name, state: "connected"))
+    }
+
+    private mutating func heartbeat(_ conn: ConnectionID, now: Instant, into actions: inout [Action]) {
+        guard let name = connections[conn], var runner = runners[name] else { return }
+        runner.lastHeartbeat = now
+        if runner.lost {
+            runner.lost = false
+            actions.append(.runnerState(name: name, state: "connected"))
+        }
+        for job in runner.jobs where entries[job]?.lease?.confirmed == true {
+            entries[job]?.lease?.expires = now + config.leaseDuration
+        }
+        runners[name] = runner
+    }
+
+    private mutating func finish(_ conn: ConnectionID, job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String,
+                                 now: Instant, into actions: inout [Action]) {
+        guard holdsLease(conn, job: job, attempt: attempt), let name = connections[conn] else {
+            let why = entries[job] == nil ? "job \(job) is not active" : "lease on attempt \(attempt) was taken away"
+            actions.append(.send(conn, .discarded(job: job, attempt: attempt, reason: why)))
+            return
+        }
+        if outcome == .cancelled {
+            // The runner gave the job back (it is shutting down): queue it again at once, for someone else.
+            runners[name]?.draining = true
+            release(job, reason: "runner \(name) gave the job back: \(reason)", into: &actions)
+            actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
+            return
+        }
+        entries[job] = nil
+        leased.remove(job)
+        runners[name]?.jobs.remove(job)
+        actions.append(.record(Record(job: job, state: outcome.state, attempt: attempt, runner: name,
+                                      reason: reason.isEmpty ? nil : reason, exitCode: exitCode)))
+        actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
+    }
+
+    private mutating func tick(now: Instant, into actions: inout [Action]) {
+        for job in leased.sorted() {
+            guard let lease = entries[job]?.lease, lease.expires <= now else { continue }
+            let why = runners[lease.runner]?.connection == nil ? "disconnected" : "stopped heartbeating"
+            if let conn = runners[lease.runner]?.connection {
+                actions.append(.send(conn, .cancel(job: job, attempt: lease.attempt, reason: "lease expired")))
+            }
+            release(job, reason: "runner \(lease.runner) \(why): lease on attempt \(lease.attempt) expired", into: &actions)
+        }
+        for (name, runner) in runners.sorted(by: { $0.key < $1.key }) {
+            if runner.connection == nil {
+                if runner.jobs.isEmpty { runners[name] = nil }
+            } else if !runner.lost, now - runner.lastHeartbeat > config.leaseDuration {
+                runners[name]?.lost = true
+                actions.append(.runnerState(name: name, state: "lost"))
+            }
+        }
+    }
+
+    /// Takes a job away from its lease holder and queues it first in line, or ends it once it has been
+    /// reassigned too often.
+    private mutating func release(_ job: Int64, reason: String, into actions: inout [Action]) {
+        guard var entry = entries[job], let lease = entry.lease else { return }
+        entry.lease = nil
+        leased.remove(job)
+        runners[lease.runner]?.jobs.remove(job)
+        entry.reassignments += 1
+        if entry.reassignments > config.maxReassignments {
+            entries[job] = nil
+            actions.append(.record(Record(job: job, state: .error, attempt: lease.attempt, runner: lease.runner,
+                                          reason: "\(reason); lost \(entry.reassignments) times, giving up (cap \(config.maxReassignments))",
+                                          reassignments: entry.reassignments)))
+        } else {
+            entries[job] = entry
+            queue.prepend(job)
+            actions.append(.record(Record(job: job, state: .queued, attempt: lease.attempt, runner: lease.runner,
+                                          reason: "\(reason); requeued (reassignment \(entry.reassignments) of \(config.maxReassignments))",
+                                          reassignments: entry.reassignments)))
+        }
+    }
+
+    private mutating func assignPending(now: Instant, into actions: inout [Action]) {
+        while !queue.isEmpty {
+            guard let name = pickRunner(), let conn = runners[name]?.connection else { return }
+            let job = queue.removeFirst()
+            guard var entry = entries[job], entry.lease == nil else { continue }
+            entry.attempt += 1
+            entry.lease = Lease(runner: name, attempt: entry.attempt, expires: now + config.leaseDuration, confirmed: true)
+            entries[job] = entry
+            leased.insert(job)
+            assignCounter += 1
+            runners[name]?.jobs.insert(job)
+            runners[name]?.lastAssigned = assignCounter
+            let s = entry.spec
+            actions.append(.record(Record(job: job, state: .assigned, attempt: entry.attempt, runner: name)))
+            actions.append(.send(conn, .assign(JobAssignment(job: job, attempt: entry.attempt, build: s.build, repo: s.repo,
+                                                             commit: s.commit, branch: s.branch))))
+        }
+    }
+
+    /// The available runner with the most free slots, least recently given work on a tie.
+    private func pickRunner() -> String? {
+        var best: Runner?
+        for r in runners.values where r.isAvailable {
+            guard let b = best else { best = r; continue }
+            let free = r.slots - r.jobs.count, bestFree = b.slots - b.jobs.count
+            if free > bestFree || (free == bestFree && (r.lastAssigned, r.name) < (b.lastAssigned, b.name)) { best = r }
+        }
+        return best?.name
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (s, atto) = components
+        return s * 1000 + atto / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,163 @@
+import CDevCISpawn
+import DevCIWire
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a job's process ended.
+public enum Termination: Equatable, Sendable {
+    case exited(Int32)
+    case signaled(Int32)
+    case failedToStart(String)
+
+    /// The exit status as a shell would show it (128 + signal for a signal).
+    public var exitCode: Int {
+        switch self {
+        case .exited(let c): return Int(c)
+        case .signaled(let s): return 128 + Int(s)
+        case .failedToStart: return -1
+        }
+    }
+}
+
+/// One line of output, stamped when it was read.
+public struct OutputLine: Sendable, Equatable {
+    public var stream: LogStream
+    public var timestampMillis: Int64
+    public var text: String
+}
+
+/// Runs one command in a process group of its own and streams its output line by line.
+/// Stopping it, or the command finishing, takes down the whole group: nothing it started outlives it.
+public final class JobProcess: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pid: pid_t = 0
+    private var stopRequested = false
+
+    public init() {}
+
+    /// Runs `argv` to completion on the calling thread, which must live until this returns (the child's
+    /// parent-death signal follows it). `onOutput` is called from reader threads with batches of lines.
+    public func run(_ argv: [String], in directory: String, environment: [String: String],
+                    onOutput: @escaping @Sendable ([OutputLine]) -> Void) -> Termination {
+        var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        guard devci_pipe_cloexec(&outPipe) == 0 else { return .failedToStart("pipe: \(String(cString: strerror(errno)))") }
+        guard devci_pipe_cloexec(&errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            return .failedToStart("pipe: \(String(cString: strerror(errno)))")
+        }
+        let cArgv = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            cArgv.forEach { free($0) }
+            cEnv.forEach { free($0) }
+        }
+        var child: pid_t = 0
+        lock.lock()
+        let code: Int32
+        if stopRequested {
+            code = ECANCELED
+        } else {
+            code = devci_spawn(argv[0], cArgv, cEnv, directory, outPipe[1], errPipe[1], &child)
+            if code == 0 { pid = child }
+        }
+        lock.unlock()
+        close(outPipe[1])
+        close(errPipe[1])
+        guard code == 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            return .failedToStart("cannot start \(argv[0]) in \(directory): \(String(cString: strerror(code)))")
+        }
+        let readers = DispatchGroup()
+        for (fd, stream) in [(outPipe[0], LogStream.out), (errPipe[0], LogStream.err)] {
+            readers.enter()
+            let thread = Thread {
+                Self.readLines(fd: fd, stream: stream, onOutput: onOutput)
+                close(fd)
+                readers.leave()
+            }
+            thread.start()
+        }
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        // Whatever the command left behind in its group goes with it, so the pipes reach EOF.
+        lock.lock()
+        kill(-child, SIGKILL)
+        pid = 0
+        lock.unlock()
+        readers.wait()
+        if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
+        return .signaled(status & 0x7f)
+    }
+
+    /// Asks the process group to stop: SIGTERM now, SIGKILL after `grace` if anything is left.
+    public func stop(grace: TimeInterval = 2) {
+        lock.lock()
+        stopRequested = true
+        let target = pid
+        lock.unlock()
+        guard target > 0 else { return }
+        kill(-target, SIGTERM)
+        DispatchQueue.global().asyncAfter(deadline: .now() + grace) { [self] in
+            lock.lock()
+            defer { lock.unlock() }
+            if pid == target { kill(-target, SIGKILL) }
+        }
+    }
+
+    public var wasStopped: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopRequested
+    }
+
+    static func readLines(fd: Int32, stream: LogStream, onOutput: @Sendable ([OutputLine]) -> Void) {
+        var splitter = LineSplitter(maxLineBytes: WireLimits.maxLogTextBytes)
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let lines = n > 0 ? splitter.push(buffer[0..<n]) : splitter.finish()
+            if !lines.isEmpty {
+                onOutput(lines.map { OutputLine(stream: stream, timestampMillis: now, text: $0) })
+            }
+            if n <= 0 { return }
+        }
+    }
+}
+
+/// Splits output bytes into lines, cutting a line that runs past the limit into pieces and repairing invalid UTF-8.
+public struct LineSplitter {
+    public let maxLineBytes: Int
+    private var pending: [UInt8] = []
+
+    public init(maxLineBytes: Int) {
+        self.maxLineBytes = maxLineBytes
+    }
+
+    public mutating func push<C: Collection<UInt8>>(_ bytes: C) -> [String] {
+        var lines: [String] = []
+        for b in bytes {
+            if b == UInt8(ascii: "\n") {
+                if pending.last == UInt8(ascii: "\r") { pending.removeLast() }
+                lines.append(String(decoding: pending, as: UTF8.self))
+                pending.removeAll(keepingCapacity: true)
+            } else {
+                pending.append(b)
+                if pending.count >= maxLineBytes {
+                    lines.append(String(decoding: pending, as: UTF8.self))
+                    pending.removeAll(keepingCapacity: true)
+                }
+            }
+        }
+        return lines
+    }
+
+    public mutating func finish() -> [String] {
+        defer { pending.removeAll() }
+        return pending.isEmpty ? [] : [String(decoding: pending, as: UTF8.self)]
+    }
+}

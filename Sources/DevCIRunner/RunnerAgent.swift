@@ -1,0 +1,329 @@
+import DevCIGit
+import DevCIWire
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// How a runner is started.
+public struct RunnerConfig: Sendable {
+    public var clonePath: String
+    public var host: String
+    public var port: Int
+    public var token: String?
+    /// Unique among the dispatcher's runners; defaults to host and process id.
+    public var name: String
+    /// Run through `/bin/sh -c` in the clone. Comes from the runner's operator, never from the wire.
+    public var testCommand: String
+    /// The longest wait between reconnection attempts.
+    public var maxBackoff: Duration
+
+    public init(clonePath: String, host: String, port: Int, token: String? = nil, name: String,
+                testCommand: String = RunnerConfig.defaultTestCommand, maxBackoff: Duration = .seconds(5)) {
+        self.clonePath = clonePath
+        self.host = host
+        self.port = port
+        self.token = token
+        self.name = name
+        self.testCommand = testCommand
+        self.maxBackoff = maxBackoff
+    }
+
+    /// The test command of the system DevCI descends from.
+    public static let defaultTestCommand = "python3 -m unittest discover -s tests -v"
+}
+
+/// A runner: dials the dispatcher and keeps the connection, reconnecting with capped backoff; runs each
+/// assigned job in its clone and reports its log and result. All state lives on one event loop.
+public final class RunnerAgent: @unchecked Sendable {
+    public let config: RunnerConfig
+    let loop: EventLoop
+    let logger: Logger
+
+    private var channel: Channel?
+    private var heartbeatTask: RepeatedTask?
+    private var backoff: Duration = .milliseconds(100)
+    private var stopping = false
+    private var current: (assignment: JobAssignment, process: JobProcess)?
+    /// Results sent but not yet accepted or discarded: sent again after a reconnect.
+    private var unacknowledged: [Int64: ClientMessage] = [:]
+    /// Log lines produced while disconnected, sent on reconnect.
+    private var outbox: [ClientMessage] = []
+    private var droppedLines = 0
+    private static let outboxLimit = 100_000
+
+    public init(config: RunnerConfig, loop: EventLoop, logger: Logger) {
+        self.config = config
+        self.loop = loop
+        self.logger = logger
+    }
+
+    public func start() {
+        loop.execute { self.connect() }
+    }
+
+    /// Gives back the job in progress (the dispatcher queues it again at once) and disconnects.
+    public func shutdown() {
+        let done = loop.makePromise(of: Void.self)
+        loop.execute {
+            self.stopping = true
+            self.heartbeatTask?.cancel()
+            guard let ch = self.channel else {
+                self.current?.process.stop(grace: 1)
+                done.succeed()
+                return
+            }
+            var last = LineCodec.encode(ClientMessage.heartbeat)
+            if let (a, process) = self.current {
+                process.stop(grace: 1)
+                last = LineCodec.encode(ClientMessage.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1,
+                                                             reason: "runner shutting down"))
+            }
+            ch.writeAndFlush(last).whenComplete { _ in
+                ch.close(promise: nil)
+                done.succeed()
+            }
+        }
+        try? done.futureResult.wait()
+    }
+
+    // MARK: Connection
+
+    private func connect() {
+        guard !stopping else { return }
+        ClientBootstrap(group: loop)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(3))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(BoundedLineDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(LineEncoder()))
+                    try channel.pipeline.syncOperations.addHandler(RunnerConnection(agent: self))
+                }
+            }
+            .connect(host: config.host, port: config.port)
+            .whenComplete { result in
+                switch result {
+                case .success(let ch):
+                    self.channel = ch
+                    self.logger.info("connected to dispatcher \(self.config.host):\(self.config.port)")
+                case .failure(let error):
+                    self.logger.warning("cannot reach dispatcher \(self.config.host):\(self.config.port): \(error); retrying in \(self.backoff)")
+                    self.scheduleReconnect()
+                }
+            }
+    }
+
+    private func scheduleReconnect() {
+        guard !stopping else { return }
+        let delay = backoff
+        backoff = min(backoff * 2, config.maxBackoff)
+        let jitter = Double.random(in: 0.8...1.2)
+        loop.scheduleTask(in: .nanoseconds(Int64(Double(delay.nanoseconds) * jitter))) { self.connect() }
+    }
+
+    func disconnected() {
+        heartbeatTask?.cancel()
+        heartbeatTask = nil
+        let wasConnected = channel != nil
+        channel = nil
+        if wasConnected && !stopping {
+            logger.warning("lost the dispatcher; reconnecting (job in progress: \(current.map { "\($0.assignment.job)" } ?? "none"))")
+        }
+        scheduleReconnect()
+    }
+
+    func received(_ message: ServerMessage) {
+        switch message {
+        case .hello(let version, let authRequired):
+            guard version == WireLimits.protocolVersion else {
+                logger.error("dispatcher speaks protocol \(version), this runner \(WireLimits.protocolVersion)")
+                channel?.close(promise: nil)
+                return
+            }
+            if let token = config.token {
+                send(.auth(token: token))
+            } else if authRequired {
+                logger.error("the dispatcher requires a token: start the runner with --token or DEVCI_TOKEN")
+            }
+            send(.register(name: config.name, slots: 1))
+            // Take back what we still hold, then deliver what was produced while cut off.
+            for (job, message) in unacknowledged.sorted(by: { $0.key < $1.key }) {
+                if case .result(_, let attempt, _, _, _) = message { send(.claim(job: job, attempt: attempt)) }
+            }
+            if let (a, _) = current { send(.claim(job: a.job, attempt: a.attempt)) }
+            if droppedLines > 0 {
+                logger.warning("dropped \(droppedLines) log line(s) while disconnected")
+                droppedLines = 0
+            }
+            for m in outbox { send(m) }
+            outbox.removeAll()
+            for (_, m) in unacknowledged.sorted(by: { $0.key < $1.key }) { send(m) }
+            channel?.flush()
+        case .registered(let name, let heartbeatMillis, _):
+            backoff = .milliseconds(100)
+            logger.info("registered as \(name); heartbeat every \(heartbeatMillis) ms")
+            heartbeatTask?.cancel()
+            let interval = TimeAmount.milliseconds(Int64(max(50, heartbeatMillis)))
+            heartbeatTask = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                self.channel?.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat), promise: nil)
+            }
+        case .assign(let a):
+            start(a)
+        case .cancel(let job, let attempt, let reason):
+            if let (a, process) = current, a.job == job, a.attempt == attempt {
+                logger.warning("job \(job) attempt \(attempt) cancelled by the dispatcher: \(reason)")
+                process.stop()
+            }
+        case .accepted(let job, _):
+            unacknowledged[job] = nil
+        case .discarded(let job, let attempt, let reason):
+            unacknowledged[job] = nil
+            logger.warning("result of job \(job) attempt \(attempt) discarded: \(reason)")
+        case .error(let code, let message):
+            logger.error("dispatcher says \(code): \(message)")
+        case .ok, .queued, .status, .last:
+            break
+        }
+    }
+
+    /// Sends now when connected; log lines wait in the outbox otherwise (results wait in `unacknowledged`).
+    private func send(_ message: ClientMessage) {
+        if let ch = channel {
+            ch.write(LineCodec.encode(message), promise: nil)
+        } else if case .log = message {
+            if outbox.count < Self.outboxLimit { outbox.append(message) } else { droppedLines += 1 }
+        }
+    }
+
+    // MARK: Jobs
+
+    private func start(_ a: JobAssignment) {
+        if let (busy, _) = current {
+            logger.warning("refusing job \(a.job): busy with job \(busy.job)")
+            send(.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1, reason: "runner busy"))
+            channel?.flush()
+            return
+        }
+        let process = JobProcess()
+        current = (a, process)
+        logger.info("job \(a.job) attempt \(a.attempt): \(a.repo) \(a.branch) \(a.commit)")
+        send(.started(job: a.job, attempt: a.attempt))
+        channel?.flush()
+        let config = self.config
+        let thread = Thread {
+            let termination = self.execute(a, process: process, config: config)
+            self.loop.execute { self.finished(a, termination, stopped: process.wasStopped) }
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Runs on the job's own thread: checkout, then the test command.
+    private func execute(_ a: JobAssignment, process: JobProcess, config: RunnerConfig) -> Termination {
+        system(a, "checking out \(a.commit) (\(a.branch)) in \(config.clonePath)")
+        do {
+            let repo = try GitRepository(path: config.clonePath)
+            if !repo.hasCommit(a.commit) {
+                system(a, "fetching \(a.repo)")
+                try repo.fetch(from: a.repo)
+            }
+            guard repo.hasCommit(a.commit) else {
+                return .failedToStart("commit \(a.commit) is not in \(a.repo)")
+            }
+            try repo.checkout(a.commit)
+        } catch {
+            return .failedToStart("checkout failed: \(error)")
+        }
+        system(a, "running: \(config.testCommand)")
+        var env = ProcessInfo.processInfo.environment
+        env["DEVCI_JOB"] = String(a.job)
+        env["DEVCI_BUILD"] = String(a.build)
+        env["DEVCI_COMMIT"] = a.commit
+        env["DEVCI_BRANCH"] = a.branch
+        env["DEVCI_ATTEMPT"] = String(a.attempt)
+        env["DEVCI_TOKEN"] = nil
+        return process.run(["/bin/sh", "-c", config.testCommand], in: config.clonePath, environment: env) { lines in
+            let messages = lines.map {
+                ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: $0.text)
+            }
+            self.loop.execute {
+                for m in messages { self.send(m) }
+                self.channel?.flush()
+            }
+        }
+    }
+
+    private func system(_ a: JobAssignment, _ text: String) {
+        let ts = Int64(Date().timeIntervalSince1970 * 1000)
+        loop.execute {
+            self.send(.log(job: a.job, attempt: a.attempt, stream: .system, timestampMillis: ts, text: text))
+            self.channel?.flush()
+        }
+    }
+
+    private func finished(_ a: JobAssignment, _ termination: Termination, stopped: Bool) {
+        current = nil
+        let outcome: Outcome, reason: String
+        switch termination {
+        case _ where stopped:
+            outcome = .cancelled
+            reason = "stopped on request"
+        case .exited(0):
+            outcome = .success
+            reason = ""
+        case .exited(let code):
+            outcome = .failed
+            reason = "exit status \(code)"
+        case .signaled(let signal):
+            outcome = .failed
+            reason = "killed by signal \(signal)"
+        case .failedToStart(let why):
+            outcome = .error
+            reason = why
+            logger.error("job \(a.job): \(why)")
+        }
+        logger.info("job \(a.job) attempt \(a.attempt) \(outcome.rawValue)\(reason.isEmpty ? "" : " (\(reason))")")
+        if stopping { return }  // shutdown already gave it back
+        let result = ClientMessage.result(job: a.job, attempt: a.attempt, outcome: outcome, exitCode: termination.exitCode, reason: reason)
+        unacknowledged[a.job] = result
+        send(result)
+        channel?.flush()
+    }
+}
+
+/// The runner's end of the connection: decodes the dispatcher's lines.
+final class RunnerConnection: ChannelInboundHandler {
+    typealias InboundIn = FramedLine
+    let agent: RunnerAgent
+
+    init(agent: RunnerAgent) {
+        self.agent = agent
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .line(let text) = unwrapInboundIn(data) else { return }
+        do {
+            agent.received(try LineCodec.decodeServer(text))
+        } catch {
+            agent.logger.warning("ignoring a line from the dispatcher: \(error)")
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        agent.disconnected()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        agent.logger.warning("connection error: \(error)")
+        context.close(promise: nil)
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
+    }
+}

@@ -1,0 +1,118 @@
+import DevCIWire
+import Foundation
+
+/// A job as the scheduler needs it: what to run and where it stands.
+public struct JobSpec: Equatable, Sendable {
+    public var id: Int64
+    public var build: Int64
+    public var name: String
+    public var repo: String
+    public var commit: String
+    public var branch: String
+
+    public init(id: Int64, build: Int64, name: String, repo: String, commit: String, branch: String) {
+        self.id = id
+        self.build = build
+        self.name = name
+        self.repo = repo
+        self.commit = commit
+        self.branch = branch
+    }
+}
+
+/// A job that was not finished when the dispatcher last stopped.
+public struct ActiveJob: Equatable, Sendable {
+    public var spec: JobSpec
+    public var state: JobState
+    public var attempt: Int
+    public var reassignments: Int
+    public var runner: String?
+
+    public init(spec: JobSpec, state: JobState, attempt: Int, reassignments: Int, runner: String?) {
+        self.spec = spec
+        self.state = state
+        self.attempt = attempt
+        self.reassignments = reassignments
+        self.runner = runner
+    }
+}
+
+/// The outcome of enqueueing a commit.
+public struct EnqueueResult: Equatable, Sendable {
+    public var build: Int64
+    public var jobs: [JobSpec]
+    /// False when the repository and commit already had a build (the dispatch is idempotent).
+    public var created: Bool
+}
+
+/// A change of a job's state, with everything the database keeps about it.
+public struct JobTransition: Sendable {
+    public var job: Int64
+    public var state: JobState
+    public var attempt: Int
+    public var runner: String?
+    public var reason: String?
+    public var exitCode: Int?
+    public var reassignments: Int?
+    public var at: Date
+
+    public init(job: Int64, state: JobState, attempt: Int, runner: String? = nil, reason: String? = nil,
+                exitCode: Int? = nil, reassignments: Int? = nil, at: Date = Date()) {
+        self.job = job
+        self.state = state
+        self.attempt = attempt
+        self.runner = runner
+        self.reason = reason
+        self.exitCode = exitCode
+        self.reassignments = reassignments
+        self.at = at
+    }
+}
+
+/// One line of a job's output as stored.
+public struct LogRecord: Equatable, Sendable {
+    public var job: Int64
+    public var attempt: Int
+    public var stream: LogStream
+    public var timestampMillis: Int64
+    public var text: String
+
+    public init(job: Int64, attempt: Int, stream: LogStream, timestampMillis: Int64, text: String) {
+        self.job = job
+        self.attempt = attempt
+        self.stream = stream
+        self.timestampMillis = timestampMillis
+        self.text = text
+    }
+}
+
+/// A build as `devci report` lists it.
+public struct BuildSummary: Codable, Equatable, Sendable {
+    public var id: Int64
+    public var repo: String
+    public var branch: String
+    public var commit: String
+    public var status: String
+    public var runner: String?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    public var attempts: Int
+    public var reason: String?
+
+    /// Seconds from the first start to the end, or to now while running.
+    public var duration: Double? {
+        guard let s = startedAt else { return nil }
+        return (finishedAt ?? Date()).timeIntervalSince(s)
+    }
+}
+
+/// One recorded state change of a job.
+public struct JobEvent: Codable, Equatable, Sendable {
+    public var job: Int64
+    public var state: String
+    public var attempt: Int
+    public var runner: String?
+    public var reason: String?
+    public var at: Date
+}

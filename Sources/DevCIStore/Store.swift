@@ -1,0 +1,252 @@
+import DevCIWire
+import Foundation
+import GRDB
+
+/// The narrow interface the dispatcher writes through and the reporter and CLI read through, so that a
+/// PostgreSQL backend can stand in for SQLite on installations that outgrow one host.
+public protocol BuildStore: AnyObject, Sendable {
+    /// Records a build of `commit` with one job per name, or returns the existing build of that repository and commit.
+    func enqueue(repo: String, branch: String, commit: String, jobNames: [String], at: Date) throws -> EnqueueResult
+    /// Writes a job's new state and an event row, and rolls the build's status up. A job already in a final
+    /// state is never changed again: each job ends with exactly one recorded result. Returns false when refused.
+    @discardableResult func record(_ transition: JobTransition) throws -> Bool
+    /// Appends log lines in one transaction.
+    func appendLogs(_ lines: [LogRecord]) throws
+    /// Jobs that are queued, assigned or running, oldest first.
+    func activeJobs() throws -> [ActiveJob]
+    /// Notes a runner's connection state for the reporter.
+    func recordRunner(name: String, state: String, at: Date) throws
+    /// The newest builds, newest first.
+    func recentBuilds(limit: Int) throws -> [BuildSummary]
+    /// The recorded transitions of a job, oldest first.
+    func events(job: Int64) throws -> [JobEvent]
+    /// The log of a job, oldest first.
+    func logs(job: Int64) throws -> [LogRecord]
+    /// The last commit dispatched on a repository's branch.
+    func lastDispatched(repo: String, branch: String) throws -> String?
+}
+
+/// The SQLite store, through GRDB, in WAL mode.
+public final class SQLiteStore: BuildStore, @unchecked Sendable {
+    private let db: DatabaseQueue
+    public let path: String
+
+    /// Opens (creating and migrating when `readOnly` is false) the database at `path`.
+    public init(path: String, readOnly: Bool = false) throws {
+        self.path = path
+        var config = Configuration()
+        config.readonly = readOnly
+        config.busyMode = .timeout(5)
+        if !readOnly {
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        config.prepareDatabase { db in
+            if !readOnly {
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            }
+        }
+        db = try DatabaseQueue(path: path, configuration: config)
+        if !readOnly {
+            // WAL lets the reporter and CLI read while the dispatcher writes.
+            _ = try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA journal_mode = WAL") }
+            try Self.migrator.migrate(db)
+        }
+    }
+
+    /// Where the database lives when no flag says: `DEVCI_DB`, else `~/.devci/devci.sqlite`.
+    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let p = environment["DEVCI_DB"], !p.isEmpty { return p }
+        let home = environment["HOME"] ?? NSHomeDirectory()
+        return home + "/.devci/devci.sqlite"
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE builds(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    repo TEXT NOT NULL, branch TEXT NOT NULL, commit_id TEXT NOT NULL,
+                    status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+                    UNIQUE(repo, commit_id));
+                CREATE INDEX builds_created ON builds(created_at);
+                CREATE TABLE jobs(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    build_id INTEGER NOT NULL REFERENCES builds(id),
+                    name TEXT NOT NULL, status TEXT NOT NULL,
+                    attempt INTEGER NOT NULL DEFAULT 0, reassignments INTEGER NOT NULL DEFAULT 0,
+                    runner TEXT, queued_at REAL NOT NULL, started_at REAL, finished_at REAL,
+                    exit_code INTEGER, reason TEXT);
+                CREATE INDEX jobs_build ON jobs(build_id);
+                CREATE INDEX jobs_active ON jobs(status) WHERE status IN ('queued', 'assigned', 'running');
+                CREATE TABLE job_events(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL REFERENCES jobs(id),
+                    at REAL NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, runner TEXT, reason TEXT);
+                CREATE INDEX job_events_job ON job_events(job_id);
+                CREATE TABLE log_lines(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL REFERENCES jobs(id),
+                    attempt INTEGER NOT NULL, stream TEXT NOT NULL, ts INTEGER NOT NULL, text TEXT NOT NULL);
+                CREATE INDEX log_lines_job ON log_lines(job_id, id);
+                CREATE TABLE runners(
+                    name TEXT PRIMARY KEY, state TEXT NOT NULL, first_seen REAL NOT NULL, last_change REAL NOT NULL);
+                CREATE TABLE branch_heads(
+                    repo TEXT NOT NULL, branch TEXT NOT NULL, commit_id TEXT NOT NULL, at REAL NOT NULL,
+                    PRIMARY KEY(repo, branch));
+                """)
+        }
+        return m
+    }
+
+    public func enqueue(repo: String, branch: String, commit: String, jobNames: [String], at: Date) throws -> EnqueueResult {
+        try db.write { db in
+            if let existing = try Row.fetchOne(db, sql: "SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ?",
+                                               arguments: [repo, commit]) {
+                let id: Int64 = existing["id"]
+                let jobs = try Row.fetchAll(db, sql: "SELECT id, name FROM jobs WHERE build_id = ? ORDER BY id", arguments: [id]).map {
+                    JobSpec(id: $0["id"], build: id, name: $0["name"], repo: repo, commit: commit, branch: existing["branch"])
+                }
+                return EnqueueResult(build: id, jobs: jobs, created: false)
+            }
+            let t = at.timeIntervalSince1970
+            try db.execute(sql: "INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
+                           arguments: [repo, branch, commit, t])
+            let build = db.lastInsertedRowID
+            var jobs: [JobSpec] = []
+            for name in jobNames {
+                try db.execute(sql: "INSERT INTO jobs(build_id, name, status, queued_at) VALUES (?, ?, 'queued', ?)",
+                               arguments: [build, name, t])
+                let job = db.lastInsertedRowID
+                try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, 'queued', 0)", arguments: [job, t])
+                jobs.append(JobSpec(id: job, build: build, name: name, repo: repo, commit: commit, branch: branch))
+            }
+            try db.execute(sql: """
+                INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
+                ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id, at = excluded.at
+                """, arguments: [repo, branch, commit, t])
+            return EnqueueResult(build: build, jobs: jobs, created: true)
+        }
+    }
+
+    @discardableResult
+    public func record(_ tr: JobTransition) throws -> Bool {
+        try db.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT build_id, status FROM jobs WHERE id = ?", arguments: [tr.job]) else {
+                return false
+            }
+            let current = JobState(rawValue: row["status"]) ?? .error
+            if current.isFinal { return false }
+            let t = tr.at.timeIntervalSince1970
+            var sets = ["status = ?", "attempt = ?"]
+            var args: [DatabaseValueConvertible?] = [tr.state.rawValue, tr.attempt]
+            if tr.state != .queued { sets.append("runner = ?"); args.append(tr.runner) }
+            if tr.state == .running { sets.append("started_at = COALESCE(started_at, ?)"); args.append(t) }
+            if tr.state.isFinal { sets.append("finished_at = ?"); args.append(t) }
+            if let code = tr.exitCode { sets.append("exit_code = ?"); args.append(code) }
+            if let r = tr.reassignments { sets.append("reassignments = ?"); args.append(r) }
+            if let reason = tr.reason, !reason.isEmpty { sets.append("reason = ?"); args.append(reason) }
+            args.append(tr.job)
+            try db.execute(sql: "UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", arguments: StatementArguments(args))
+            try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt, runner, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason])
+            try Self.rollUp(db, build: row["build_id"], at: t)
+            return true
+        }
+    }
+
+    /// A build's status from its jobs': active while any job is, else the worst final state.
+    static func rollUp(_ db: Database, build: Int64, at t: Double) throws {
+        let states = try String.fetchAll(db, sql: "SELECT status FROM jobs WHERE build_id = ?", arguments: [build])
+            .compactMap(JobState.init(rawValue:))
+        let status: String
+        if states.contains(where: { $0 == .running || $0 == .assigned }) {
+            status = "running"
+        } else if states.contains(.queued) {
+            status = states.contains(where: \.isFinal) ? "running" : "queued"
+        } else {
+            let order: [JobState] = [.error, .timedOut, .failed, .cancelled]
+            status = order.first(where: states.contains)?.rawValue ?? "success"
+        }
+        let final = !states.contains { !$0.isFinal }
+        try db.execute(sql: """
+            UPDATE builds SET status = ?,
+                started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,
+                finished_at = CASE WHEN ? THEN ? ELSE NULL END
+            WHERE id = ?
+            """, arguments: [status, status, t, final, t, build])
+    }
+
+    public func appendLogs(_ lines: [LogRecord]) throws {
+        guard !lines.isEmpty else { return }
+        try db.write { db in
+            let stmt = try db.cachedStatement(sql: "INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, ?, ?, ?, ?)")
+            for l in lines {
+                try stmt.execute(arguments: [l.job, l.attempt, l.stream.rawValue, l.timestampMillis, l.text])
+            }
+        }
+    }
+
+    public func activeJobs() throws -> [ActiveJob] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT j.id, j.build_id, j.name, j.status, j.attempt, j.reassignments, j.runner, b.repo, b.commit_id, b.branch
+                FROM jobs j JOIN builds b ON b.id = j.build_id
+                WHERE j.status IN ('queued', 'assigned', 'running') ORDER BY j.id
+                """).map { r in
+                ActiveJob(spec: JobSpec(id: r["id"], build: r["build_id"], name: r["name"], repo: r["repo"], commit: r["commit_id"], branch: r["branch"]),
+                          state: JobState(rawValue: r["status"]) ?? .queued, attempt: r["attempt"], reassignments: r["reassignments"], runner: r["runner"])
+            }
+        }
+    }
+
+    public func recordRunner(name: String, state: String, at: Date) throws {
+        let t = at.timeIntervalSince1970
+        try db.write { db in
+            try db.execute(sql: """
+                INSERT INTO runners(name, state, first_seen, last_change) VALUES (?, ?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change
+                """, arguments: [name, state, t, t])
+        }
+    }
+
+    public func recentBuilds(limit: Int) throws -> [BuildSummary] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT b.*, (SELECT COALESCE(SUM(attempt), 0) FROM jobs WHERE build_id = b.id) AS attempts,
+                       (SELECT runner FROM jobs WHERE build_id = b.id AND runner IS NOT NULL ORDER BY id DESC LIMIT 1) AS runner,
+                       (SELECT reason FROM jobs WHERE build_id = b.id AND reason IS NOT NULL ORDER BY id DESC LIMIT 1) AS reason
+                FROM builds b ORDER BY b.id DESC LIMIT ?
+                """, arguments: [limit]).map { r in
+                BuildSummary(id: r["id"], repo: r["repo"], branch: r["branch"], commit: r["commit_id"], status: r["status"],
+                             runner: r["runner"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
+                             startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                             finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                             attempts: r["attempts"], reason: r["reason"])
+            }
+        }
+    }
+
+    public func events(job: Int64) throws -> [JobEvent] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM job_events WHERE job_id = ? ORDER BY id", arguments: [job]).map { r in
+                JobEvent(job: job, state: r["state"], attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
+                         at: Date(timeIntervalSince1970: r["at"]))
+            }
+        }
+    }
+
+    public func logs(job: Int64) throws -> [LogRecord] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM log_lines WHERE job_id = ? ORDER BY id", arguments: [job]).map { r in
+                LogRecord(job: job, attempt: r["attempt"], stream: LogStream(rawValue: r["stream"]) ?? .out,
+                          timestampMillis: r["ts"], text: r["text"])
+            }
+        }
+    }
+
+    public func lastDispatched(repo: String, branch: String) throws -> String? {
+        try db.read { db in
+            try String.fetchOne(db, sql: "SELECT commit_id FROM branch_heads WHERE repo = ? AND branch = ?", arguments: [repo, branch])
+        }
+    }
+}

@@ -1,0 +1,275 @@
+/// Why a line could not be decoded. `code` is what goes on the wire in the `error` reply.
+public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var code: String
+    public var message: String
+    public init(_ code: String, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { "\(code): \(message)" }
+
+    public static let tooLong = WireError("too_long", "line exceeds \(WireLimits.maxLineBytes) bytes")
+    public static let badUTF8 = WireError("bad_utf8", "line is not valid UTF-8")
+}
+
+/// The one codec of the wire: `verb key=value key=value`, values percent-encoded where they hold
+/// `%`, space or control characters. Encodes and decodes every message in both directions.
+public enum LineCodec {
+    // MARK: Encoding
+
+    public static func encode(_ message: ClientMessage) -> String {
+        switch message {
+        case .auth(let token): return line("auth", ("token", token))
+        case .register(let name, let slots): return line("register", ("name", name), ("slots", String(slots)))
+        case .heartbeat: return "heartbeat"
+        case .claim(let job, let attempt): return line("claim", ("job", String(job)), ("attempt", String(attempt)))
+        case .started(let job, let attempt): return line("started", ("job", String(job)), ("attempt", String(attempt)))
+        case .log(let job, let attempt, let stream, let ts, let text):
+            return line("log", ("job", String(job)), ("attempt", String(attempt)), ("stream", stream.rawValue),
+                        ("ts", String(ts)), ("text", text))
+        case .result(let job, let attempt, let outcome, let exitCode, let reason):
+            return line("result", ("job", String(job)), ("attempt", String(attempt)), ("status", outcome.rawValue),
+                        ("exit", String(exitCode)), ("reason", reason))
+        case .dispatch(let repo, let commit, let branch):
+            return line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
+        case .status: return "status"
+        case .lastDispatched(let repo, let branch): return line("last", ("repo", repo), ("branch", branch))
+        }
+    }
+
+    public static func encode(_ message: ServerMessage) -> String {
+        switch message {
+        case .hello(let version, let authRequired):
+            return line("hello", ("proto", String(version)), ("server", "devci"), ("auth", authRequired ? "required" : "none"))
+        case .ok(let what): return line("ok", ("for", what))
+        case .error(let code, let message): return line("error", ("code", code), ("message", message))
+        case .registered(let name, let hb, let lease):
+            return line("registered", ("name", name), ("heartbeat_ms", String(hb)), ("lease_ms", String(lease)))
+        case .assign(let a):
+            return line("assign", ("job", String(a.job)), ("attempt", String(a.attempt)), ("build", String(a.build)),
+                        ("repo", a.repo), ("commit", a.commit), ("branch", a.branch))
+        case .cancel(let job, let attempt, let reason):
+            return line("cancel", ("job", String(job)), ("attempt", String(attempt)), ("reason", reason))
+        case .accepted(let job, let attempt): return line("accepted", ("job", String(job)), ("attempt", String(attempt)))
+        case .discarded(let job, let attempt, let reason):
+            return line("discarded", ("job", String(job)), ("attempt", String(attempt)), ("reason", reason))
+        case .queued(let build, let jobs, let created):
+            return line("queued", ("build", String(build)), ("jobs", jobs.map(String.init).joined(separator: ",")),
+                        ("created", created ? "true" : "false"))
+        case .status(let queued, let running, let runners):
+            return line("status", ("queued", String(queued)), ("running", String(running)), ("runners", String(runners)))
+        case .last(let repo, let branch, let commit):
+            return line("last", ("repo", repo), ("branch", branch), ("commit", commit))
+        }
+    }
+
+    // MARK: Decoding
+
+    public static func decodeClient(_ text: String) throws(WireError) -> ClientMessage {
+        var f = try Fields(text)
+        let message: ClientMessage
+        switch f.verb {
+        case "auth": message = .auth(token: try f.string("token"))
+        case "register":
+            let name = try f.string("name")
+            guard Validate.isRunnerName(name) else { throw WireError("bad_field", "name must be 1-64 of [A-Za-z0-9._-]") }
+            let slots = try f.int("slots", default: 1)
+            guard (1...256).contains(slots) else { throw WireError("bad_field", "slots must be 1-256") }
+            message = .register(name: name, slots: slots)
+        case "heartbeat": message = .heartbeat
+        case "claim": message = .claim(job: try f.id("job"), attempt: try f.attempt())
+        case "started": message = .started(job: try f.id("job"), attempt: try f.attempt())
+        case "log":
+            let job = try f.id("job"), attempt = try f.attempt()
+            guard let stream = LogStream(rawValue: try f.string("stream")) else { throw WireError("bad_field", "stream must be out, err or system") }
+            message = .log(job: job, attempt: attempt, stream: stream, timestampMillis: try f.int64("ts"), text: try f.string("text", default: ""))
+        case "result":
+            let job = try f.id("job"), attempt = try f.attempt()
+            guard let outcome = Outcome(rawValue: try f.string("status")) else {
+                throw WireError("bad_field", "status must be one of \(Outcome.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            message = .result(job: job, attempt: attempt, outcome: outcome, exitCode: try f.int("exit", default: -1),
+                              reason: try f.string("reason", default: ""))
+        case "dispatch":
+            let repo = try f.string("repo"), commit = try f.string("commit"), branch = try f.string("branch", default: "main")
+            guard Validate.isRepository(repo) else { throw WireError("bad_field", "repo must be a path or URL, not an option") }
+            guard Validate.isCommitID(commit) else { throw WireError("bad_field", "commit must be a full lowercase hex object id") }
+            guard Validate.isBranchName(branch) else { throw WireError("bad_field", "branch is not a valid branch name") }
+            message = .dispatch(repo: repo, commit: commit, branch: branch)
+        case "status": message = .status
+        case "last":
+            let repo = try f.string("repo"), branch = try f.string("branch")
+            guard Validate.isRepository(repo), Validate.isBranchName(branch) else { throw WireError("bad_field", "bad repo or branch") }
+            message = .lastDispatched(repo: repo, branch: branch)
+        default:
+            throw WireError("unknown_verb", "unknown message '\(f.verb.prefix(32))'")
+        }
+        try f.finish()
+        return message
+    }
+
+    public static func decodeServer(_ text: String) throws(WireError) -> ServerMessage {
+        var f = try Fields(text)
+        let message: ServerMessage
+        switch f.verb {
+        case "hello":
+            message = .hello(protocolVersion: try f.int("proto"), authRequired: try f.string("auth") == "required")
+            _ = try? f.string("server")
+        case "ok": message = .ok(what: try f.string("for", default: ""))
+        case "error": message = .error(code: try f.string("code"), message: try f.string("message", default: ""))
+        case "registered":
+            message = .registered(name: try f.string("name"), heartbeatMillis: try f.int("heartbeat_ms"), leaseMillis: try f.int("lease_ms"))
+        case "assign":
+            let a = JobAssignment(job: try f.id("job"), attempt: try f.attempt(), build: try f.id("build"), repo: try f.string("repo"),
+                                  commit: try f.string("commit"), branch: try f.string("branch"))
+            guard Validate.isCommitID(a.commit), Validate.isRepository(a.repo), Validate.isBranchName(a.branch) else {
+                throw WireError("bad_field", "assignment has an invalid commit, repository or branch")
+            }
+            message = .assign(a)
+        case "cancel": message = .cancel(job: try f.id("job"), attempt: try f.attempt(), reason: try f.string("reason", default: ""))
+        case "accepted": message = .accepted(job: try f.id("job"), attempt: try f.attempt())
+        case "discarded": message = .discarded(job: try f.id("job"), attempt: try f.attempt(), reason: try f.string("reason", default: ""))
+        case "queued":
+            let build = try f.id("build")
+            var jobs: [Int64] = []
+            for part in try f.string("jobs", default: "").split(separator: ",") {
+                guard let id = Int64(part), id > 0 else { throw WireError("bad_field", "jobs must be a comma-separated list of ids") }
+                jobs.append(id)
+            }
+            message = .queued(build: build, jobs: jobs, created: try f.string("created") == "true")
+        case "status":
+            message = .status(queued: try f.int("queued"), running: try f.int("running"), runners: try f.int("runners"))
+        case "last":
+            message = .last(repo: try f.string("repo"), branch: try f.string("branch"), commit: try f.string("commit", default: ""))
+        default:
+            throw WireError("unknown_verb", "unknown message '\(f.verb.prefix(32))'")
+        }
+        try f.finish()
+        return message
+    }
+
+    // MARK: Fields
+
+    static func line(_ verb: String, _ fields: (String, String)...) -> String {
+        var out = verb
+        for (key, value) in fields {
+            out += " "
+            out += key
+            out += "="
+            out += percentEncode(value)
+        }
+        return out
+    }
+
+    /// Escapes `%`, space and control characters; everything else (including non-ASCII UTF-8) stays readable.
+    public static func percentEncode(_ s: String) -> String {
+        guard s.utf8.contains(where: { $0 <= 0x20 || $0 == 0x25 || $0 == 0x7f }) else { return s }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(s.utf8.count + 16)
+        let hex = Array("0123456789ABCDEF".utf8)
+        for b in s.utf8 {
+            if b <= 0x20 || b == 0x25 || b == 0x7f {
+                bytes.append(0x25)
+                bytes.append(hex[Int(b >> 4)])
+                bytes.append(hex[Int(b & 0xf)])
+            } else {
+                bytes.append(b)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    public static func percentDecode(_ s: Substring) throws(WireError) -> String {
+        guard s.utf8.contains(0x25) else { return String(s) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(s.utf8.count)
+        var it = s.utf8.makeIterator()
+        while let b = it.next() {
+            if b == 0x25 {
+                guard let h = it.next().flatMap(hexValue), let l = it.next().flatMap(hexValue) else {
+                    throw WireError("bad_escape", "malformed %-escape")
+                }
+                bytes.append(h << 4 | l)
+            } else {
+                bytes.append(b)
+            }
+        }
+        guard let decoded = String(validating: bytes, as: UTF8.self) else { throw WireError.badUTF8 }
+        return decoded
+    }
+
+    private static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 48...57: return b - 48
+        case 65...70: return b - 55
+        case 97...102: return b - 87
+        default: return nil
+        }
+    }
+
+    /// A line split into its verb and `key=value` fields; each field must be consumed exactly once.
+    struct Fields {
+        let verb: String
+        private var values: [Substring: Substring] = [:]
+
+        init(_ text: String) throws(WireError) {
+            var parts = text.split(separator: " ", omittingEmptySubsequences: true)
+            guard !parts.isEmpty else { throw WireError("empty", "empty line") }
+            verb = String(parts.removeFirst())
+            guard verb.utf8.count <= 32 else { throw WireError("unknown_verb", "unknown message '\(verb.prefix(32))'") }
+            for part in parts {
+                guard let eq = part.firstIndex(of: "="), eq != part.startIndex else {
+                    throw WireError("malformed", "expected key=value, got '\(part.prefix(40))'")
+                }
+                let key = part[..<eq]
+                guard values.updateValue(part[part.index(after: eq)...], forKey: key) == nil else {
+                    throw WireError("malformed", "field '\(key.prefix(32))' given twice")
+                }
+            }
+        }
+
+        mutating func string(_ key: Substring) throws(WireError) -> String {
+            guard let v = values.removeValue(forKey: key) else { throw WireError("missing_field", "missing field '\(key)'") }
+            return try LineCodec.percentDecode(v)
+        }
+
+        mutating func string(_ key: Substring, default d: String) throws(WireError) -> String {
+            values[key] == nil ? d : try string(key)
+        }
+
+        mutating func int64(_ key: Substring) throws(WireError) -> Int64 {
+            let s = try string(key)
+            guard let v = Int64(s) else { throw WireError("bad_field", "field '\(key)' must be an integer") }
+            return v
+        }
+
+        mutating func int(_ key: Substring) throws(WireError) -> Int {
+            let v = try int64(key)
+            guard let i = Int(exactly: v), abs(i) < 1 << 31 else { throw WireError("bad_field", "field '\(key)' is out of range") }
+            return i
+        }
+
+        mutating func int(_ key: Substring, default d: Int) throws(WireError) -> Int {
+            values[key] == nil ? d : try int(key)
+        }
+
+        mutating func id(_ key: Substring) throws(WireError) -> Int64 {
+            let v = try int64(key)
+            guard v > 0 else { throw WireError("bad_field", "field '\(key)' must be a positive id") }
+            return v
+        }
+
+        mutating func attempt() throws(WireError) -> Int {
+            let v = try int("attempt")
+            guard v > 0 else { throw WireError("bad_field", "field 'attempt' must be positive") }
+            return v
+        }
+
+        /// Unknown fields are an error, so a typo never passes silently.
+        func finish() throws(WireError) {
+            if let extra = values.keys.sorted().first {
+                throw WireError("unknown_field", "unknown field '\(extra.prefix(32))' for '\(verb)'")
+            }
+        }
+    }
+}

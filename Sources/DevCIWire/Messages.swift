@@ -1,0 +1,68 @@
+/// A message a peer (runner or command-line client) sends to the dispatcher.
+public enum ClientMessage: Equatable, Sendable {
+    /// Proves the shared token; must come first when the dispatcher has one.
+    case auth(token: String)
+    /// A runner introduces itself; `slots` is how many jobs it runs at once.
+    case register(name: String, slots: Int)
+    /// Renews every lease the runner holds.
+    case heartbeat
+    /// After a reconnect: the runner is still working on this attempt and wants its lease back.
+    case claim(job: Int64, attempt: Int)
+    /// The runner has begun working on an assigned attempt.
+    case started(job: Int64, attempt: Int)
+    /// One line of a job's output.
+    case log(job: Int64, attempt: Int, stream: LogStream, timestampMillis: Int64, text: String)
+    /// How an attempt ended. `exitCode` is -1 when no process exited.
+    case result(job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
+    /// Enqueue a build of one commit.
+    case dispatch(repo: String, commit: String, branch: String)
+    /// Ask for the one-line summary of the dispatcher's state.
+    case status
+    /// Ask for the last commit dispatched for a repository and branch (empty when none).
+    case lastDispatched(repo: String, branch: String)
+}
+
+/// A message the dispatcher sends to a peer.
+public enum ServerMessage: Equatable, Sendable {
+    /// The greeting, sent first on every connection.
+    case hello(protocolVersion: Int, authRequired: Bool)
+    /// A request succeeded and has nothing more to say.
+    case ok(what: String)
+    /// A request failed; the connection stays open unless the peer keeps failing.
+    case error(code: String, message: String)
+    /// The runner is registered under this name, and must heartbeat at this interval.
+    case registered(name: String, heartbeatMillis: Int, leaseMillis: Int)
+    /// Run this attempt of a job.
+    case assign(JobAssignment)
+    /// Stop this attempt: the lease is gone (expired, reassigned or cancelled).
+    case cancel(job: Int64, attempt: Int, reason: String)
+    /// The result of this attempt is recorded.
+    case accepted(job: Int64, attempt: Int)
+    /// The result of this attempt came from a lease that was already taken away and is not recorded.
+    case discarded(job: Int64, attempt: Int, reason: String)
+    /// A build was enqueued (`created`) or already existed for this repository and commit.
+    case queued(build: Int64, jobs: [Int64], created: Bool)
+    /// The dispatcher's view, one readable line.
+    case status(queued: Int, running: Int, runners: Int)
+    /// The last commit dispatched for a repository and branch; empty when none was.
+    case last(repo: String, branch: String, commit: String)
+}
+
+/// Everything a runner needs to run one attempt of a job.
+public struct JobAssignment: Equatable, Sendable {
+    public var job: Int64
+    public var attempt: Int
+    public var build: Int64
+    public var repo: String
+    public var commit: String
+    public var branch: String
+
+    public init(job: Int64, attempt: Int, build: Int64, repo: String, commit: String, branch: String) {
+        self.job = job
+        self.attempt = attempt
+        self.build = build
+        self.repo = repo
+        self.commit = commit
+        self.branch = branch
+    }
+}

@@ -1,0 +1,85 @@
+/// The state of a job or a build. Every transition is recorded by the dispatcher with its time and runner.
+public enum JobState: String, Sendable, CaseIterable, Codable {
+    case queued, assigned, running, success, failed, error, cancelled, skipped
+    case timedOut = "timed_out"
+
+    /// A state that no further transition leaves.
+    public var isFinal: Bool {
+        switch self {
+        case .queued, .assigned, .running: return false
+        default: return true
+        }
+    }
+
+    /// Held by a runner under a lease.
+    public var isLeased: Bool { self == .assigned || self == .running }
+}
+
+/// How a job attempt ended, as the runner reports it.
+public enum Outcome: String, Sendable, CaseIterable {
+    /// The test command exited 0.
+    case success
+    /// The test command exited non-zero: the commit is broken.
+    case failed
+    /// The job could not be run (checkout failed, command could not start): the infrastructure is broken.
+    case error
+    /// The runner stopped the job because it was told to.
+    case cancelled
+
+    public var state: JobState {
+        switch self {
+        case .success: return .success
+        case .failed: return .failed
+        case .error: return .error
+        case .cancelled: return .cancelled
+        }
+    }
+}
+
+/// Which output stream a log line came from.
+public enum LogStream: String, Sendable {
+    case out, err, system
+}
+
+/// Validation of text that crosses process boundaries. Anything that fails here is refused at the edge,
+/// so commit ids and branch names never reach git as an option or a shell at all.
+public enum Validate {
+    /// A full object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+    public static func isCommitID(_ s: String) -> Bool {
+        (s.utf8.count == 40 || s.utf8.count == 64) && s.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
+    /// A branch name by git's check-ref-format rules, restricted further to printable ASCII.
+    public static func isBranchName(_ s: String) -> Bool {
+        guard !s.isEmpty, s.utf8.count <= 255, !s.hasPrefix("-"), !s.hasPrefix("/"), !s.hasSuffix("/"),
+              !s.hasSuffix(".lock"), !s.hasSuffix("."), !s.contains(".."), !s.contains("//"), !s.contains("@{")
+        else { return false }
+        let forbidden: Set<UInt8> = Array(" ~^:?*[\\".utf8).reduce(into: []) { $0.insert($1) }
+        return s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && !forbidden.contains($0) }
+    }
+
+    /// A repository path or URL: non-empty, bounded, never an option, no control characters.
+    public static func isRepository(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 4096 && !s.hasPrefix("-") && s.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7f }
+    }
+
+    /// A runner name: 1–64 characters of letters, digits, `.`, `_`, `-`.
+    public static func isRunnerName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 64 && s.utf8.allSatisfy {
+            (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) || $0 == 46 || $0 == 95 || $0 == 45
+        }
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths, not on where they first differ.
+public func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var diff = UInt8(truncatingIfNeeded: x.count ^ y.count)
+    let n = max(x.count, y.count)
+    for i in 0..<n {
+        let l = i < x.count ? x[i] : 0
+        let r = i < y.count ? y[i] : 0
+        diff |= l ^ r
+    }
+    return diff == 0 && x.count == y.count
+}

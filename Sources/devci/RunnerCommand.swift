@@ -1,0 +1,49 @@
+import ArgumentParser
+import DevCIGit
+import DevCIRunner
+import DevCIWire
+import Foundation
+import NIOPosix
+
+struct RunnerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runner",
+        abstract: "Run a runner: take jobs from the dispatcher and run them in this clone."
+    )
+
+    @Argument(help: "The runner's own clone of the repository.") var clonePath: String
+    @OptionGroup var server: DispatcherAddress
+    @Option(help: "Unique runner name (default: HOST-PID).") var name: String?
+    @Option(help: "Command run in the clone for each job, through /bin/sh -c.") var testCommand = RunnerConfig.defaultTestCommand
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        let logger = try logging.bootstrap("devci.runner")
+        let address = try server.address
+        let clone = URL(fileURLWithPath: clonePath).standardizedFileURL.path
+        do {
+            _ = try GitRepository(path: clone)
+        } catch {
+            throw Failure("\(clone) is not a git clone: \(error)")
+        }
+        let runnerName = name ?? Self.defaultName()
+        guard Validate.isRunnerName(runnerName) else {
+            throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let agent = RunnerAgent(
+            config: RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.resolvedToken,
+                                 name: runnerName, testCommand: testCommand),
+            loop: group.next(), logger: logger)
+        logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), test command: \(testCommand)")
+        agent.start()
+        waitForTermination(logger) { agent.shutdown() }
+        try? group.syncShutdownGracefully()
+    }
+
+    static func defaultName() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "runner"
+        let clean = String(host.unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) || $0 == "-" }.prefix(40))
+        return "\(clean.isEmpty ? "runner" : clean)-\(getpid())"
+    }
+}

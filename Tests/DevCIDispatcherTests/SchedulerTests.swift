@@ -1,0 +1,212 @@
+import DevCIStore
+import DevCIWire
+import XCTest
+
+@testable import DevCIDispatcher
+
+/// Drives the scheduler with a fake clock: every instant is `start + offset`, no real time passes.
+final class SchedulerTests: XCTestCase {
+    let start = ContinuousClock.now
+    var now: ContinuousClock.Instant!
+    var s: Scheduler!
+
+    override func setUp() {
+        now = start
+        s = Scheduler(config: SchedulerConfig(heartbeatInterval: .seconds(1), leaseDuration: .seconds(3), maxReassignments: 2))
+    }
+
+    func spec(_ id: Int64) -> JobSpec {
+        JobSpec(id: id, build: id, name: "test", repo: "/r", commit: String(repeating: "a", count: 40), branch: "main")
+    }
+
+    @discardableResult
+    func on(_ e: Scheduler.Event) -> [Scheduler.Action] { s.handle(e, now: now) }
+
+    func advance(_ d: Duration) { now = now + d }
+
+    func assignments(_ actions: [Scheduler.Action]) -> [(conn: ConnectionID, job: Int64, attempt: Int)] {
+        actions.compactMap {
+            if case .send(let c, .assign(let a)) = $0 { return (c, a.job, a.attempt) }
+            return nil
+        }
+    }
+
+    func records(_ actions: [Scheduler.Action]) -> [Scheduler.Record] {
+        actions.compactMap {
+            if case .record(let r) = $0 { return r }
+            return nil
+        }
+    }
+
+    func testAssignsQueuedJobToRegisteredRunnerAndRecordsEachState() {
+        on(.registered(1, name: "a", slots: 1))
+        let a = on(.enqueued([spec(10)]))
+        XCTAssertEqual(assignments(a).map(\.job), [10])
+        XCTAssertEqual(assignments(a).first?.attempt, 1)
+        XCTAssertEqual(records(a).map(\.state), [.assigned])
+        XCTAssertEqual(records(on(.started(1, job: 10, attempt: 1))).map(\.state), [.running])
+        let done = on(.result(1, job: 10, attempt: 1, outcome: .failed, exitCode: 1, reason: "exit status 1"))
+        XCTAssertEqual(records(done).map(\.state), [.failed])
+        XCTAssertEqual(records(done).first?.exitCode, 1)
+        XCTAssertTrue(done.contains(.send(1, .accepted(job: 10, attempt: 1))))
+        XCTAssertEqual(s.leasedCount, 0)
+        XCTAssertEqual(s.queuedCount, 0)
+    }
+
+    func testOneJobPerRunnerSlotAndQueueWaits() {
+        on(.registered(1, name: "a", slots: 1))
+        let a = on(.enqueued([spec(1), spec(2)]))
+        XCTAssertEqual(assignments(a).map(\.job), [1])
+        XCTAssertEqual(s.queuedCount, 1)
+        let b = on(.registered(2, name: "b", slots: 1))
+        XCTAssertEqual(assignments(b).map(\.job), [2])
+        XCTAssertEqual(assignments(b).first?.conn, 2)
+    }
+
+    func testHeartbeatsKeepTheLease() {
+        on(.registered(1, name: "a", slots: 1))
+        on(.enqueued([spec(1)]))
+        for _ in 0..<20 {
+            advance(.seconds(1))
+            on(.heartbeat(1))
+            XCTAssertTrue(records(on(.tick)).isEmpty)
+        }
+        XCTAssertEqual(s.leaseHolder(job: 1), "a")
+    }
+
+    func testExpiredLeaseRequeuesToAnotherRunnerAndLateResultIsDiscarded() {
+        on(.registered(1, name: "a", slots: 1))
+        on(.enqueued([spec(1)]))
+        on(.registered(2, name: "b", slots: 1))
+        advance(.milliseconds(2900))
+        on(.heartbeat(2))
+        XCTAssertTrue(records(on(.tick)).isEmpty, "lease still valid")
+        advance(.milliseconds(200))
+        on(.heartbeat(2))
+        let t = on(.tick)
+        let rs = records(t)
+        XCTAssertEqual(rs.map(\.state), [.queued, .assigned])
+        XCTAssertTrue(rs[0].reason?.contains("runner a stopped heartbeating") ?? false, rs[0].reason ?? "")
+        XCTAssertEqual(rs[0].reassignments, 1)
+        XCTAssertTrue(t.contains(.send(1, .cancel(job: 1, attempt: 1, reason: "lease expired"))))
+        XCTAssertEqual(assignments(t).map { [Int64($0.conn), $0.job, Int64($0.attempt)] }, [[2, 1, 2]])
+        // The hung runner wakes up and reports: its result is not recorded.
+        let late = on(.result(1, job: 1, attempt: 1, outcome: .success, exitCode: 0, reason: ""))
+        XCTAssertTrue(records(late).isEmpty)
+        XCTAssertTrue(late.contains { if case .send(1, .discarded(1, 1, _)) = $0 { return true } else { return false } })
+        // Its log lines no longer count either.
+        XCTAssertFalse(s.holdsLease(1, job: 1, attempt: 1))
+        XCTAssertTrue(s.holdsLease(2, job: 1, attempt: 2))
+        let ok = on(.result(2, job: 1, attempt: 2, outcome: .success, exitCode: 0, reason: ""))
+        XCTAssertEqual(records(ok).map(\.state), [.success])
+    }
+
+    func testReassignmentCapEndsJobAsError() {
+        on(.registered(1, name: "a", slots: 1))
+        on(.enqueued([spec(1)]))  // attempt 1
+        for attempt in 1...3 {
+            advance(.seconds(4))  // the runner goes silent and its lease runs out
+            let r = records(on(.tick))
+            if attempt < 3 {
+                XCTAssertEqual(r.map(\.state), [.queued])
+                // It comes back and is given the job again.
+                XCTAssertEqual(assignments(on(.heartbeat(1))).map(\.attempt), [attempt + 1])
+            } else {
+                XCTAssertEqual(r.map(\.state), [.error])
+                XCTAssertTrue(r[0].reason?.contains("giving up") ?? false, r[0].reason ?? "")
+                XCTAssertEqual(r[0].reassignments, 3)
+            }
+        }
+        XCTAssertEqual(s.queuedCount + s.leasedCount, 0)
+    }
+
+    func testSilentRunnerIsNotGivenWorkButOthersAre() {
+        on(.registered(1, name: "a", slots: 1))
+        on(.registered(2, name: "b", slots: 1))
+        on(.enqueued([spec(1), spec(2)]))
+        advance(.seconds(4))
+        on(.heartbeat(2))
+        let t = on(.tick)
+        XCTAssertTrue(t.contains(.runnerState(name: "a", state: "lost")))
+        on(.result(2, job: 2, attempt: 1, outcome: .success, exitCode: 0, reason: ""))
+        XCTAssertEqual(s.leaseHolder(job: 1), "b", "job 1 moved from the silent runner to b")
+        let more = on(.enqueued([spec(3)]))
+        XCTAssertTrue(assignments(more).isEmpty, "a is silent and b is busy")
+        XCTAssertEqual(s.queuedCount, 1)
+    }
+
+    func testDisconnectedRunnerThatReconnectsAndClaimsKeepsItsJob() {
+        on(.registered(1, name: "a", slots: 1))
+        on(.enqueued([spec(1)]))
+        on(.disconnected(1))
+        advance(.seconds(2))
+        on(.registered(7, name: "a", slots: 1))
+        XCTAssertTrue(on(.claim(7, job: 1, attempt: 1)).contains(.send(7, .ok(what: "claim"))))
+        advance(.seconds(2))
+        on(.heartbeat(7))
+        XCTAssertTrue(records(on(.tick)).isEmpty)
+        XCTAssertEqual(records(on(.result(7, job: 1, attempt: 1, outcome: .success, exitCode: 0, reason: ""))).map(\.state), [.success])
+    }
+
+    func testRestartedRunnerThatDoesNotClaimLosesTheLeaseDespiteHeartbeats() {
+        on(.registered(1, name: "a", slots: 1))
+        on(.enqueued([spec(1)]))
+        on(.disconnected(1))
+        on(.registered(2, name: "a", slots: 1))
+        var requeued = false
+        for _ in 0..<4 {
+            advance(.seconds(1))
+            on(.heartbeat(2))
+            requeued = requeued || records(on(.tick)).contains { $0.state == .queued }
+        }
+        XCTAssertTrue(requeued)
+    }
+
+    func testRestoreAfterDispatcherRestart() {
+        let active = [
+            ActiveJob(spec: spec(1), state: .running, attempt: 2, reassignments: 1, runner: "a"),
+            ActiveJob(spec: spec(2), state: .queued, attempt: 0, reassignments: 0, runner: nil),
+            ActiveJob(spec: spec(3), state: .assigned, attempt: 1, reassignments: 0, runner: "gone"),
+        ]
+        on(.restored(active))
+        XCTAssertEqual(s.queuedCount, 1)
+        XCTAssertEqual(s.leasedCount, 2)
+        // Runner a comes back and claims its attempt; a new runner b takes the queued job.
+        on(.registered(1, name: "a", slots: 1))
+        XCTAssertTrue(on(.claim(1, job: 1, attempt: 2)).contains(.send(1, .ok(what: "claim"))))
+        let b = on(.registered(2, name: "b", slots: 1))
+        XCTAssertEqual(assignments(b).map(\.job), [2])
+        // Runner "gone" never returns: its job goes back to the queue after one lease.
+        advance(.seconds(3))
+        on(.heartbeat(1))
+        on(.heartbeat(2))
+        let t = records(on(.tick))
+        XCTAssertEqual(t.first?.job, 3)
+        XCTAssertEqual(t.first?.state, .queued)
+        XCTAssertEqual(s.leaseHolder(job: 1), "a")
+        // A wrong attempt is told to stop.
+        XCTAssertTrue(on(.claim(1, job: 3, attempt: 1)).contains(.send(1, .cancel(job: 3, attempt: 1, reason: "lease is no longer yours"))))
+    }
+
+    func testRunnerGivingBackAJobRequeuesItAtOnce() {
+        on(.registered(1, name: "a", slots: 1))
+        on(.enqueued([spec(1)]))
+        let r = records(on(.result(1, job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner shutting down")))
+        XCTAssertEqual(r.map(\.state), [.queued])
+        XCTAssertEqual(s.queuedCount, 1)
+        XCTAssertEqual(assignments(on(.registered(2, name: "b", slots: 1))).map(\.attempt), [2])
+    }
+
+    func testDuplicateRunnerNameIsRefused() {
+        on(.registered(1, name: "a", slots: 1))
+        let r = on(.registered(2, name: "a", slots: 1))
+        XCTAssertTrue(r.contains { if case .send(2, .error("name_in_use", _)) = $0 { return true } else { return false } })
+        XCTAssertNil(s.runnerName(2))
+    }
+
+    func testEnqueueingTheSameJobTwiceQueuesItOnce() {
+        on(.enqueued([spec(1)]))
+        on(.enqueued([spec(1)]))
+        XCTAssertEqual(s.queuedCount, 1)
+    }
+}

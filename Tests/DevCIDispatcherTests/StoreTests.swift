@@ -1,0 +1,56 @@
+import DevCIStore
+import DevCIWire
+import XCTest
+
+/// The store against a real SQLite file in a temporary folder.
+final class StoreTests: XCTestCase {
+    var dir: URL!
+    var store: SQLiteStore!
+    let commit = String(repeating: "b", count: 40)
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("devci-store-\(UUID().uuidString)")
+        store = try SQLiteStore(path: dir.appendingPathComponent("sub/devci.sqlite").path)
+    }
+
+    override func tearDownWithError() throws {
+        store = nil
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    func testEnqueueIsIdempotentPerRepositoryAndCommit() throws {
+        let first = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["test"], at: Date())
+        let again = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["test"], at: Date())
+        XCTAssertTrue(first.created)
+        XCTAssertFalse(again.created)
+        XCTAssertEqual(first.build, again.build)
+        XCTAssertEqual(first.jobs.map(\.id), again.jobs.map(\.id))
+        XCTAssertEqual(try store.lastDispatched(repo: "/r", branch: "main"), commit)
+        XCTAssertNil(try store.lastDispatched(repo: "/r", branch: "other"))
+    }
+
+    func testAFinalStateIsNeverOverwritten() throws {
+        let job = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["test"], at: Date()).jobs[0].id
+        XCTAssertTrue(try store.record(JobTransition(job: job, state: .assigned, attempt: 1, runner: "a")))
+        XCTAssertTrue(try store.record(JobTransition(job: job, state: .success, attempt: 1, runner: "a", exitCode: 0)))
+        XCTAssertFalse(try store.record(JobTransition(job: job, state: .failed, attempt: 2, runner: "b", exitCode: 1)))
+        let build = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
+        XCTAssertEqual(build.status, "success")
+        XCTAssertEqual(build.runner, "a")
+        XCTAssertEqual(try store.events(job: job).map(\.state), ["queued", "assigned", "success"])
+        XCTAssertTrue(try store.activeJobs().isEmpty)
+    }
+
+    func testActiveJobsSurviveReopening() throws {
+        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["a", "b"], at: Date())
+        try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
+        try store.appendLogs([LogRecord(job: r.jobs[0].id, attempt: 1, stream: .err, timestampMillis: 5, text: "héllo <b>")])
+        store = try SQLiteStore(path: store.path)
+        let active = try store.activeJobs()
+        XCTAssertEqual(active.map(\.state), [.running, .queued])
+        XCTAssertEqual(active[0].runner, "x")
+        XCTAssertEqual(active[0].attempt, 1)
+        XCTAssertEqual(try store.logs(job: r.jobs[0].id).map(\.text), ["héllo <b>"])
+        XCTAssertEqual(try store.recentBuilds(limit: 5).first?.status, "running")
+    }
+}

@@ -1,0 +1,183 @@
+import DevCIStore
+import DevCIWire
+import Foundation
+import XCTest
+
+/// Real processes on loopback, a real SQLite file and real git repositories, all in one temporary folder.
+final class Harness {
+    let dir: URL
+    let binary: String
+    private(set) var processes: [Process] = []
+    private var logs: [ObjectIdentifier: URL] = [:]
+
+    init(_ name: String) throws {
+        dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("devci-\(name)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // Tests/DevCIIntegrationTests/Harness.swift → the package root → .build/debug/devci
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        binary = root.appendingPathComponent(".build/debug/devci").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw XCTSkip("no devci binary at \(binary): run `swift build --build-tests` first")
+        }
+    }
+
+    var dbPath: String { dir.appendingPathComponent("devci.sqlite").path }
+
+    func tearDown() {
+        for p in processes where p.isRunning {
+            kill(p.processIdentifier, SIGCONT)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        if ProcessInfo.processInfo.environment["DEVCI_KEEP_TEST_DIRS"] == nil {
+            try? FileManager.default.removeItem(at: dir)
+        }
+    }
+
+    // MARK: Git
+
+    @discardableResult
+    func git(_ args: [String], in path: String) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        p.arguments = ["-C", path] + args
+        var env = ProcessInfo.processInfo.environment
+        env["GIT_AUTHOR_NAME"] = "Test"; env["GIT_AUTHOR_EMAIL"] = "test@example.invalid"
+        env["GIT_COMMITTER_NAME"] = "Test"; env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw Failure("git \(args.joined(separator: " ")) failed in \(path)") }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A repository whose `ci.sh` is the test command; returns its path.
+    func makeOrigin() throws -> String {
+        let path = dir.appendingPathComponent("origin").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try git(["init", "-q", "-b", "main"], in: path)
+        return path
+    }
+
+    /// Commits a `ci.sh` with this body and returns the commit id.
+    func commit(_ script: String, to repo: String, message: String = "change") throws -> String {
+        try ("#!/bin/sh\n" + script + "\n").write(toFile: repo + "/ci.sh", atomically: true, encoding: .utf8)
+        try git(["add", "ci.sh"], in: repo)
+        try git(["commit", "-q", "--allow-empty", "-m", message], in: repo)
+        return try git(["rev-parse", "HEAD"], in: repo)
+    }
+
+    func clone(_ origin: String, as name: String) throws -> String {
+        let path = dir.appendingPathComponent(name).path
+        try git(["clone", "-q", origin, path], in: dir.path)
+        return path
+    }
+
+    // MARK: Processes
+
+    @discardableResult
+    func spawn(_ name: String, _ args: [String], environment: [String: String] = [:]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let log = dir.appendingPathComponent("\(name)-\(processes.count).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        processes.append(p)
+        logs[ObjectIdentifier(p)] = log
+        return p
+    }
+
+    func log(of p: Process) -> String {
+        guard let url = logs[ObjectIdentifier(p)], let data = try? Data(contentsOf: url) else { return "" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Starts a dispatcher (on a free port unless given) and waits for it to listen. Short leases keep tests quick.
+    func startDispatcher(port: Int = 0, extra: [String] = []) throws -> (Process, HostPort) {
+        let p = try spawn("dispatcher", ["dispatcher", "--port", String(port), "--db", dbPath,
+                                         "--heartbeat", "300ms", "--lease", "1500ms"] + extra)
+        var address: HostPort?
+        try waitUntil("the dispatcher listens", timeout: 20) {
+            guard p.isRunning else { throw Failure("the dispatcher exited:\n\(self.log(of: p))") }
+            guard let line = self.log(of: p).split(separator: "\n").first(where: { $0.contains("listening on ") }),
+                  let range = line.range(of: "listening on ") else { return false }
+            address = HostPort(String(line[range.upperBound...].split(separator: " ")[0]))
+            return address != nil
+        }
+        return (p, try XCTUnwrap(address))
+    }
+
+    func startRunner(_ clone: String, _ address: HostPort, name: String, extra: [String] = []) throws -> Process {
+        try spawn("runner-\(name)", ["runner", clone, "--dispatcher-server", address.description, "--name", name,
+                                     "--test-command", "sh ci.sh"] + extra)
+    }
+
+    func run(_ args: [String]) throws -> (status: Int32, output: String) {
+        let p = try spawn("cli", args)
+        p.waitUntilExit()
+        return (p.terminationStatus, log(of: p))
+    }
+
+    // MARK: Waiting
+
+    /// Polls `condition` until it holds or the deadline passes; never a bare sleep.
+    func waitUntil(_ what: String, timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw Failure("timed out after \(timeout) s waiting until \(what)\n\(diagnostics())")
+    }
+
+    func diagnostics() -> String {
+        processes.map { "--- \($0.arguments?.prefix(2).joined(separator: " ") ?? "") (pid \($0.processIdentifier))\n\(String(log(of: $0).suffix(3000)))" }
+            .joined(separator: "\n")
+    }
+
+    // MARK: The database
+
+    func store() throws -> SQLiteStore { try SQLiteStore(path: dbPath, readOnly: true) }
+
+    func build(_ id: Int64) throws -> BuildSummary? {
+        guard FileManager.default.fileExists(atPath: dbPath) else { return nil }
+        return try store().recentBuilds(limit: 10_000).first { $0.id == id }
+    }
+
+    func waitForFinalBuild(_ id: Int64, timeout: TimeInterval = 30) throws -> BuildSummary {
+        var result: BuildSummary?
+        try waitUntil("build \(id) finishes", timeout: timeout) {
+            result = try build(id)
+            return result.map { JobState(rawValue: $0.status)?.isFinal ?? false } ?? false
+        }
+        return result!
+    }
+
+    /// Final states recorded for a job: exactly one, always.
+    func finalEvents(job: Int64) throws -> [JobEvent] {
+        try store().events(job: job).filter { JobState(rawValue: $0.state)?.isFinal ?? false }
+    }
+
+    func dispatch(_ commit: String, repo: String, to address: HostPort) throws -> (build: Int64, job: Int64) {
+        let client = try WireClient(address: address, token: nil)
+        defer { client.close() }
+        guard case .queued(let build, let jobs, _) = try client.request(.dispatch(repo: repo, commit: commit, branch: "main")) else {
+            throw Failure("dispatch refused")
+        }
+        return (build, jobs[0])
+    }
+}
+
+struct Failure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
