@@ -68,6 +68,7 @@ let package = Package(
         ),
         .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
         .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore"]),
+        .testTarget(name: "DevCIRunnerTests", dependencies: ["DevCIRunner", "DevCIWire"]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
     ],
     swiftLanguageModes: [.v5]

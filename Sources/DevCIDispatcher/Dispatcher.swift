@@ -111,7 +111,12 @@ public final class Dispatcher: @unchecked Sendable {
     func received(_ message: ClientMessage, from id: ConnectionID) -> Bool {
         let now = ContinuousClock.now
         switch message {
-        case .auth:
+        case .auth(let token):
+            // Already authenticated (or no token set): say whether this token would do.
+            if let expected = config.token, !constantTimeEquals(token, expected) {
+                send(id, .error(code: "bad_token", message: "wrong token"))
+                return false
+            }
             send(id, .ok(what: "auth"))
         case .register(let name, let slots):
             apply(scheduler.handle(.registered(id, name: name, slots: slots), now: now))
@@ -130,8 +135,12 @@ public final class Dispatcher: @unchecked Sendable {
                 send(id, .error(code: "store", message: "could not record the build"))
             }
         case .lastDispatched(let repo, let branch):
-            let commit = (try? store.lastDispatched(repo: repo, branch: branch)) ?? nil
-            send(id, .last(repo: repo, branch: branch, commit: commit ?? ""))
+            do {
+                send(id, .last(repo: repo, branch: branch, commit: try store.lastDispatched(repo: repo, branch: branch) ?? ""))
+            } catch {
+                logger.error("could not read the last dispatched commit of \(repo) \(branch): \(error)")
+                send(id, .error(code: "store", message: "could not read the database"))
+            }
         case .heartbeat, .claim, .started, .log, .result:
             guard scheduler.runnerName(id) != nil else {
                 send(id, .error(code: "not_registered", message: "register before sending runner messages"))
@@ -227,6 +236,8 @@ final class DispatcherConnection: ChannelInboundHandler {
     let dispatcher: Dispatcher
     private var authenticated: Bool
     private var errors = 0
+    /// Lines received since the connection opened, or since it authenticated.
+    private var lines = 0
 
     init(id: ConnectionID, dispatcher: Dispatcher) {
         self.id = id
@@ -246,6 +257,7 @@ final class DispatcherConnection: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lines += 1
         let message: ClientMessage
         do {
             switch unwrapInboundIn(data) {
@@ -274,9 +286,16 @@ final class DispatcherConnection: ChannelInboundHandler {
                 return
             }
             authenticated = true
+            lines = 0
+            dispatcher.send(id, .ok(what: "auth"))
+            return
         }
         if !dispatcher.received(message, from: id) {
             countError(context: context)
+        } else if lines == 1, case .status = message {
+            // A one-shot query by hand (`echo status | nc localhost 8888`): answer and hang up.
+            context.flush()
+            context.close(promise: nil)
         }
     }
 

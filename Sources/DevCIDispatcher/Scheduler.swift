@@ -83,9 +83,17 @@ public struct Scheduler {
         var lost = false
         /// It gave a job back (shutting down): no new work until it registers again.
         var draining = false
+        /// Registered but not yet heartbeating: its claims (sent right after `register`) come first,
+        /// so that it is not offered work while it still runs a job it is about to be told to drop.
+        var settling = true
+        /// Attempts it still runs although their lease is gone (it was told to cancel them); they fill
+        /// slots until their result arrives and is discarded.
+        var stale: Set<Int64> = []
         var lastAssigned: UInt64 = 0
 
-        var isAvailable: Bool { connection != nil && !lost && !draining && jobs.count < slots }
+        var isAvailable: Bool {
+            connection != nil && !lost && !draining && !settling && jobs.count + stale.count < slots
+        }
     }
 
     public let config: SchedulerConfig
@@ -148,6 +156,7 @@ public struct Scheduler {
                 entries[job] = entry
                 actions.append(.send(conn, .ok(what: "claim")))
             } else {
+                runners[name]?.stale.insert(job)
                 actions.append(.send(conn, .cancel(job: job, attempt: attempt, reason: "lease is no longer yours")))
             }
         case .started(let conn, let job, let attempt):
@@ -195,6 +204,8 @@ public struct Scheduler {
         runner.lastHeartbeat = now
         runner.lost = false
         runner.draining = false
+        runner.settling = true
+        runner.stale = []
         // Leases held under this name wait for the runner to claim them: a restarted runner has lost its work.
         for job in runner.jobs {
             entries[job]?.lease?.confirmed = false
@@ -209,6 +220,7 @@ public struct Scheduler {
     private mutating func heartbeat(_ conn: ConnectionID, now: Instant, into actions: inout [Action]) {
         guard let name = connections[conn], var runner = runners[name] else { return }
         runner.lastHeartbeat = now
+        runner.settling = false
         if runner.lost {
             runner.lost = false
             actions.append(.runnerState(name: name, state: "connected"))
@@ -222,6 +234,7 @@ public struct Scheduler {
     private mutating func finish(_ conn: ConnectionID, job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String,
                                  now: Instant, into actions: inout [Action]) {
         guard holdsLease(conn, job: job, attempt: attempt), let name = connections[conn] else {
+            if let name = connections[conn] { runners[name]?.stale.remove(job) }
             let why = entries[job] == nil ? "job \(job) is not active" : "lease on attempt \(attempt) was taken away"
             actions.append(.send(conn, .discarded(job: job, attempt: attempt, reason: why)))
             return
@@ -246,6 +259,7 @@ public struct Scheduler {
             guard let lease = entries[job]?.lease, lease.expires <= now else { continue }
             let why = runners[lease.runner]?.connection == nil ? "disconnected" : "stopped heartbeating"
             if let conn = runners[lease.runner]?.connection {
+                runners[lease.runner]?.stale.insert(job)
                 actions.append(.send(conn, .cancel(job: job, attempt: lease.attempt, reason: "lease expired")))
             }
             release(job, reason: "runner \(lease.runner) \(why): lease on attempt \(lease.attempt) expired", into: &actions)

@@ -147,9 +147,13 @@ public struct LineSplitter {
                 pending.removeAll(keepingCapacity: true)
             } else {
                 pending.append(b)
-                if pending.count >= maxLineBytes {
-                    lines.append(String(decoding: pending, as: UTF8.self))
-                    pending.removeAll(keepingCapacity: true)
+                if pending.count > maxLineBytes {
+                    // Cut before the character that crosses the limit, never inside it.
+                    var cut = maxLineBytes
+                    while cut > 0 && pending[cut] & 0xC0 == 0x80 { cut -= 1 }
+                    if cut == 0 { cut = maxLineBytes }
+                    lines.append(String(decoding: pending[..<cut], as: UTF8.self))
+                    pending.removeFirst(cut)
                 }
             }
         }

@@ -152,6 +152,8 @@ public final class RunnerAgent: @unchecked Sendable {
                 if case .result(_, let attempt, _, _, _) = message { send(.claim(job: job, attempt: attempt)) }
             }
             if let (a, _) = current { send(.claim(job: a.job, attempt: a.attempt)) }
+            // The first heartbeat tells the dispatcher our claims are in: from now on we may be given work.
+            send(.heartbeat)
             if droppedLines > 0 {
                 logger.warning("dropped \(droppedLines) log line(s) while disconnected")
                 droppedLines = 0

@@ -100,6 +100,10 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
 
     public func enqueue(repo: String, branch: String, commit: String, jobNames: [String], at: Date) throws -> EnqueueResult {
         try db.write { db in
+            try db.execute(sql: """
+                INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
+                ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id, at = excluded.at
+                """, arguments: [repo, branch, commit, at.timeIntervalSince1970])
             if let existing = try Row.fetchOne(db, sql: "SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ?",
                                                arguments: [repo, commit]) {
                 let id: Int64 = existing["id"]
@@ -120,10 +124,6 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
                 try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, 'queued', 0)", arguments: [job, t])
                 jobs.append(JobSpec(id: job, build: build, name: name, repo: repo, commit: commit, branch: branch))
             }
-            try db.execute(sql: """
-                INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
-                ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id, at = excluded.at
-                """, arguments: [repo, branch, commit, t])
             return EnqueueResult(build: build, jobs: jobs, created: true)
         }
     }

@@ -34,7 +34,7 @@ public enum ServerMessage: Equatable, Sendable {
     case registered(name: String, heartbeatMillis: Int, leaseMillis: Int)
     /// Run this attempt of a job.
     case assign(JobAssignment)
-    /// Stop this attempt: the lease is gone (expired, reassigned or cancelled).
+    /// Stop this attempt: its lease is gone (it expired, or a claim or `started` came for a lease the runner no longer holds).
     case cancel(job: Int64, attempt: Int, reason: String)
     /// The result of this attempt is recorded.
     case accepted(job: Int64, attempt: Int)

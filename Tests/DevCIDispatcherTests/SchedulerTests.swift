@@ -22,6 +22,12 @@ final class SchedulerTests: XCTestCase {
     @discardableResult
     func on(_ e: Scheduler.Event) -> [Scheduler.Action] { s.handle(e, now: now) }
 
+    /// A runner registers and sends its first heartbeat, as a real one does right after its claims.
+    @discardableResult
+    func join(_ conn: ConnectionID, _ name: String) -> [Scheduler.Action] {
+        on(.registered(conn, name: name, slots: 1)) + on(.heartbeat(conn))
+    }
+
     func advance(_ d: Duration) { now = now + d }
 
     func assignments(_ actions: [Scheduler.Action]) -> [(conn: ConnectionID, job: Int64, attempt: Int)] {
@@ -39,7 +45,7 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testAssignsQueuedJobToRegisteredRunnerAndRecordsEachState() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         let a = on(.enqueued([spec(10)]))
         XCTAssertEqual(assignments(a).map(\.job), [10])
         XCTAssertEqual(assignments(a).first?.attempt, 1)
@@ -54,17 +60,17 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testOneJobPerRunnerSlotAndQueueWaits() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         let a = on(.enqueued([spec(1), spec(2)]))
         XCTAssertEqual(assignments(a).map(\.job), [1])
         XCTAssertEqual(s.queuedCount, 1)
-        let b = on(.registered(2, name: "b", slots: 1))
+        let b = join(2, "b")
         XCTAssertEqual(assignments(b).map(\.job), [2])
         XCTAssertEqual(assignments(b).first?.conn, 2)
     }
 
     func testHeartbeatsKeepTheLease() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         on(.enqueued([spec(1)]))
         for _ in 0..<20 {
             advance(.seconds(1))
@@ -75,9 +81,9 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testExpiredLeaseRequeuesToAnotherRunnerAndLateResultIsDiscarded() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         on(.enqueued([spec(1)]))
-        on(.registered(2, name: "b", slots: 1))
+        join(2, "b")
         advance(.milliseconds(2900))
         on(.heartbeat(2))
         XCTAssertTrue(records(on(.tick)).isEmpty, "lease still valid")
@@ -102,15 +108,17 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testReassignmentCapEndsJobAsError() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         on(.enqueued([spec(1)]))  // attempt 1
         for attempt in 1...3 {
             advance(.seconds(4))  // the runner goes silent and its lease runs out
             let r = records(on(.tick))
             if attempt < 3 {
                 XCTAssertEqual(r.map(\.state), [.queued])
-                // It comes back and is given the job again.
-                XCTAssertEqual(assignments(on(.heartbeat(1))).map(\.attempt), [attempt + 1])
+                // It comes back, drops the attempt it was told to cancel, and is given the job again.
+                XCTAssertTrue(assignments(on(.heartbeat(1))).isEmpty)
+                let dropped = on(.result(1, job: 1, attempt: attempt, outcome: .cancelled, exitCode: -1, reason: "stopped on request"))
+                XCTAssertEqual(assignments(dropped).map(\.attempt), [attempt + 1])
             } else {
                 XCTAssertEqual(r.map(\.state), [.error])
                 XCTAssertTrue(r[0].reason?.contains("giving up") ?? false, r[0].reason ?? "")
@@ -121,8 +129,8 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testSilentRunnerIsNotGivenWorkButOthersAre() {
-        on(.registered(1, name: "a", slots: 1))
-        on(.registered(2, name: "b", slots: 1))
+        join(1, "a")
+        join(2, "b")
         on(.enqueued([spec(1), spec(2)]))
         advance(.seconds(4))
         on(.heartbeat(2))
@@ -136,7 +144,7 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testDisconnectedRunnerThatReconnectsAndClaimsKeepsItsJob() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         on(.enqueued([spec(1)]))
         on(.disconnected(1))
         advance(.seconds(2))
@@ -149,7 +157,7 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testRestartedRunnerThatDoesNotClaimLosesTheLeaseDespiteHeartbeats() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         on(.enqueued([spec(1)]))
         on(.disconnected(1))
         on(.registered(2, name: "a", slots: 1))
@@ -174,7 +182,7 @@ final class SchedulerTests: XCTestCase {
         // Runner a comes back and claims its attempt; a new runner b takes the queued job.
         on(.registered(1, name: "a", slots: 1))
         XCTAssertTrue(on(.claim(1, job: 1, attempt: 2)).contains(.send(1, .ok(what: "claim"))))
-        let b = on(.registered(2, name: "b", slots: 1))
+        let b = join(2, "b")
         XCTAssertEqual(assignments(b).map(\.job), [2])
         // Runner "gone" never returns: its job goes back to the queue after one lease.
         advance(.seconds(3))
@@ -189,12 +197,12 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testRunnerGivingBackAJobRequeuesItAtOnce() {
-        on(.registered(1, name: "a", slots: 1))
+        join(1, "a")
         on(.enqueued([spec(1)]))
         let r = records(on(.result(1, job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner shutting down")))
         XCTAssertEqual(r.map(\.state), [.queued])
         XCTAssertEqual(s.queuedCount, 1)
-        XCTAssertEqual(assignments(on(.registered(2, name: "b", slots: 1))).map(\.attempt), [2])
+        XCTAssertEqual(assignments(join(2, "b")).map(\.attempt), [2])
     }
 
     func testDuplicateRunnerNameIsRefused() {
@@ -202,6 +210,23 @@ final class SchedulerTests: XCTestCase {
         let r = on(.registered(2, name: "a", slots: 1))
         XCTAssertTrue(r.contains { if case .send(2, .error("name_in_use", _)) = $0 { return true } else { return false } })
         XCTAssertNil(s.runnerName(2))
+    }
+
+    func testRunnerThatLostItsLeaseWhileAwayGetsNoWorkUntilItDropsTheOldAttempt() {
+        join(1, "a")
+        on(.enqueued([spec(1)]))
+        on(.disconnected(1))
+        advance(.seconds(4))
+        on(.tick)  // lease expired while away: job 1 is queued again
+        XCTAssertEqual(s.queuedCount, 1)
+        // It reconnects still running attempt 1: told to cancel, and offered nothing meanwhile.
+        XCTAssertTrue(assignments(on(.registered(2, name: "a", slots: 1))).isEmpty, "no work before its claims are in")
+        XCTAssertTrue(on(.claim(2, job: 1, attempt: 1)).contains(.send(2, .cancel(job: 1, attempt: 1, reason: "lease is no longer yours"))))
+        XCTAssertTrue(assignments(on(.heartbeat(2))).isEmpty, "its one slot is still taken by the dropped attempt")
+        let r = on(.result(2, job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "stopped on request"))
+        XCTAssertTrue(r.contains { if case .send(2, .discarded(1, 1, _)) = $0 { return true } else { return false } })
+        XCTAssertEqual(records(r).map(\.state), [.assigned], "the dropped attempt records nothing")
+        XCTAssertEqual(assignments(r).map(\.attempt), [2], "free again, it takes the job's next attempt")
     }
 
     func testEnqueueingTheSameJobTwiceQueuesItOnce() {

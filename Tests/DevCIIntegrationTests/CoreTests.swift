@@ -140,8 +140,37 @@ final class CoreTests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.hasPrefix("error code=too_many_errors") }, "\(lines)")
         XCTAssertFalse(client.isOpen)
         XCTAssertTrue(dispatcher.isRunning)
+        // `echo status | nc localhost 8888`: a first-line status is answered and the connection closed.
         let fresh = try WireClient(address: address, token: nil)
         XCTAssertEqual(try fresh.request(.status), .status(queued: 0, running: 0, runners: 0))
+        XCTAssertNil(try fresh.readLine(timeout: 10))
+    }
+
+    func testNothingAJobStartedOutlivesItOrItsRunner() throws {
+        let origin = try h.makeOrigin()
+        let finishes = try h.commit("(sleep 4171; echo leaked) &\necho done", to: origin)
+        let hangs = try h.commit("(sleep 4172; echo leaked) &\necho started\nsleep 4173", to: origin)
+        let (_, address) = try h.startDispatcher()
+        let runner = try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        XCTAssertEqual(try h.waitForFinalBuild(try h.dispatch(finishes, repo: origin, to: address).build).status, "success")
+        try h.waitUntil("the finished job's background process is gone") { try !processExists(matching: "sleep 4171") }
+        let job = try h.dispatch(hangs, repo: origin, to: address).job
+        try h.waitUntil("the hanging job runs") { try processExists(matching: "sleep 4173") && processExists(matching: "sleep 4172") }
+        kill(runner.processIdentifier, SIGKILL)
+        try h.waitUntil("the killed runner's job and its background process are gone") {
+            try !processExists(matching: "sleep 4172") && !processExists(matching: "sleep 4173")
+        }
+        XCTAssertTrue(try h.finalEvents(job: job).isEmpty, "the job waits for another runner")
+    }
+
+    func processExists(matching pattern: String) throws -> Bool {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        p.arguments = ["-f", "^" + pattern]
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus == 0
     }
 
     func testWithATokenPeersMustProveItFirst() throws {
