@@ -72,7 +72,8 @@ def wait_db(db, sql, want, timeout=600):
     while time.time() < deadline:
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            v = con.execute(sql).fetchone()[0]
+            row = con.execute(sql).fetchone()
+            v = row[0] if row else None
             con.close()
             if want(v):
                 return v
@@ -113,6 +114,7 @@ def bench_latency(devci, n=300):
         runner = Peer(port)
         runner.send("register name=lat slots=1")
         runner.readline()
+        runner.send("heartbeat")  # a runner is offered work once its first heartbeat is in
         client = Peer(port)
         samples = []
         for i in range(n):
