@@ -35,6 +35,18 @@ let package = Package(
         ),
         // Git access through libgit2.
         .target(name: "DevCIGit", dependencies: ["CLibGit2"]),
+        // The one process spawner: a command under a leader in its own process group, output line by line.
+        .target(name: "DevCIProcess", dependencies: ["CDevCISpawn", "DevCIWire"]),
+        // The repository observer: what is new since last dispatched (pure), and the polling loop.
+        .target(
+            name: "DevCIObserver",
+            dependencies: ["DevCIWire", "DevCIGit", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The runner manager: the supervisor state machine and the processes it keeps alive.
+        .target(
+            name: "DevCIRunnerManager",
+            dependencies: ["DevCIProcess", "DevCIGit", .product(name: "Logging", package: "swift-log")]
+        ),
         // The dispatcher: the scheduler state machine and its NIO/SQLite edges.
         .target(
             name: "DevCIDispatcher",
@@ -49,7 +61,7 @@ let package = Package(
         .target(
             name: "DevCIRunner",
             dependencies: [
-                "DevCIWire", "DevCIGit", "CDevCISpawn",
+                "DevCIWire", "DevCIGit", "DevCIProcess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -59,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "devci",
             dependencies: [
-                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner",
+                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -68,7 +80,8 @@ let package = Package(
         ),
         .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
         .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore"]),
-        .testTarget(name: "DevCIRunnerTests", dependencies: ["DevCIRunner", "DevCIWire"]),
+        .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
+        .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIRunnerManager"]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
     ],
     swiftLanguageModes: [.v5]

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,7 +92,17 @@ int devci_spawn(const char *path, char *const argv[], char *const envp[], const 
             if (errno != EINTR) _exit(127);
         }
         if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
-        _exit(128 + WTERMSIG(status));
+        // Die of the same signal, so the runner sees "killed by signal N", not a made-up exit status.
+        int sig = WTERMSIG(status);
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(sig, SIG_DFL);
+        sigset_t only;
+        sigemptyset(&only);
+        sigaddset(&only, sig);
+        sigprocmask(SIG_UNBLOCK, &only, NULL);
+        kill(getpid(), sig);
+        _exit(128 + sig);
     }
     close(report[1]);
     setpgid(pid, pid);  // also here, so the group exists before the runner signals it

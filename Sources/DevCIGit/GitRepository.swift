@@ -84,6 +84,81 @@ public final class GitRepository {
         try check("detach HEAD at \(sha)", git_repository_set_head_detached(handle, &id))
     }
 
+    /// Clones `source` (a path or URL) into `destination`, which must not exist yet or be empty.
+    @discardableResult
+    public static func clone(from source: String, to destination: String) throws -> GitRepository {
+        _ = libgit2Ready
+        var repo: OpaquePointer?
+        try check("clone \(source) into \(destination)", git_clone(&repo, source, destination, nil))
+        git_repository_free(repo)
+        return try GitRepository(path: destination)
+    }
+
+    /// The URL of the `origin` remote, a relative local path made absolute against the work tree.
+    public func originURL() throws -> String {
+        var remote: OpaquePointer?
+        try check("find remote origin in \(path)", git_remote_lookup(&remote, handle, "origin"))
+        defer { git_remote_free(remote) }
+        let url = String(cString: git_remote_url(remote))
+        if url.hasPrefix(".") {
+            return URL(fileURLWithPath: url, relativeTo: URL(fileURLWithPath: path, isDirectory: true)).standardizedFileURL.path
+        }
+        return url
+    }
+
+    /// The branch HEAD is on (`main`), or nil when HEAD is detached.
+    public func headBranch() throws -> String? {
+        var ref: OpaquePointer?
+        try check("read HEAD of \(path)", git_reference_lookup(&ref, handle, "HEAD"))
+        defer { git_reference_free(ref) }
+        guard git_reference_type(ref) == GIT_REFERENCE_SYMBOLIC, let target = git_reference_symbolic_target(ref) else { return nil }
+        let name = String(cString: target)
+        return name.hasPrefix("refs/heads/") ? String(name.dropFirst("refs/heads/".count)) : nil
+    }
+
+    /// Fetches `origin` with its configured refspecs (updating `refs/remotes/origin/*`).
+    public func fetchOrigin() throws {
+        var remote: OpaquePointer?
+        try check("find remote origin in \(path)", git_remote_lookup(&remote, handle, "origin"))
+        defer { git_remote_free(remote) }
+        var options = git_fetch_options()
+        try check("fetch options", git_fetch_options_init(&options, UInt32(GIT_FETCH_OPTIONS_VERSION)))
+        try check("fetch origin of \(path)", git_remote_fetch(remote, nil, &options, nil))
+    }
+
+    /// The commits reachable from `tip` but not from `since`, parents before children (oldest first).
+    /// Throws when `since` is not a commit of this repository (history was rewritten, or never seen).
+    public func commits(since: String?, upTo tip: String) throws -> [String] {
+        guard var tipID = oid(tip) else { throw GitError(operation: "walk", message: "not a full commit id: \(tip)") }
+        var walk: OpaquePointer?
+        try check("walk history", git_revwalk_new(&walk, handle))
+        defer { git_revwalk_free(walk) }
+        try check("walk history", git_revwalk_sorting(walk, GIT_SORT_TOPOLOGICAL.rawValue | GIT_SORT_REVERSE.rawValue))
+        try check("walk from \(tip)", git_revwalk_push(walk, &tipID))
+        if let since {
+            guard var sinceID = oid(since), hasCommit(since) else {
+                throw GitError(operation: "walk", message: "\(since) is not a commit of \(path)")
+            }
+            try check("walk since \(since)", git_revwalk_hide(walk, &sinceID))
+        }
+        var out: [String] = []
+        var id = git_oid()
+        while true {
+            let code = git_revwalk_next(&id, walk)
+            if code == GIT_ITEROVER.rawValue { break }
+            try check("walk history", code)
+            out.append(Self.hex(id))
+        }
+        return out
+    }
+
+    /// Whether `ancestor` is `commit` or one of its ancestors.
+    public func isAncestor(_ ancestor: String, of commit: String) -> Bool {
+        guard var a = oid(ancestor), var c = oid(commit) else { return false }
+        if git_oid_equal(&a, &c) != 0 { return true }
+        return git_graph_descendant_of(handle, &c, &a) == 1
+    }
+
     /// The commit HEAD points at.
     public func headCommit() throws -> String {
         var id = git_oid()

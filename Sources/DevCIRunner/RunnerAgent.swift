@@ -1,4 +1,5 @@
 import DevCIGit
+import DevCIProcess
 import DevCIWire
 import Foundation
 import Logging
@@ -44,7 +45,7 @@ public final class RunnerAgent: @unchecked Sendable {
     private var heartbeatTask: RepeatedTask?
     private var backoff: Duration = .milliseconds(100)
     private var stopping = false
-    private var current: (assignment: JobAssignment, process: JobProcess)?
+    private var current: (assignment: JobAssignment, process: ChildProcess)?
     /// Results sent but not yet accepted or discarded: sent again after a reconnect.
     private var unacknowledged: [Int64: ClientMessage] = [:]
     /// Log lines produced while disconnected, sent on reconnect.
@@ -207,7 +208,7 @@ public final class RunnerAgent: @unchecked Sendable {
             channel?.flush()
             return
         }
-        let process = JobProcess()
+        let process = ChildProcess()
         current = (a, process)
         logger.info("job \(a.job) attempt \(a.attempt): \(a.repo) \(a.branch) \(a.commit)")
         send(.started(job: a.job, attempt: a.attempt))
@@ -222,7 +223,7 @@ public final class RunnerAgent: @unchecked Sendable {
     }
 
     /// Runs on the job's own thread: checkout, then the test command.
-    private func execute(_ a: JobAssignment, process: JobProcess, config: RunnerConfig) -> Termination {
+    private func execute(_ a: JobAssignment, process: ChildProcess, config: RunnerConfig) -> Termination {
         system(a, "checking out \(a.commit) (\(a.branch)) in \(config.clonePath)")
         do {
             let repo = try GitRepository(path: config.clonePath)

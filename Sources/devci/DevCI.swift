@@ -8,7 +8,8 @@ struct DevCI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "devci",
         abstract: "A small distributed CI: dispatcher, runners and the tools around them.",
-        subcommands: [DispatcherCommand.self, RunnerCommand.self, DispatchCommand.self, StatusCommand.self, ReportCommand.self]
+        subcommands: [UpCommand.self, DispatcherCommand.self, RunnerCommand.self, RunnerManagerCommand.self, ObserverCommand.self,
+                      DispatchCommand.self, StatusCommand.self, ReportCommand.self]
     )
 }
 

@@ -41,9 +41,12 @@ struct RunnerCommand: ParsableCommand {
         try? group.syncShutdownGracefully()
     }
 
-    static func defaultName() -> String {
-        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "runner"
-        let clean = String(host.unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) || $0 == "-" }.prefix(40))
-        return "\(clean.isEmpty ? "runner" : clean)-\(getpid())"
+    static func defaultName() -> String { "\(hostName())-\(getpid())" }
+
+    /// This host's short name, cut to what a runner name allows.
+    static func hostName() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
+        let clean = String(host.unicodeScalars.filter { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "-") }.prefix(40))
+        return clean.isEmpty ? "runner" : clean
     }
 }

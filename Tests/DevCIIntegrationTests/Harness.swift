@@ -121,6 +121,35 @@ final class Harness {
                                      "--test-command", "sh ci.sh"] + extra)
     }
 
+    func startObserver(_ clones: [String], _ address: HostPort, extra: [String] = []) throws -> Process {
+        try spawn("observer", ["observer"] + clones + ["--dispatcher-server", address.description, "--interval", "200ms"] + extra)
+    }
+
+    func startManager(_ clone: String, _ address: HostPort, count: Int, prefix: String = "m") throws -> Process {
+        try spawn("runner-manager", ["runner-manager", clone, "--dispatcher-server", address.description, "--desired-count", String(count),
+                                     "--work-dir", dir.appendingPathComponent("work").path, "--name-prefix", prefix,
+                                     "--test-command", "sh ci.sh"])
+    }
+
+    /// Process ids whose full command line matches the extended regular expression.
+    func pids(matching pattern: String) throws -> [Int32] {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        p.arguments = ["-f", pattern]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    /// Every build of the database, oldest first.
+    func builds() throws -> [BuildSummary] {
+        guard FileManager.default.fileExists(atPath: dbPath) else { return [] }
+        return try store().recentBuilds(limit: 100_000).reversed()
+    }
+
     func run(_ args: [String]) throws -> (status: Int32, output: String) {
         let p = try spawn("cli", args)
         p.waitUntilExit()

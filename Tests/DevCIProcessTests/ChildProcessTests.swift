@@ -1,10 +1,10 @@
-import DevCIRunner
+import DevCIProcess
 import DevCIWire
 import Foundation
 import XCTest
 
 /// The job process against real `/bin/sh` children.
-final class JobProcessTests: XCTestCase {
+final class ChildProcessTests: XCTestCase {
     final class Collected: @unchecked Sendable {
         private let lock = NSLock()
         private var lines: [OutputLine] = []
@@ -12,7 +12,7 @@ final class JobProcessTests: XCTestCase {
         var all: [OutputLine] { lock.lock(); defer { lock.unlock() }; return lines }
     }
 
-    func run(_ script: String, process: JobProcess = JobProcess()) -> (Termination, [OutputLine]) {
+    func run(_ script: String, process: ChildProcess = ChildProcess()) -> (Termination, [OutputLine]) {
         let out = Collected()
         let t = process.run(["/bin/sh", "-c", script], in: NSTemporaryDirectory(), environment: ["PATH": "/usr/bin:/bin"]) { out.add($0) }
         return (t, out.all)
@@ -26,13 +26,13 @@ final class JobProcessTests: XCTestCase {
     }
 
     func testAMissingProgramFailsToStart() {
-        let t = JobProcess().run(["/nonexistent/program"], in: "/", environment: [:]) { _ in }
+        let t = ChildProcess().run(["/nonexistent/program"], in: "/", environment: [:]) { _ in }
         guard case .failedToStart(let why) = t else { return XCTFail("\(t)") }
         XCTAssertTrue(why.contains("No such file"), why)
     }
 
     func testStopKillsTheWholeGroupEvenWhenItIgnoresSIGTERM() {
-        let process = JobProcess()
+        let process = ChildProcess()
         let started = Date()
         DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) { process.stop(grace: 0.5) }
         let (t, _) = run("trap '' TERM; (trap '' TERM; sleep 300) & sleep 300", process: process)

@@ -29,11 +29,13 @@ public struct OutputLine: Sendable, Equatable {
     public var text: String
 }
 
-/// Runs one command in a process group of its own and streams its output line by line.
-/// Stopping it, or the command finishing, takes down the whole group: nothing it started outlives it.
-public final class JobProcess: @unchecked Sendable {
+/// The one process spawner: runs a command under a small leader in a process group of its own and
+/// streams its output line by line. Stopping it, the command finishing, or this process dying takes
+/// down the whole group: nothing it started outlives it. Runners use it for jobs, the runner manager
+/// and `devci up` for runners and the other processes.
+public final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
-    private var pid: pid_t = 0
+    private var leader: pid_t = 0
     private var stopRequested = false
 
     public init() {}
@@ -61,7 +63,7 @@ public final class JobProcess: @unchecked Sendable {
             code = ECANCELED
         } else {
             code = devci_spawn(argv[0], cArgv, cEnv, directory, outPipe[1], errPipe[1], &child)
-            if code == 0 { pid = child }
+            if code == 0 { leader = child }
         }
         lock.unlock()
         close(outPipe[1])
@@ -85,7 +87,7 @@ public final class JobProcess: @unchecked Sendable {
         // Whatever the command left behind in its group goes with it, so the pipes reach EOF.
         lock.lock()
         kill(-child, SIGKILL)
-        pid = 0
+        leader = 0
         lock.unlock()
         readers.wait()
         if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
@@ -96,15 +98,22 @@ public final class JobProcess: @unchecked Sendable {
     public func stop(grace: TimeInterval = 2) {
         lock.lock()
         stopRequested = true
-        let target = pid
+        let target = leader
         lock.unlock()
         guard target > 0 else { return }
         kill(-target, SIGTERM)
         DispatchQueue.global().asyncAfter(deadline: .now() + grace) { [self] in
             lock.lock()
             defer { lock.unlock() }
-            if pid == target { kill(-target, SIGKILL) }
+            if leader == target { kill(-target, SIGKILL) }
         }
+    }
+
+    /// The leader's process id (the group id) while it runs, else 0.
+    public var pid: pid_t {
+        lock.lock()
+        defer { lock.unlock() }
+        return leader
     }
 
     public var wasStopped: Bool {

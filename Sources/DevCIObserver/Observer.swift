@@ -1,0 +1,202 @@
+import DevCIGit
+import DevCIWire
+import Foundation
+import Logging
+
+/// How an observer is started.
+public struct ObserverConfig: Sendable {
+    public var clonePaths: [String]
+    /// Branches to watch in every clone; empty means each clone's HEAD branch.
+    public var branches: [String]
+    public var dispatcher: HostPort
+    public var token: String?
+    public var interval: Duration
+    public var maxBacklog: Int
+
+    public init(clonePaths: [String], branches: [String] = [], dispatcher: HostPort, token: String? = nil,
+                interval: Duration = .seconds(1), maxBacklog: Int = 50) {
+        self.clonePaths = clonePaths
+        self.branches = branches
+        self.dispatcher = dispatcher
+        self.token = token
+        self.interval = interval
+        self.maxBacklog = maxBacklog
+    }
+}
+
+/// Why the observer cannot watch what it was given.
+public struct ObserverError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ d: String) { description = d }
+}
+
+/// One watched branch of one clone.
+struct Watch {
+    let clone: String
+    let repository: GitRepository
+    /// What the dispatcher and runners know the repository by: the clone's origin.
+    let repo: String
+    let branch: String
+    /// The last commit dispatched, as the dispatcher holds it; `.none` until asked.
+    var last: String??
+}
+
+/// The repository observer: polls each clone's origin through libgit2 and dispatches every new commit of
+/// each watched branch, oldest first. It never exits on a network error: an unreachable dispatcher is
+/// reported once and retried on every poll.
+public final class Observer: @unchecked Sendable {
+    public let config: ObserverConfig
+    let logger: Logger
+    private var watches: [Watch] = []
+    private var client: WireClient?
+    private var dispatcherDown = false
+    private var fetchErrors: [String: String] = [:]
+    private let stopLock = NSCondition()
+    private var stopped = false
+
+    public init(config: ObserverConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        for path in config.clonePaths {
+            let repository = try GitRepository(path: path)
+            let repo = try repository.originURL()
+            guard Validate.isRepository(repo) else { throw ObserverError("\(path): unusable origin URL '\(repo)'") }
+            var branches = config.branches
+            if branches.isEmpty {
+                guard let head = try repository.headBranch() else {
+                    throw ObserverError("\(path): HEAD is detached: check out a branch or pass --branch")
+                }
+                branches = [head]
+            }
+            for branch in branches {
+                guard Validate.isBranchName(branch) else { throw ObserverError("'\(branch)' is not a branch name") }
+                watches.append(Watch(clone: path, repository: repository, repo: repo, branch: branch, last: .none))
+            }
+        }
+    }
+
+    /// What is being watched, for the startup line.
+    public var description: String {
+        watches.map { "\($0.clone) (\($0.repo)) branch \($0.branch)" }.joined(separator: "; ")
+    }
+
+    /// Polls until `stop()`; call from a thread of its own.
+    public func run() {
+        while !isStopped {
+            let started = ContinuousClock.now
+            pollOnce()
+            let wait = config.interval - (ContinuousClock.now - started)
+            if wait > .zero { sleep(wait) }
+        }
+        client?.close()
+    }
+
+    public func stop() {
+        stopLock.lock()
+        stopped = true
+        stopLock.broadcast()
+        stopLock.unlock()
+    }
+
+    private var isStopped: Bool {
+        stopLock.lock()
+        defer { stopLock.unlock() }
+        return stopped
+    }
+
+    private func sleep(_ d: Duration) {
+        stopLock.lock()
+        if !stopped { _ = stopLock.wait(until: Date(timeIntervalSinceNow: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)) }
+        stopLock.unlock()
+    }
+
+    /// One poll of every watch: fetch each clone once, then dispatch what is new on each branch.
+    public func pollOnce() {
+        var fetched: Set<String> = []
+        for i in watches.indices where !isStopped {
+            let w = watches[i]
+            if !fetched.contains(w.clone) {
+                fetched.insert(w.clone)
+                do {
+                    try w.repository.fetchOrigin()
+                    if fetchErrors.removeValue(forKey: w.clone) != nil { logger.notice("fetching \(w.clone) works again") }
+                } catch {
+                    // Said once per distinct error, not every poll.
+                    if fetchErrors[w.clone] != "\(error)" {
+                        logger.error("cannot fetch origin of \(w.clone): \(error)")
+                        fetchErrors[w.clone] = "\(error)"
+                    }
+                    continue
+                }
+            }
+            if fetchErrors[w.clone] != nil { continue }
+            poll(&watches[i])
+        }
+    }
+
+    private func poll(_ w: inout Watch) {
+        let tip: String
+        do {
+            guard let t = try w.repository.tip(of: "refs/remotes/origin/\(w.branch)") else {
+                if w.last == nil { logger.warning("origin of \(w.clone) has no branch \(w.branch)") }
+                return
+            }
+            tip = t
+        } catch {
+            logger.error("cannot read \(w.branch) in \(w.clone): \(error)")
+            return
+        }
+        if case .none = w.last {
+            guard let reply = request(.lastDispatched(repo: w.repo, branch: w.branch)), case .last(_, _, let commit) = reply else { return }
+            w.last = .some(commit.isEmpty ? nil : commit)
+            logger.info("\(w.repo) \(w.branch): last dispatched \(commit.isEmpty ? "nothing yet" : String(commit.prefix(12)))")
+        }
+        guard case .some(let last) = w.last, last != tip else { return }
+        let newCommits = try? w.repository.commits(since: last, upTo: tip)
+        let plan = BacklogPlanner.plan(last: last, tip: tip, newCommits: newCommits, maxBacklog: config.maxBacklog)
+        if let note = plan.note {
+            if plan.skipped > 0 { logger.warning("\(w.repo) \(w.branch): \(note)") } else { logger.notice("\(w.repo) \(w.branch): \(note)") }
+        }
+        for commit in plan.dispatch {
+            guard let reply = request(.dispatch(repo: w.repo, commit: commit, branch: w.branch)) else { return }
+            switch reply {
+            case .queued(let build, _, let created):
+                w.last = .some(commit)
+                logger.info("\(w.repo) \(w.branch) \(commit.prefix(12)): \(created ? "build \(build) queued" : "already build \(build)")")
+            case .error(let code, let message):
+                // Refused for good (e.g. an invalid name): skip it rather than retry forever.
+                logger.error("dispatcher refused \(commit.prefix(12)) on \(w.branch): \(code): \(message)")
+                w.last = .some(commit)
+            default:
+                logger.error("unexpected reply to dispatch: \(LineCodec.encode(reply))")
+                return
+            }
+        }
+    }
+
+    /// One request on the kept connection, reconnecting when needed. Nil when the dispatcher is unreachable.
+    private func request(_ message: ClientMessage) -> ServerMessage? {
+        for _ in 0..<2 {
+            do {
+                if client == nil || client?.isOpen == false {
+                    client = try WireClient(address: config.dispatcher, token: config.token, timeout: 5)
+                }
+                let reply = try client!.request(message)
+                if dispatcherDown {
+                    // Nothing to re-ask: a dispatch counts only once it is acknowledged, after the database has it.
+                    dispatcherDown = false
+                    logger.notice("dispatcher \(config.dispatcher) is reachable again")
+                }
+                return reply
+            } catch {
+                client?.close()
+                client = nil
+                if !dispatcherDown {
+                    dispatcherDown = true
+                    logger.warning("dispatcher \(config.dispatcher) is unreachable (\(error)); polling on and dispatching when it is back")
+                }
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,56 @@
+import ArgumentParser
+import DevCIGit
+import DevCIProcess
+import DevCIRunner
+import DevCIRunnerManager
+import DevCIWire
+import Foundation
+
+struct RunnerManagerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runner-manager",
+        abstract: "Keep N runners alive, each in its own working copy of a clone.",
+        discussion: "Send SIGUSR1 to add a runner and SIGUSR2 to remove one: kill -USR1 <pid>."
+    )
+
+    @Argument(help: "The clone the runners' working copies are made from.") var clonePath: String
+    @OptionGroup var server: DispatcherAddress
+    @Option(help: "How many runners to keep alive.") var desiredCount = 2
+    @Option(help: "Where the runners' working copies live (default: ~/.devci/runners).") var workDir: String?
+    @Option(help: "Runner names are <prefix>-<n> (default: this host's name).") var namePrefix: String?
+    @Option(help: "Passed to every runner.") var testCommand = RunnerConfig.defaultTestCommand
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        let logger = try logging.bootstrap("devci.runner-manager")
+        guard desiredCount >= 0 else { throw ValidationError("--desired-count must be 0 or more") }
+        let clone = URL(fileURLWithPath: clonePath).standardizedFileURL.path
+        do { _ = try GitRepository(path: clone) } catch { throw Failure("\(clone) is not a git clone: \(error)") }
+        let prefix = namePrefix ?? RunnerCommand.hostName()
+        guard Validate.isRunnerName(prefix + "-000") else { throw ValidationError("--name-prefix must be letters, digits, '.', '_', '-'") }
+        let work = workDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+            ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.devci/runners"
+        let address = try server.address
+        // The token reaches runners through the environment (DEVCI_TOKEN), never their command line.
+        if let token = server.resolvedToken { setenv("DEVCI_TOKEN", token, 1) }
+        let manager = RunnerManager(
+            config: RunnerManagerConfig(
+                clonePath: clone, workDirectory: work, desiredCount: desiredCount, namePrefix: prefix,
+                executable: currentExecutablePath(),
+                runnerArguments: ["--dispatcher-server", address.description, "--test-command", testCommand, "--log-level", logging.logLevel]),
+            logger: logger)
+        logger.info("runner manager: \(desiredCount) runner(s) from \(clone), working copies in \(work), dispatcher \(address); SIGUSR1 adds one, SIGUSR2 removes one")
+        signal(SIGUSR1, SIG_IGN)
+        signal(SIGUSR2, SIG_IGN)
+        let scaling = [(SIGUSR1, 1), (SIGUSR2, -1)].map { sig, delta -> DispatchSourceSignal in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { manager.scale(by: delta) }
+            source.resume()
+            return source
+        }
+        manager.start()
+        waitForTermination(logger) { manager.shutdown() }
+        scaling.forEach { $0.cancel() }
+        logger.info("all runners stopped")
+    }
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import DevCIProcess
+import DevCIWire
+import Foundation
+
+struct UpCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Start the whole system in one terminal: dispatcher, runner manager and observer on the sample repository."
+    )
+
+    @Option(help: "The dispatcher's port.") var port = 8888
+    @Option(help: "How many runners.") var runners = 2
+    @Option(help: "Where the sample repositories are (made when missing; default: DEVCI_SAMPLE_DIR, else the folder above this checkout).")
+    var sampleDir: String?
+    @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func run() throws {
+        let logger = try logging.bootstrap("devci.up")
+        let exe = currentExecutablePath()
+        guard let root = Self.checkoutRoot(from: exe) else {
+            throw Failure("cannot find scripts/make-test-repos.sh above \(exe) or in \(FileManager.default.currentDirectoryPath): run devci up from a DevCI checkout")
+        }
+        let base = sampleDir ?? ProcessInfo.processInfo.environment["DEVCI_SAMPLE_DIR"] ?? (root as NSString).deletingLastPathComponent
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: root + "/scripts/make-test-repos.sh")
+        make.arguments = [base]
+        try make.run()
+        make.waitUntilExit()
+        guard make.terminationStatus == 0 else { throw Failure("making the sample repositories in \(base) failed") }
+        let sample = URL(fileURLWithPath: base).standardizedFileURL.path
+        let server = "localhost:\(port)"
+        let level = ["--log-level", logging.logLevel]
+
+        let stopping = StopFlag()
+        let dispatcher = NamedChild(name: "dispatcher", argv: [exe, "dispatcher", "--port", String(port)] + (db.map { ["--db", $0] } ?? []) + level)
+        var children = [dispatcher]
+        dispatcher.start { how in if !stopping.isSet { logger.error("dispatcher exited (\(how))") } }
+        let deadline = Date(timeIntervalSinceNow: 20)
+        while (try? WireClient(address: HostPort(host: "localhost", port: port), token: nil, timeout: 1)) == nil {
+            guard Date() < deadline else {
+                dispatcher.stop(grace: 1)
+                throw Failure("the dispatcher did not come up on \(server)")
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        let manager = NamedChild(name: "runner-manager", argv: [exe, "runner-manager", sample + "/test_repo_clone_runner",
+                                                                 "--dispatcher-server", server, "--desired-count", String(runners)] + level)
+        let observer = NamedChild(name: "observer", argv: [exe, "observer", sample + "/test_repo_clone_obs", "--dispatcher-server", server] + level)
+        for child in [manager, observer] {
+            child.start { how in if !stopping.isSet { logger.error("\(child.name) exited (\(how))") } }
+            children.append(child)
+        }
+        logger.notice("""
+            DevCI is up: dispatcher on \(server), \(runners) runner(s), observer on \(sample)/test_repo_clone_obs.
+            Commit to \(sample)/test_repo and watch it tested; `devci status`, `devci report`. Ctrl-C stops everything.
+            """)
+        waitForTermination(logger) {
+            stopping.set()
+            for child in children.reversed() {
+                child.stop(grace: 15)
+                child.wait()
+            }
+        }
+    }
+
+    /// Set once shutdown begins, so children's exits are not reported as failures.
+    final class StopFlag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        var isSet: Bool { lock.withLock { value } }
+        func set() { lock.withLock { value = true } }
+    }
+
+    /// The DevCI checkout this binary was built in (`.build/<config>/devci`), or the current folder.
+    static func checkoutRoot(from executable: String) -> String? {
+        var dir = URL(fileURLWithPath: executable).deletingLastPathComponent()
+        for _ in 0..<6 {
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("scripts/make-test-repos.sh").path) { return dir.path }
+            dir = dir.deletingLastPathComponent()
+        }
+        let cwd = FileManager.default.currentDirectoryPath
+        return FileManager.default.fileExists(atPath: cwd + "/scripts/make-test-repos.sh") ? cwd : nil
+    }
+}

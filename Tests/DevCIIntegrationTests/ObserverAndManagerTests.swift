@@ -1,0 +1,183 @@
+import DevCIStore
+import DevCIWire
+import Foundation
+import XCTest
+
+/// Issue 3 end to end: the observer, the runner manager and the sample repository's scripts.
+final class ObserverAndManagerTests: XCTestCase {
+    var h: Harness!
+
+    override func setUpWithError() throws {
+        h = try Harness(name)
+    }
+
+    override func tearDown() {
+        h?.tearDown()
+    }
+
+    func commits(_ n: Int, to origin: String, from: Int = 0) throws -> [String] {
+        try (from..<(from + n)).map { try h.commit("echo commit \($0)", to: origin, message: "commit \($0)") }
+    }
+
+    func waitForBuilds(_ count: Int, timeout: TimeInterval = 60) throws -> [BuildSummary] {
+        var all: [BuildSummary] = []
+        try h.waitUntil("\(count) builds finish", timeout: timeout) {
+            all = try h.builds()
+            return all.count >= count && all.allSatisfy { JobState(rawValue: $0.status)?.isFinal ?? false }
+        }
+        return all
+    }
+
+    func testTwentyCommitsPushedAtOnceGiveTwentyBuildsOldestFirst() throws {
+        let origin = try h.makeOrigin()
+        let first = try h.commit("exit 0", to: origin)
+        let (_, address) = try h.startDispatcher()
+        try h.startManager(try h.clone(origin, as: "clone-runner"), address, count: 2)
+        try h.startObserver([try h.clone(origin, as: "clone-obs")], address)
+        XCTAssertEqual(try waitForBuilds(1).map(\.commit), [first], "first sight: the tip only")
+        let pushed = try commits(20, to: origin)
+        let all = try waitForBuilds(21)
+        XCTAssertEqual(all.map(\.commit), [first] + pushed, "every commit once, oldest first")
+        XCTAssertTrue(all.allSatisfy { $0.status == "success" }, "\(all.map(\.status))")
+        XCTAssertEqual(Set(all.compactMap(\.runner)).count, 2, "both runners took work")
+    }
+
+    func testRestartingTheObserverAfterAPushNeitherLosesNorRepeatsABuild() throws {
+        let origin = try h.makeOrigin()
+        _ = try h.commit("exit 0", to: origin)
+        let (_, address) = try h.startDispatcher()
+        try h.startRunner(try h.clone(origin, as: "clone-runner"), address, name: "a")
+        let obsClone = try h.clone(origin, as: "clone-obs")
+        let observer = try h.startObserver([obsClone], address)
+        _ = try waitForBuilds(1)
+        kill(observer.processIdentifier, SIGKILL)
+        observer.waitUntilExit()
+        let pushed = try commits(5, to: origin)
+        let again = try h.startObserver([obsClone], address)
+        let all = try waitForBuilds(6)
+        XCTAssertEqual(Array(all.map(\.commit).suffix(5)), pushed)
+        // A few more polls change nothing.
+        try h.waitUntil("the observer polled again") { h.log(of: again).contains("last dispatched") }
+        Thread.sleep(forTimeInterval: 1)  // several 200 ms polls; asserting that nothing more happens
+        XCTAssertEqual(try h.builds().count, 6)
+    }
+
+    func testTheObserverRidesOutADispatcherThatIsDown() throws {
+        let origin = try h.makeOrigin()
+        _ = try h.commit("exit 0", to: origin)
+        let (dispatcher, address) = try h.startDispatcher()
+        try h.startRunner(try h.clone(origin, as: "clone-runner"), address, name: "a")
+        let observer = try h.startObserver([try h.clone(origin, as: "clone-obs")], address)
+        _ = try waitForBuilds(1)
+        kill(dispatcher.processIdentifier, SIGKILL)
+        dispatcher.waitUntilExit()
+        let pushed = try commits(3, to: origin)
+        try h.waitUntil("the observer notices") { h.log(of: observer).contains("unreachable") }
+        Thread.sleep(forTimeInterval: 1)  // several polls while down
+        XCTAssertEqual(h.log(of: observer).components(separatedBy: "unreachable").count - 1, 1, "said once")
+        XCTAssertTrue(observer.isRunning)
+        _ = try h.startDispatcher(port: address.port)
+        let all = try waitForBuilds(4)
+        XCTAssertEqual(Array(all.map(\.commit).suffix(3)), pushed)
+        try h.waitUntil("the observer says the dispatcher is back") { h.log(of: observer).contains("reachable again") }
+    }
+
+    func testTheRunnerManagerReplacesAKilledRunnerAndLeavesNoneBehind() throws {
+        let origin = try h.makeOrigin()
+        _ = try h.commit("exit 0", to: origin)
+        let (_, address) = try h.startDispatcher()
+        let manager = try h.startManager(try h.clone(origin, as: "clone-runner"), address, count: 3, prefix: "rm")
+        let pattern = "devci runner .* --name rm-[0-9]"
+        try h.waitUntil("three runners connect") {
+            try WireClient(address: address, token: nil).request(.status) == .status(queued: 0, running: 0, runners: 3)
+        }
+        let before = try h.pids(matching: pattern)
+        XCTAssertEqual(before.count, 3)
+        kill(before[0], SIGKILL)
+        try h.waitUntil("the killed runner is replaced", timeout: 10) {
+            let now = try h.pids(matching: pattern)
+            return now.count == 3 && !now.contains(before[0])
+        }
+        try h.waitUntil("three runners are connected again", timeout: 10) {
+            try WireClient(address: address, token: nil).request(.status) == .status(queued: 0, running: 0, runners: 3)
+        }
+        XCTAssertTrue(h.log(of: manager).contains("killed by signal 9"), h.log(of: manager))
+        // Each runner works in its own working copy.
+        let copies = try FileManager.default.contentsOfDirectory(atPath: h.dir.appendingPathComponent("work").path).sorted()
+        XCTAssertEqual(copies, ["rm-1", "rm-2", "rm-3"])
+        kill(manager.processIdentifier, SIGTERM)
+        manager.waitUntilExit()
+        XCTAssertEqual(manager.terminationStatus, 0)
+        XCTAssertEqual(try h.pids(matching: pattern), [], "no runner outlives its manager")
+    }
+
+    func testScalingTheRunnerManagerWithSignals() throws {
+        let origin = try h.makeOrigin()
+        _ = try h.commit("exit 0", to: origin)
+        let (_, address) = try h.startDispatcher()
+        let manager = try h.startManager(try h.clone(origin, as: "clone-runner"), address, count: 1, prefix: "sc")
+        func runners() throws -> Int {
+            guard case .status(_, _, let n) = try WireClient(address: address, token: nil).request(.status) else { return -1 }
+            return n
+        }
+        try h.waitUntil("one runner") { try runners() == 1 }
+        // One signal at a time: signals sent in a burst may merge into one.
+        kill(manager.processIdentifier, SIGUSR1)
+        try h.waitUntil("two runners") { try runners() == 2 }
+        kill(manager.processIdentifier, SIGUSR1)
+        try h.waitUntil("three runners") { try runners() == 3 }
+        kill(manager.processIdentifier, SIGUSR2)
+        try h.waitUntil("two runners") { try runners() == 2 && h.pids(matching: "devci runner .* --name sc-").count == 2 }
+    }
+
+    func testMakeTestReposAndUpdateRepo() throws {
+        let root = URL(fileURLWithPath: h.binary).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        func script(_ name: String, _ args: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = root.appendingPathComponent("scripts/\(name)")
+            p.arguments = args
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        let base = h.dir.appendingPathComponent("sample").path
+        let (status, output) = try script("make-test-repos.sh", [base])
+        XCTAssertEqual(status, 0, output)
+        for name in ["test_repo", "test_repo_clone_obs", "test_repo_clone_runner"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(base)/\(name)/.git"), name)
+        }
+        // The sample's own suite passes, as the default test command runs it.
+        let unittest = Process()
+        unittest.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        unittest.arguments = ["python3", "-m", "unittest", "discover", "-s", "tests"]
+        unittest.currentDirectoryURL = URL(fileURLWithPath: base + "/test_repo")
+        unittest.standardError = FileHandle.nullDevice
+        try unittest.run()
+        unittest.waitUntilExit()
+        XCTAssertEqual(unittest.terminationStatus, 0)
+
+        let clone = base + "/test_repo_clone_obs"
+        let newHead = try h.commit("exit 0", to: base + "/test_repo")
+        let (ok, updated) = try script("update_repo.sh", [clone])
+        XCTAssertEqual(ok, 0, updated)
+        XCTAssertTrue(updated.contains(newHead), updated)
+        try "dirty".write(toFile: clone + "/calculator.py", atomically: true, encoding: .utf8)
+        let (dirty, dirtyOut) = try script("update_repo.sh", [clone])
+        XCTAssertNotEqual(dirty, 0)
+        XCTAssertTrue(dirtyOut.contains("uncommitted changes"), dirtyOut)
+        try h.git(["checkout", "-q", "--", "calculator.py"], in: clone)
+        try h.git(["checkout", "-q", "--detach"], in: clone)
+        let (detached, detachedOut) = try script("update_repo.sh", [clone])
+        XCTAssertNotEqual(detached, 0)
+        XCTAssertTrue(detachedOut.contains("detached"), detachedOut)
+        try h.git(["checkout", "-q", "main"], in: clone)
+        try h.git(["remote", "set-url", "origin", base + "/nowhere"], in: clone)
+        let (noAccess, noAccessOut) = try script("update_repo.sh", [clone])
+        XCTAssertNotEqual(noAccess, 0)
+        XCTAssertTrue(noAccessOut.contains("cannot reach"), noAccessOut)
+    }
+}
