@@ -146,8 +146,9 @@ final class Harness {
 
     /// Every build of the database, oldest first.
     func builds() throws -> [BuildSummary] {
-        guard FileManager.default.fileExists(atPath: dbPath) else { return [] }
-        return try store().recentBuilds(limit: 100_000).reversed()
+        // Until the dispatcher has created its tables there is nothing to read.
+        guard FileManager.default.fileExists(atPath: dbPath), let all = try? store().recentBuilds(limit: 100_000) else { return [] }
+        return all.reversed()
     }
 
     func run(_ args: [String]) throws -> (status: Int32, output: String) {

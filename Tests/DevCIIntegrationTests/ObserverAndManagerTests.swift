@@ -181,3 +181,35 @@ final class ObserverAndManagerTests: XCTestCase {
         XCTAssertTrue(noAccessOut.contains("cannot reach"), noAccessOut)
     }
 }
+
+/// `devci up`: the quick start's one process tree.
+final class UpTests: XCTestCase {
+    func testUpBuildsTheSampleAndStopsEverythingOnCtrlC() throws {
+        let h = try Harness(name)
+        defer { h.tearDown() }
+        // A free port: bind to 0, read it, release it.
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        close(probe)
+
+        let up = try h.spawn("up", ["up", "--port", String(port), "--sample-dir", h.dir.appendingPathComponent("sample").path,
+                                    "--db", h.dbPath, "--runners", "2"],
+                             environment: ["HOME": h.dir.path])
+        var builds: [BuildSummary] = []
+        try h.waitUntil("the sample's first commit is built", timeout: 60) {
+            builds = try h.builds()
+            return builds.first?.status == "success"
+        }
+        XCTAssertEqual(builds.first?.repo, h.dir.appendingPathComponent("sample/test_repo").path)
+        let children = try h.pids(matching: "devci (dispatcher|runner-manager|observer|runner) .*\(port)")
+        XCTAssertGreaterThanOrEqual(children.count, 5, "dispatcher, manager, observer and two runners")
+        kill(up.processIdentifier, SIGINT)
+        up.waitUntilExit()
+        XCTAssertEqual(up.terminationStatus, 0, h.log(of: up))
+        XCTAssertEqual(try h.pids(matching: "devci (dispatcher|runner-manager|observer|runner) .*\(port)"), [], "nothing left behind")
+    }
+}
