@@ -155,17 +155,18 @@ def make_repo(tmp, commits):
     return repo, shas
 
 
+def start_runner(devci, tmp, repo, port, i, command):
+    clone = os.path.join(tmp, f"clone{i}")
+    if not os.path.exists(clone):
+        subprocess.run(["git", "clone", "-q", repo, clone], check=True)
+    log = open(os.path.join(tmp, f"runner{i}.log"), "a")
+    return subprocess.Popen([devci, "runner", clone, "--dispatcher-server", f"127.0.0.1:{port}",
+                             "--name", f"r{i}", "--test-command", command, "--log-level", "warning"],
+                            stdout=log, stderr=log)
+
+
 def start_runners(devci, tmp, repo, port, n, command):
-    procs = {}
-    for i in range(n):
-        clone = os.path.join(tmp, f"clone{i}")
-        if not os.path.exists(clone):
-            subprocess.run(["git", "clone", "-q", repo, clone], check=True)
-        log = open(os.path.join(tmp, f"runner{i}.log"), "w")
-        procs[f"r{i}"] = subprocess.Popen([devci, "runner", clone, "--dispatcher-server", f"127.0.0.1:{port}",
-                                           "--name", f"r{i}", "--test-command", command, "--log-level", "warning"],
-                                          stdout=log, stderr=log)
-    return procs
+    return {f"r{i}": start_runner(devci, tmp, repo, port, i, command) for i in range(n)}
 
 
 def bench_real_throughput(devci, jobs):
@@ -197,8 +198,7 @@ def bench_kill(devci, kills):
         db = os.path.join(tmp, "devci.sqlite")
         time.sleep(1)
         client = Peer(port)
-        for n, s in enumerate(shas):
-            # keep two live runners: replace the killed one
+        for s in shas:
             client.send(f"dispatch repo={repo} commit={s} branch=main")
             job = int(dict(kv.split("=", 1) for kv in client.readline().split()[1:])["jobs"])
             holder = wait_db(db, f"SELECT runner FROM job_events WHERE job_id={job} AND state='running' ORDER BY id LIMIT 1", lambda v: v)
@@ -208,12 +208,7 @@ def bench_kill(devci, kills):
             runners[holder].wait()
             wait_db(db, f"SELECT COUNT(*) FROM job_events WHERE job_id={job} AND state='running'", lambda v: v >= 2)
             results.append(time.time() - t0)
-            idx = int(holder[1:])
-            clone = os.path.join(tmp, f"clone{idx}")
-            log = open(os.path.join(tmp, f"runner{idx}.log"), "a")
-            runners[holder] = subprocess.Popen([devci, "runner", clone, "--dispatcher-server", f"127.0.0.1:{port}",
-                                                "--name", holder, "--test-command", "sleep 5", "--log-level", "warning"],
-                                               stdout=log, stderr=log)
+            runners[holder] = start_runner(devci, tmp, repo, port, int(holder[1:]), "sleep 5")  # keep two runners
             wait_db(db, f"SELECT COUNT(*) FROM jobs WHERE id={job} AND status='success'", lambda v: v == 1)
         for r in runners.values():
             r.send_signal(signal.SIGTERM); r.wait()
