@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -28,6 +29,8 @@ let package = Package(
             name: "DevCIWire",
             dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
+        // The pipeline file: parse, validate, plan.
+        .target(name: "DevCIPipeline", dependencies: ["DevCIWire", .product(name: "Yams", package: "Yams")]),
         // The store: SQLite through GRDB behind a narrow interface.
         .target(
             name: "DevCIStore",
@@ -80,6 +83,7 @@ let package = Package(
         ),
         .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
         .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore"]),
+        .testTarget(name: "DevCIPipelineTests", dependencies: ["DevCIPipeline", "DevCIWire"]),
         .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
         .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIRunnerManager"]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
