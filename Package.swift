@@ -30,7 +30,7 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         // The pipeline file: parse, validate, plan.
-        .target(name: "DevCIPipeline", dependencies: ["DevCIWire", .product(name: "Yams", package: "Yams")]),
+        .target(name: "DevCIPipeline", dependencies: ["DevCIWire", "DevCIGit", .product(name: "Yams", package: "Yams")]),
         // The store: SQLite through GRDB behind a narrow interface.
         .target(
             name: "DevCIStore",
@@ -43,7 +43,7 @@ let package = Package(
         // The repository observer: what is new since last dispatched (pure), and the polling loop.
         .target(
             name: "DevCIObserver",
-            dependencies: ["DevCIWire", "DevCIGit", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["DevCIWire", "DevCIGit", "DevCIPipeline", .product(name: "Logging", package: "swift-log")]
         ),
         // The runner manager: the supervisor state machine and the processes it keeps alive.
         .target(
@@ -54,7 +54,7 @@ let package = Package(
         .target(
             name: "DevCIDispatcher",
             dependencies: [
-                "DevCIWire", "DevCIStore",
+                "DevCIWire", "DevCIStore", "DevCIPipeline",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "DevCIRunner",
             dependencies: [
-                "DevCIWire", "DevCIGit", "DevCIProcess",
+                "DevCIWire", "DevCIGit", "DevCIProcess", "DevCIPipeline",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "devci",
             dependencies: [
-                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit",
+                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import DevCIPipeline
 import DevCIStore
 import DevCIWire
 import Foundation
@@ -38,6 +39,14 @@ public final class Dispatcher: @unchecked Sendable {
     private var pendingLogs: [LogRecord] = []
     private var unflushed: Set<ConnectionID> = []
     private var tickTask: RepeatedTask?
+    /// The plan of every build with unfinished jobs, and where each of their jobs belongs.
+    private var plans: [Int64: BuildState] = [:]
+    private var jobIndex: [Int64: (build: Int64, name: String)] = [:]
+
+    struct BuildState {
+        var plan: BuildPlan
+        var specs: [String: JobSpec]
+    }
     private var serverChannel: Channel?
 
     public init(config: DispatcherConfig, store: BuildStore, loop: EventLoop, logger: Logger) {
@@ -52,8 +61,23 @@ public final class Dispatcher: @unchecked Sendable {
     /// Returns the bound address.
     public func start() throws -> SocketAddress {
         let active = try store.activeJobs()
+        var restoredPlans: [Int64: BuildState] = [:]
+        for build in Set(active.map(\.spec.build)) {
+            let jobs = try store.jobs(build: build)
+            var states: [String: JobState] = [:]
+            for j in jobs where j.status != JobState.pending.rawValue { states[j.name] = JobState(rawValue: j.status) }
+            let plan = BuildPlan(jobs: jobs.map { PlannedJob(name: $0.name, stage: $0.stage, dependencies: $0.dependencies, allowFailure: $0.allowFailure) },
+                                 states: states)
+            restoredPlans[build] = BuildState(plan: plan, specs: Dictionary(active.filter { $0.spec.build == build }.map { ($0.spec.name, $0.spec) },
+                                                                           uniquingKeysWith: { a, _ in a }))
+        }
         let server = try loop.submit { () throws -> Void in
-            self.apply(self.scheduler.handle(.restored(active), now: .now))
+            self.apply(self.scheduler.handle(.restored(active.filter { $0.state != .pending }), now: .now))
+            for (build, state) in restoredPlans {
+                self.track(build, state)
+                // Jobs whose dependencies ended while the dispatcher was down start now.
+                self.advance(build)
+            }
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
                 .serverChannelOption(.backlog, value: 256)
@@ -122,13 +146,9 @@ public final class Dispatcher: @unchecked Sendable {
             apply(scheduler.handle(.registered(id, name: name, slots: slots), now: now))
         case .status:
             send(id, .status(queued: scheduler.queuedCount, running: scheduler.leasedCount, runners: scheduler.connectedRunnerCount))
-        case .dispatch(let repo, let commit, let branch):
+        case .dispatch(let repo, let commit, let branch, let pipeline):
             do {
-                let result = try store.enqueue(repo: repo, branch: branch, commit: commit, jobNames: ["test"], at: Date())
-                if result.created {
-                    logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12))")
-                    apply(scheduler.handle(.enqueued(result.jobs), now: now))
-                }
+                let result = try enqueue(repo: repo, commit: commit, branch: branch, pipeline: pipeline)
                 send(id, .queued(build: result.build, jobs: result.jobs.map(\.id), created: result.created))
             } catch {
                 logger.error("could not enqueue \(repo) \(commit): \(error)")
@@ -149,6 +169,73 @@ public final class Dispatcher: @unchecked Sendable {
             runnerMessage(message, from: id, now: now)
         }
         return true
+    }
+
+    /// Records a build of the commit from its pipeline (or the default single job) and starts what may start.
+    private func enqueue(repo: String, commit: String, branch: String, pipeline text: PipelineText) throws -> EnqueueResult {
+        let at = Date()
+        var plan: BuildPlan
+        var jobs: [NewJob]
+        switch text {
+        case .none:
+            jobs = [NewJob(name: "test")]
+            plan = BuildPlan(jobs: [PlannedJob(name: "test", stage: "test", dependencies: [], allowFailure: false)])
+        case .unreadable(let why):
+            logger.warning("build of \(repo) \(commit.prefix(12)) fails: \(why)")
+            return try store.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: why, details: [why], at: at)
+        case .text(let yaml):
+            let pipeline: Pipeline
+            do {
+                pipeline = try PipelineParser.parse(yaml)
+            } catch {
+                logger.warning("build of \(repo) \(commit.prefix(12)) fails: its pipeline file is invalid")
+                return try store.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: "\(pipelineFileName) is invalid",
+                                                details: error.errors.map(\.description), at: at)
+            }
+            plan = BuildPlan(pipeline: pipeline)
+            jobs = zip(pipeline.jobs, plan.jobs).map { def, planned in
+                NewJob(name: def.name, stage: def.stage, dependencies: planned.dependencies, allowFailure: def.allowFailure,
+                       script: def.script(pipelineEnv: pipeline.env).json(), retries: def.retries,
+                       retryDelaySeconds: Double(def.retryDelay.components.seconds) + Double(def.retryDelay.components.attoseconds) / 1e18)
+            }
+        }
+        let result = try store.enqueue(repo: repo, branch: branch, commit: commit, jobs: jobs, at: at)
+        if result.created {
+            logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12)), \(jobs.count) job(s)")
+            track(result.build, BuildState(plan: plan, specs: Dictionary(result.jobs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })))
+            advance(result.build)
+        }
+        return result
+    }
+
+    private func track(_ build: Int64, _ state: BuildState) {
+        plans[build] = state
+        for (name, spec) in state.specs { jobIndex[spec.id] = (build, name) }
+    }
+
+    /// Starts or skips what the build's plan says is due.
+    private func advance(_ build: Int64, after update: (name: String, state: JobState)? = nil) {
+        guard var state = plans[build] else { return }
+        let actions = update.map { state.plan.update($0.name, to: $0.state) } ?? state.plan.next()
+        plans[build] = state
+        var starting: [JobSpec] = []
+        for action in actions {
+            switch action {
+            case .start(let name):
+                guard let spec = state.specs[name] else { continue }
+                record(Scheduler.Record(job: spec.id, state: .queued, attempt: 0))
+                starting.append(spec)
+            case .skip(let name, let reason):
+                guard let spec = state.specs[name] else { continue }
+                record(Scheduler.Record(job: spec.id, state: .skipped, attempt: 0, reason: reason))
+            }
+        }
+        if state.plan.isFinished {
+            plans[build] = nil
+            for spec in state.specs.values { jobIndex[spec.id] = nil }
+            logger.info("build \(build) \(state.plan.outcome.rawValue)")
+        }
+        if !starting.isEmpty { apply(scheduler.handle(.enqueued(starting), now: .now)) }
     }
 
     private func runnerMessage(_ message: ClientMessage, from id: ConnectionID, now: ContinuousClock.Instant) {
@@ -199,16 +286,10 @@ public final class Dispatcher: @unchecked Sendable {
         for action in actions {
             switch action {
             case .record(let r):
-                // Log lines of an attempt land before its result.
-                flushLogs()
-                do {
-                    try store.record(JobTransition(job: r.job, state: r.state, attempt: r.attempt, runner: r.runner, reason: r.reason,
-                                                   exitCode: r.exitCode, reassignments: r.reassignments, at: Date()))
-                } catch {
-                    logger.error("could not record job \(r.job) → \(r.state.rawValue): \(error)")
+                record(r)
+                if r.state.isFinal, let (build, name) = jobIndex[r.job] {
+                    advance(build, after: (name, r.state))
                 }
-                let line = "job \(r.job) attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")"
-                if r.state == .queued || r.state == .error { logger.warning("\(line)") } else { logger.info("\(line)") }
             case .send(let id, let message):
                 send(id, message)
             case .runnerState(let name, let state):
@@ -218,6 +299,19 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Writes a job's state change (log lines of the attempt first) and logs it.
+    private func record(_ r: Scheduler.Record) {
+        flushLogs()
+        do {
+            try store.record(JobTransition(job: r.job, state: r.state, attempt: r.attempt, runner: r.runner, reason: r.reason,
+                                           exitCode: r.exitCode, reassignments: r.reassignments, retriesUsed: r.retriesUsed, at: Date()))
+        } catch {
+            logger.error("could not record job \(r.job) → \(r.state.rawValue): \(error)")
+        }
+        let line = "job \(r.job)\(jobIndex[r.job].map { " (\($0.name))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")"
+        if r.state == .error || (r.state == .queued && r.reason != nil) { logger.warning("\(line)") } else { logger.info("\(line)") }
     }
 
     func send(_ id: ConnectionID, _ message: ServerMessage) {

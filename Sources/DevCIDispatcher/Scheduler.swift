@@ -50,6 +50,7 @@ public struct Scheduler {
         public var reason: String?
         public var exitCode: Int?
         public var reassignments: Int?
+        public var retriesUsed: Int?
     }
 
     public enum Action: Equatable {
@@ -71,6 +72,7 @@ public struct Scheduler {
         var spec: JobSpec
         var attempt: Int
         var reassignments: Int
+        var retriesUsed = 0
         var lease: Lease?
     }
 
@@ -99,6 +101,8 @@ public struct Scheduler {
     public let config: SchedulerConfig
     private var entries: [Int64: Entry] = [:]
     private var queue = CircularBuffer<Int64>()
+    /// Jobs waiting out their `retry_delay` before they are queued again, with when.
+    private var delayed: [(job: Int64, due: Instant)] = []
     private var leased: Set<Int64> = []
     private var runners: [String: Runner] = [:]
     private var connections: [ConnectionID: String] = [:]
@@ -110,7 +114,7 @@ public struct Scheduler {
 
     // MARK: Queries
 
-    public var queuedCount: Int { queue.count }
+    public var queuedCount: Int { queue.count + delayed.count }
     public var leasedCount: Int { leased.count }
     public var connectedRunnerCount: Int { runners.values.filter { $0.connection != nil && !$0.lost }.count }
 
@@ -176,7 +180,7 @@ public struct Scheduler {
 
     private mutating func restore(_ jobs: [ActiveJob], now: Instant) {
         for job in jobs where entries[job.spec.id] == nil {
-            var entry = Entry(spec: job.spec, attempt: job.attempt, reassignments: job.reassignments)
+            var entry = Entry(spec: job.spec, attempt: job.attempt, reassignments: job.reassignments, retriesUsed: job.retriesUsed)
             if job.state.isLeased, let name = job.runner {
                 // Its runner gets one lease period to reconnect and claim it.
                 entry.lease = Lease(runner: name, attempt: job.attempt, expires: now + config.leaseDuration, confirmed: false)
@@ -246,15 +250,37 @@ public struct Scheduler {
             actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
             return
         }
-        entries[job] = nil
         leased.remove(job)
         runners[name]?.jobs.remove(job)
+        if var entry = entries[job], outcome != .success, entry.retriesUsed < entry.spec.job.retries {
+            // The job has retries left: this attempt's log stays, and a later attempt runs after the delay.
+            entry.retriesUsed += 1
+            entry.lease = nil
+            entries[job] = entry
+            let delay = Duration.milliseconds(Int64(entry.spec.job.retryDelaySeconds * 1000))
+            delayed.append((job, now + delay))
+            let what = reason.isEmpty ? outcome.rawValue.replacingOccurrences(of: "_", with: " ") : reason
+            actions.append(.record(Record(job: job, state: .queued, attempt: attempt, runner: name,
+                                          reason: "attempt \(attempt) \(outcome.rawValue.replacingOccurrences(of: "_", with: " ")) (\(what)); retry \(entry.retriesUsed) of \(entry.spec.job.retries) after \(entry.spec.job.retryDelaySeconds)s",
+                                          exitCode: exitCode, retriesUsed: entry.retriesUsed)))
+            actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
+            moveDueRetries(now: now)
+            return
+        }
+        entries[job] = nil
         actions.append(.record(Record(job: job, state: outcome.state, attempt: attempt, runner: name,
                                       reason: reason.isEmpty ? nil : reason, exitCode: exitCode)))
         actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
     }
 
+    private mutating func moveDueRetries(now: Instant) {
+        guard delayed.contains(where: { $0.due <= now }) else { return }
+        for d in delayed where d.due <= now { queue.append(d.job) }
+        delayed.removeAll { $0.due <= now }
+    }
+
     private mutating func tick(now: Instant, into actions: inout [Action]) {
+        moveDueRetries(now: now)
         for job in leased.sorted() {
             guard let lease = entries[job]?.lease, lease.expires <= now else { continue }
             let why = runners[lease.runner]?.connection == nil ? "disconnected" : "stopped heartbeating"
@@ -310,8 +336,8 @@ public struct Scheduler {
             runners[name]?.lastAssigned = assignCounter
             let s = entry.spec
             actions.append(.record(Record(job: job, state: .assigned, attempt: entry.attempt, runner: name)))
-            actions.append(.send(conn, .assign(JobAssignment(job: job, attempt: entry.attempt, build: s.build, repo: s.repo,
-                                                             commit: s.commit, branch: s.branch))))
+            actions.append(.send(conn, .assign(JobAssignment(job: job, attempt: entry.attempt, build: s.build, name: s.name, repo: s.repo,
+                                                             commit: s.commit, branch: s.branch, script: s.job.script))))
         }
     }
 

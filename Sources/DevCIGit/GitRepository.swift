@@ -152,6 +152,33 @@ public final class GitRepository {
         return out
     }
 
+    /// The text of the file at `path` in `commit`, nil when the commit has no such file.
+    /// Throws when the commit is unknown or the file is not UTF-8 text or larger than `limit` bytes.
+    public func file(_ path: String, at commit: String, limit: Int = 1 << 20) throws -> String? {
+        guard var id = oid(commit) else { throw GitError(operation: "read \(path)", message: "not a full commit id: \(commit)") }
+        var c: OpaquePointer?
+        try check("find commit \(commit)", git_commit_lookup(&c, handle, &id))
+        defer { git_commit_free(c) }
+        var tree: OpaquePointer?
+        try check("read the tree of \(commit)", git_commit_tree(&tree, c))
+        defer { git_tree_free(tree) }
+        var entry: OpaquePointer?
+        let code = git_tree_entry_bypath(&entry, tree, path)
+        if code == GIT_ENOTFOUND.rawValue { return nil }
+        try check("find \(path) in \(commit)", code)
+        defer { git_tree_entry_free(entry) }
+        var blob: OpaquePointer?
+        try check("read \(path) in \(commit)", git_blob_lookup(&blob, handle, git_tree_entry_id(entry)))
+        defer { git_blob_free(blob) }
+        let size = Int(git_blob_rawsize(blob))
+        guard size <= limit else { throw GitError(operation: "read \(path)", message: "\(size) bytes is over the limit of \(limit)") }
+        let bytes = UnsafeRawBufferPointer(start: git_blob_rawcontent(blob), count: size)
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw GitError(operation: "read \(path)", message: "not UTF-8 text")
+        }
+        return text
+    }
+
     /// Whether `ancestor` is `commit` or one of its ancestors.
     public func isAncestor(_ ancestor: String, of commit: String) -> Bool {
         guard var a = oid(ancestor), var c = oid(commit) else { return false }

@@ -1,4 +1,5 @@
 import DevCIGit
+import DevCIPipeline
 import DevCIWire
 import Foundation
 import Logging
@@ -158,7 +159,9 @@ public final class Observer: @unchecked Sendable {
             if plan.skipped > 0 { logger.warning("\(w.repo) \(w.branch): \(note)") } else { logger.notice("\(w.repo) \(w.branch): \(note)") }
         }
         for commit in plan.dispatch {
-            guard let reply = request(.dispatch(repo: w.repo, commit: commit, branch: w.branch)) else { return }
+            // The pipeline travels with the commit: the dispatcher never needs to reach the repository.
+            let pipeline = PipelineText.read(from: w.repository, at: commit)
+            guard let reply = request(.dispatch(repo: w.repo, commit: commit, branch: w.branch, pipeline: pipeline)) else { return }
             switch reply {
             case .queued(let build, _, let created):
                 w.last = .some(commit)

@@ -1,3 +1,4 @@
+import DevCIGit
 import DevCIWire
 
 /// A repository's `.devci.yml`, parsed and validated.
@@ -47,10 +48,24 @@ public struct PipelineErrors: Error, Equatable, Sendable, CustomStringConvertibl
 /// The name of the pipeline file at a repository's root.
 public let pipelineFileName = ".devci.yml"
 
+/// The largest pipeline file sent with a dispatch: it must fit in one line of the wire once percent-encoded.
+public let pipelineFileLimit = 24_576
+
 extension JobDefinition {
     /// What a runner needs to run this job, for the wire.
     public func script(pipelineEnv: [String: String]) -> JobScript {
         JobScript(steps: steps, env: pipelineEnv.merging(env) { $1 }, workdir: workdir,
                   timeoutSeconds: timeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 })
+    }
+}
+
+extension PipelineText {
+    /// The pipeline file of `commit` as a dispatch carries it.
+    public static func read(from repository: GitRepository, at commit: String) -> PipelineText {
+        do {
+            return try repository.file(pipelineFileName, at: commit, limit: pipelineFileLimit).map(PipelineText.text) ?? .none
+        } catch {
+            return .unreadable("\(pipelineFileName) could not be read: \(error)")
+        }
     }
 }

@@ -27,6 +27,12 @@ public struct OutputLine: Sendable, Equatable {
     public var stream: LogStream
     public var timestampMillis: Int64
     public var text: String
+
+    public init(stream: LogStream, timestampMillis: Int64, text: String) {
+        self.stream = stream
+        self.timestampMillis = timestampMillis
+        self.text = text
+    }
 }
 
 /// The one process spawner: runs a command under a small leader in a process group of its own and

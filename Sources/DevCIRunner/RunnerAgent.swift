@@ -18,9 +18,12 @@ public struct RunnerConfig: Sendable {
     public var testCommand: String
     /// The longest wait between reconnection attempts.
     public var maxBackoff: Duration
+    /// How many jobs run at once, each in its own workspace.
+    public var parallel: Int
 
     public init(clonePath: String, host: String, port: Int, token: String? = nil, name: String,
-                testCommand: String = RunnerConfig.defaultTestCommand, maxBackoff: Duration = .seconds(5)) {
+                testCommand: String = RunnerConfig.defaultTestCommand, maxBackoff: Duration = .seconds(5), parallel: Int = 1) {
+        self.parallel = max(1, parallel)
         self.clonePath = clonePath
         self.host = host
         self.port = port
@@ -45,7 +48,8 @@ public final class RunnerAgent: @unchecked Sendable {
     private var heartbeatTask: RepeatedTask?
     private var backoff: Duration = .milliseconds(100)
     private var stopping = false
-    private var current: (assignment: JobAssignment, process: ChildProcess)?
+    /// Jobs in progress, each in its own workspace.
+    private var current: [Int64: (assignment: JobAssignment, process: ChildProcess, workspace: Int)] = [:]
     /// Results sent but not yet accepted or discarded: sent again after a reconnect.
     private var unacknowledged: [Int64: ClientMessage] = [:]
     /// Log lines produced while disconnected, sent on reconnect.
@@ -70,17 +74,16 @@ public final class RunnerAgent: @unchecked Sendable {
             self.stopping = true
             self.heartbeatTask?.cancel()
             guard let ch = self.channel else {
-                self.current?.process.stop(grace: 1)
+                for job in self.current.values { job.process.stop(grace: 1) }
                 done.succeed()
                 return
             }
-            var last = LineCodec.encode(ClientMessage.heartbeat)
-            if let (a, process) = self.current {
+            for (a, process, _) in self.current.values.sorted(by: { $0.assignment.job < $1.assignment.job }) {
                 process.stop(grace: 1)
-                last = LineCodec.encode(ClientMessage.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1,
-                                                             reason: "runner shutting down"))
+                ch.write(LineCodec.encode(ClientMessage.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1,
+                                                               reason: "runner shutting down")), promise: nil)
             }
-            ch.writeAndFlush(last).whenComplete { _ in
+            ch.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat)).whenComplete { _ in
                 ch.close(promise: nil)
                 done.succeed()
             }
@@ -129,7 +132,7 @@ public final class RunnerAgent: @unchecked Sendable {
         let wasConnected = channel != nil
         channel = nil
         if wasConnected && !stopping {
-            logger.warning("lost the dispatcher; reconnecting (job in progress: \(current.map { "\($0.assignment.job)" } ?? "none"))")
+            logger.warning("lost the dispatcher; reconnecting (jobs in progress: \(current.isEmpty ? "none" : current.keys.sorted().map(String.init).joined(separator: ", ")))")
         }
         scheduleReconnect()
     }
@@ -147,12 +150,12 @@ public final class RunnerAgent: @unchecked Sendable {
             } else if authRequired {
                 logger.error("the dispatcher requires a token: start the runner with --token or DEVCI_TOKEN")
             }
-            send(.register(name: config.name, slots: 1))
+            send(.register(name: config.name, slots: config.parallel))
             // Take back what we still hold, then deliver what was produced while cut off.
             for (job, message) in unacknowledged.sorted(by: { $0.key < $1.key }) {
                 if case .result(_, let attempt, _, _, _) = message { send(.claim(job: job, attempt: attempt)) }
             }
-            if let (a, _) = current { send(.claim(job: a.job, attempt: a.attempt)) }
+            for (a, _, _) in current.values.sorted(by: { $0.assignment.job < $1.assignment.job }) { send(.claim(job: a.job, attempt: a.attempt)) }
             // The first heartbeat tells the dispatcher our claims are in: from now on we may be given work.
             send(.heartbeat)
             if droppedLines > 0 {
@@ -174,7 +177,7 @@ public final class RunnerAgent: @unchecked Sendable {
         case .assign(let a):
             start(a)
         case .cancel(let job, let attempt, let reason):
-            if let (a, process) = current, a.job == job, a.attempt == attempt {
+            if let (a, process, _) = current[job], a.attempt == attempt {
                 logger.warning("job \(job) attempt \(attempt) cancelled by the dispatcher: \(reason)")
                 process.stop()
             }
@@ -202,51 +205,66 @@ public final class RunnerAgent: @unchecked Sendable {
     // MARK: Jobs
 
     private func start(_ a: JobAssignment) {
-        if let (busy, _) = current {
-            logger.warning("refusing job \(a.job): busy with job \(busy.job)")
+        let busy = Set(current.values.map(\.workspace))
+        guard current[a.job] == nil, let workspace = (0..<config.parallel).first(where: { !busy.contains($0) }) else {
+            logger.warning("refusing job \(a.job): all \(config.parallel) slot(s) busy")
             send(.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1, reason: "runner busy"))
             channel?.flush()
             return
         }
         let process = ChildProcess()
-        current = (a, process)
-        logger.info("job \(a.job) attempt \(a.attempt): \(a.repo) \(a.branch) \(a.commit)")
+        current[a.job] = (a, process, workspace)
+        logger.info("job \(a.job) (\(a.name)) attempt \(a.attempt): \(a.repo) \(a.branch) \(a.commit)")
         send(.started(job: a.job, attempt: a.attempt))
         channel?.flush()
         let config = self.config
         let thread = Thread {
-            let termination = self.execute(a, process: process, config: config)
-            self.loop.execute { self.finished(a, termination, stopped: process.wasStopped) }
+            let result = self.execute(a, process: process, workspace: workspace, config: config)
+            self.loop.execute { self.finished(a, result) }
         }
         thread.stackSize = 1 << 20
         thread.start()
     }
 
-    /// Runs on the job's own thread: checkout, then the test command.
-    private func execute(_ a: JobAssignment, process: ChildProcess, config: RunnerConfig) -> Termination {
-        system(a, "checking out \(a.commit) (\(a.branch)) in \(config.clonePath)")
+    /// Slot 0 works in the clone itself; further slots in clones of it beside it.
+    func workspacePath(_ slot: Int) -> String {
+        slot == 0 ? config.clonePath : "\(config.clonePath).workspaces/\(slot)"
+    }
+
+    /// Runs on the job's own thread: checkout, then the job's steps (or the test command).
+    private func execute(_ a: JobAssignment, process: ChildProcess, workspace slot: Int, config: RunnerConfig) -> JobExecutor.Result {
+        func failed(_ why: String) -> JobExecutor.Result { JobExecutor.Result(termination: .failedToStart(why), timedOut: false, stopped: false) }
+        let workspace = workspacePath(slot)
+        system(a, "checking out \(a.commit) (\(a.branch)) in \(workspace)")
         do {
-            let repo = try GitRepository(path: config.clonePath)
+            if !FileManager.default.fileExists(atPath: workspace + "/.git") {
+                try FileManager.default.createDirectory(atPath: (workspace as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try GitRepository.clone(from: config.clonePath, to: workspace)
+            }
+            let repo = try GitRepository(path: workspace)
             if !repo.hasCommit(a.commit) {
                 system(a, "fetching \(a.repo)")
                 try repo.fetch(from: a.repo)
             }
-            guard repo.hasCommit(a.commit) else {
-                return .failedToStart("commit \(a.commit) is not in \(a.repo)")
-            }
+            guard repo.hasCommit(a.commit) else { return failed("commit \(a.commit) is not in \(a.repo)") }
             try repo.checkout(a.commit)
         } catch {
-            return .failedToStart("checkout failed: \(error)")
+            return failed("checkout failed: \(error)")
         }
-        system(a, "running: \(config.testCommand)")
+        var script: JobScript?
+        if let json = a.script {
+            do { script = try JobScript.from(json: json) } catch { return failed("unreadable job script: \(error)") }
+        }
+        if script == nil { system(a, "running: \(config.testCommand)") }
         var env = ProcessInfo.processInfo.environment
         env["DEVCI_JOB"] = String(a.job)
+        env["DEVCI_JOB_NAME"] = a.name
         env["DEVCI_BUILD"] = String(a.build)
         env["DEVCI_COMMIT"] = a.commit
         env["DEVCI_BRANCH"] = a.branch
         env["DEVCI_ATTEMPT"] = String(a.attempt)
         env["DEVCI_TOKEN"] = nil
-        return process.run(["/bin/sh", "-c", config.testCommand], in: config.clonePath, environment: env) { lines in
+        return JobExecutor.run(script: script, fallbackCommand: config.testCommand, in: workspace, environment: env, process: process) { lines in
             let messages = lines.map {
                 ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: $0.text)
             }
@@ -265,32 +283,15 @@ public final class RunnerAgent: @unchecked Sendable {
         }
     }
 
-    private func finished(_ a: JobAssignment, _ termination: Termination, stopped: Bool) {
-        current = nil
-        let outcome: Outcome, reason: String
-        switch termination {
-        case _ where stopped:
-            outcome = .cancelled
-            reason = "stopped on request"
-        case .exited(0):
-            outcome = .success
-            reason = ""
-        case .exited(let code):
-            outcome = .failed
-            reason = "exit status \(code)"
-        case .signaled(let signal):
-            outcome = .failed
-            reason = "killed by signal \(signal)"
-        case .failedToStart(let why):
-            outcome = .error
-            reason = why
-            logger.error("job \(a.job): \(why)")
-        }
+    private func finished(_ a: JobAssignment, _ result: JobExecutor.Result) {
+        current[a.job] = nil
+        let (outcome, reason) = result.outcome
+        if outcome == .error { logger.error("job \(a.job): \(reason)") }
         logger.info("job \(a.job) attempt \(a.attempt) \(outcome.rawValue)\(reason.isEmpty ? "" : " (\(reason))")")
         if stopping { return }  // shutdown already gave it back
-        let result = ClientMessage.result(job: a.job, attempt: a.attempt, outcome: outcome, exitCode: termination.exitCode, reason: reason)
-        unacknowledged[a.job] = result
-        send(result)
+        let message = ClientMessage.result(job: a.job, attempt: a.attempt, outcome: outcome, exitCode: result.termination.exitCode, reason: reason)
+        unacknowledged[a.job] = message
+        send(message)
         channel?.flush()
     }
 }

@@ -9,14 +9,40 @@ public struct JobSpec: Equatable, Sendable {
     public var repo: String
     public var commit: String
     public var branch: String
+    public var job: NewJob
 
-    public init(id: Int64, build: Int64, name: String, repo: String, commit: String, branch: String) {
+    public init(id: Int64, build: Int64, name: String, repo: String, commit: String, branch: String, job: NewJob? = nil) {
         self.id = id
         self.build = build
         self.name = name
         self.repo = repo
         self.commit = commit
         self.branch = branch
+        self.job = job ?? NewJob(name: name)
+    }
+}
+
+/// A job as a build is created with it, from its pipeline (or the default single job).
+public struct NewJob: Equatable, Sendable {
+    public var name: String
+    public var stage: String
+    /// Jobs that must end first (resolved from `needs` and stage order).
+    public var dependencies: [String]
+    public var allowFailure: Bool
+    /// `JobScript` JSON; nil runs the runner's own test command.
+    public var script: String?
+    public var retries: Int
+    public var retryDelaySeconds: Double
+
+    public init(name: String, stage: String = "test", dependencies: [String] = [], allowFailure: Bool = false, script: String? = nil,
+                retries: Int = 0, retryDelaySeconds: Double = 0) {
+        self.name = name
+        self.stage = stage
+        self.dependencies = dependencies
+        self.allowFailure = allowFailure
+        self.script = script
+        self.retries = retries
+        self.retryDelaySeconds = retryDelaySeconds
     }
 }
 
@@ -27,13 +53,15 @@ public struct ActiveJob: Equatable, Sendable {
     public var attempt: Int
     public var reassignments: Int
     public var runner: String?
+    public var retriesUsed: Int
 
-    public init(spec: JobSpec, state: JobState, attempt: Int, reassignments: Int, runner: String?) {
+    public init(spec: JobSpec, state: JobState, attempt: Int, reassignments: Int, runner: String?, retriesUsed: Int = 0) {
         self.spec = spec
         self.state = state
         self.attempt = attempt
         self.reassignments = reassignments
         self.runner = runner
+        self.retriesUsed = retriesUsed
     }
 }
 
@@ -54,10 +82,12 @@ public struct JobTransition: Sendable {
     public var reason: String?
     public var exitCode: Int?
     public var reassignments: Int?
+    public var retriesUsed: Int?
     public var at: Date
 
     public init(job: Int64, state: JobState, attempt: Int, runner: String? = nil, reason: String? = nil,
-                exitCode: Int? = nil, reassignments: Int? = nil, at: Date = Date()) {
+                exitCode: Int? = nil, reassignments: Int? = nil, retriesUsed: Int? = nil, at: Date = Date()) {
+        self.retriesUsed = retriesUsed
         self.job = job
         self.state = state
         self.attempt = attempt
@@ -99,6 +129,13 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     public var finishedAt: Date?
     public var attempts: Int
     public var reason: String?
+    /// Jobs allowed to fail that did.
+    public var allowedFailures: Int
+
+    /// The status as people read it: `passed with allowed failures` for a success with allowed failures.
+    public var displayStatus: String {
+        status == "success" && allowedFailures > 0 ? "passed with allowed failures" : status.replacingOccurrences(of: "_", with: " ")
+    }
 
     /// Seconds from the first start to the end, or to now while running.
     public var duration: Double? {
@@ -115,4 +152,23 @@ public struct JobEvent: Codable, Equatable, Sendable {
     public var runner: String?
     public var reason: String?
     public var at: Date
+}
+
+/// One job of a build as `devci report` and the reporter show it.
+public struct JobSummary: Codable, Equatable, Sendable {
+    public var id: Int64
+    public var build: Int64
+    public var name: String
+    public var stage: String
+    public var status: String
+    public var allowFailure: Bool
+    public var dependencies: [String]
+    public var runner: String?
+    public var attempt: Int
+    public var reassignments: Int
+    public var retriesUsed: Int
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    public var exitCode: Int?
+    public var reason: String?
 }

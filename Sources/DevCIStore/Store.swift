@@ -5,14 +5,18 @@ import GRDB
 /// The narrow interface the dispatcher writes through and the reporter and CLI read through, so that a
 /// PostgreSQL backend can stand in for SQLite on installations that outgrow one host.
 public protocol BuildStore: AnyObject, Sendable {
-    /// Records a build of `commit` with one job per name, or returns the existing build of that repository and commit.
-    func enqueue(repo: String, branch: String, commit: String, jobNames: [String], at: Date) throws -> EnqueueResult
+    /// Records a build of `commit` with these jobs, all `pending`, or returns the existing build of that repository and commit.
+    func enqueue(repo: String, branch: String, commit: String, jobs: [NewJob], at: Date) throws -> EnqueueResult
+    /// Records a build whose pipeline file is invalid: one job, `pipeline`, failed at once with `details` as its log.
+    func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], at: Date) throws -> EnqueueResult
+    /// Every job of a build, in creation order.
+    func jobs(build: Int64) throws -> [JobSummary]
     /// Writes a job's new state and an event row, and rolls the build's status up. A job already in a final
     /// state is never changed again: each job ends with exactly one recorded result. Returns false when refused.
     @discardableResult func record(_ transition: JobTransition) throws -> Bool
     /// Appends log lines in one transaction.
     func appendLogs(_ lines: [LogRecord]) throws
-    /// Jobs that are queued, assigned or running, oldest first.
+    /// Jobs that are pending, queued, assigned or running, oldest first.
     func activeJobs() throws -> [ActiveJob]
     /// Notes a runner's connection state for the reporter.
     func recordRunner(name: String, state: String, at: Date) throws
@@ -95,85 +99,141 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
                     PRIMARY KEY(repo, branch));
                 """)
         }
+        m.registerMigration("v2: pipelines") { db in
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN stage TEXT NOT NULL DEFAULT 'test';
+                ALTER TABLE jobs ADD COLUMN dependencies TEXT NOT NULL DEFAULT '[]';
+                ALTER TABLE jobs ADD COLUMN allow_failure INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN script TEXT;
+                ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN retry_delay REAL NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN retries_used INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE builds ADD COLUMN allowed_failures INTEGER NOT NULL DEFAULT 0;
+                DROP INDEX jobs_active;
+                CREATE INDEX jobs_active ON jobs(status) WHERE status IN ('pending', 'queued', 'assigned', 'running');
+                """)
+        }
         return m
     }
 
-    public func enqueue(repo: String, branch: String, commit: String, jobNames: [String], at: Date) throws -> EnqueueResult {
+    public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], at: Date) throws -> EnqueueResult {
         try db.write { db in
-            try db.execute(sql: """
-                INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
-                ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id, at = excluded.at
-                """, arguments: [repo, branch, commit, at.timeIntervalSince1970])
-            if let existing = try Row.fetchOne(db, sql: "SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ?",
-                                               arguments: [repo, commit]) {
-                let id: Int64 = existing["id"]
-                let jobs = try Row.fetchAll(db, sql: "SELECT id, name FROM jobs WHERE build_id = ? ORDER BY id", arguments: [id]).map {
-                    JobSpec(id: $0["id"], build: id, name: $0["name"], repo: repo, commit: commit, branch: existing["branch"])
-                }
-                return EnqueueResult(build: id, jobs: jobs, created: false)
+            try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, at: at)
+            if let existing = try existingBuild(db, repo: repo, commit: commit) { return existing }
+            let build = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, at: at)
+            var specs: [JobSpec] = []
+            for job in newJobs {
+                let id = try Self.insertJob(db, build: build, job: job, at: at)
+                specs.append(JobSpec(id: id, build: build, name: job.name, repo: repo, commit: commit, branch: branch, job: job))
             }
-            let t = at.timeIntervalSince1970
-            try db.execute(sql: "INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
-                           arguments: [repo, branch, commit, t])
-            let build = db.lastInsertedRowID
-            var jobs: [JobSpec] = []
-            for name in jobNames {
-                try db.execute(sql: "INSERT INTO jobs(build_id, name, status, queued_at) VALUES (?, ?, 'queued', ?)",
-                               arguments: [build, name, t])
-                let job = db.lastInsertedRowID
-                try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, 'queued', 0)", arguments: [job, t])
-                jobs.append(JobSpec(id: job, build: build, name: name, repo: repo, commit: commit, branch: branch))
-            }
-            return EnqueueResult(build: build, jobs: jobs, created: true)
+            return EnqueueResult(build: build, jobs: specs, created: true)
         }
+    }
+
+    public func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], at: Date) throws -> EnqueueResult {
+        try db.write { db in
+            try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, at: at)
+            if let existing = try existingBuild(db, repo: repo, commit: commit) { return existing }
+            let build = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, at: at)
+            let job = NewJob(name: "pipeline", stage: "pipeline")
+            let id = try Self.insertJob(db, build: build, job: job, at: at)
+            let ms = Int64(at.timeIntervalSince1970 * 1000)
+            for line in details {
+                try db.execute(sql: "INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, 0, 'system', ?, ?)", arguments: [id, ms, line])
+            }
+            try Self.transition(db, JobTransition(job: id, state: .failed, attempt: 0, reason: reason, at: at))
+            return EnqueueResult(build: build, jobs: [JobSpec(id: id, build: build, name: job.name, repo: repo, commit: commit, branch: branch, job: job)],
+                                 created: true)
+        }
+    }
+
+    private func existingBuild(_ db: Database, repo: String, commit: String) throws -> EnqueueResult? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ?", arguments: [repo, commit]) else {
+            return nil
+        }
+        let id: Int64 = row["id"]
+        let jobs = try Row.fetchAll(db, sql: "SELECT id, name FROM jobs WHERE build_id = ? ORDER BY id", arguments: [id]).map {
+            JobSpec(id: $0["id"], build: id, name: $0["name"], repo: repo, commit: commit, branch: row["branch"])
+        }
+        return EnqueueResult(build: id, jobs: jobs, created: false)
+    }
+
+    private static func noteBranchHead(_ db: Database, repo: String, branch: String, commit: String, at: Date) throws {
+        try db.execute(sql: """
+            INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
+            ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id, at = excluded.at
+            """, arguments: [repo, branch, commit, at.timeIntervalSince1970])
+    }
+
+    private static func insertBuild(_ db: Database, repo: String, branch: String, commit: String, at: Date) throws -> Int64 {
+        try db.execute(sql: "INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
+                       arguments: [repo, branch, commit, at.timeIntervalSince1970])
+        return db.lastInsertedRowID
+    }
+
+    private static func insertJob(_ db: Database, build: Int64, job: NewJob, at: Date) throws -> Int64 {
+        let deps = String(decoding: try JSONEncoder().encode(job.dependencies), as: UTF8.self)
+        try db.execute(sql: """
+            INSERT INTO jobs(build_id, name, status, queued_at, stage, dependencies, allow_failure, script, retries, retry_delay)
+            VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [build, job.name, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries, job.retryDelaySeconds])
+        let id = db.lastInsertedRowID
+        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, 'pending', 0)", arguments: [id, at.timeIntervalSince1970])
+        return id
     }
 
     @discardableResult
     public func record(_ tr: JobTransition) throws -> Bool {
-        try db.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT build_id, status FROM jobs WHERE id = ?", arguments: [tr.job]) else {
-                return false
-            }
-            let current = JobState(rawValue: row["status"]) ?? .error
-            if current.isFinal { return false }
-            let t = tr.at.timeIntervalSince1970
-            var sets = ["status = ?", "attempt = ?"]
-            var args: [DatabaseValueConvertible?] = [tr.state.rawValue, tr.attempt]
-            if tr.state != .queued { sets.append("runner = ?"); args.append(tr.runner) }
-            if tr.state == .running { sets.append("started_at = COALESCE(started_at, ?)"); args.append(t) }
-            if tr.state.isFinal { sets.append("finished_at = ?"); args.append(t) }
-            if let code = tr.exitCode { sets.append("exit_code = ?"); args.append(code) }
-            if let r = tr.reassignments { sets.append("reassignments = ?"); args.append(r) }
-            if let reason = tr.reason, !reason.isEmpty { sets.append("reason = ?"); args.append(reason) }
-            args.append(tr.job)
-            try db.execute(sql: "UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", arguments: StatementArguments(args))
-            try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt, runner, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason])
-            try Self.rollUp(db, build: row["build_id"], at: t)
-            return true
+        try db.write { db in try Self.transition(db, tr) }
+    }
+
+    private static func transition(_ db: Database, _ tr: JobTransition) throws -> Bool {
+        guard let row = try Row.fetchOne(db, sql: "SELECT build_id, status FROM jobs WHERE id = ?", arguments: [tr.job]) else {
+            return false
         }
+        let current = JobState(rawValue: row["status"]) ?? .error
+        if current.isFinal { return false }
+        let t = tr.at.timeIntervalSince1970
+        var sets = ["status = ?", "attempt = ?"]
+        var args: [DatabaseValueConvertible?] = [tr.state.rawValue, tr.attempt]
+        if tr.state != .queued && tr.state != .skipped { sets.append("runner = ?"); args.append(tr.runner) }
+        if tr.state == .running { sets.append("started_at = COALESCE(started_at, ?)"); args.append(t) }
+        if tr.state.isFinal { sets.append("finished_at = ?"); args.append(t) }
+        if let code = tr.exitCode { sets.append("exit_code = ?"); args.append(code) }
+        if let r = tr.reassignments { sets.append("reassignments = ?"); args.append(r) }
+        if let r = tr.retriesUsed { sets.append("retries_used = ?"); args.append(r) }
+        if let reason = tr.reason, !reason.isEmpty { sets.append("reason = ?"); args.append(reason) }
+        args.append(tr.job)
+        try db.execute(sql: "UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", arguments: StatementArguments(args))
+        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt, runner, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason])
+        try rollUp(db, build: row["build_id"], at: t)
+        return true
     }
 
     /// A build's status from its jobs': active while any job is, else the worst final state.
     static func rollUp(_ db: Database, build: Int64, at t: Double) throws {
-        let states = try String.fetchAll(db, sql: "SELECT status FROM jobs WHERE build_id = ?", arguments: [build])
-            .compactMap(JobState.init(rawValue:))
+        let rows = try Row.fetchAll(db, sql: "SELECT status, allow_failure FROM jobs WHERE build_id = ?", arguments: [build])
+        let jobs = rows.map { (state: JobState(rawValue: $0["status"]) ?? .error, allowed: $0["allow_failure"] as Bool) }
         let status: String
-        if states.contains(where: { $0 == .running || $0 == .assigned }) {
+        if jobs.contains(where: { $0.state.isLeased }) {
             status = "running"
-        } else if states.contains(.queued) {
-            status = states.contains(where: \.isFinal) ? "running" : "queued"
+        } else if jobs.contains(where: { !$0.state.isFinal }) {
+            status = jobs.contains(where: { $0.state.isFinal }) ? "running" : "queued"
         } else {
+            // The worst state among the jobs not allowed to fail; a skipped job means something upstream failed.
+            let counted = jobs.filter { !$0.allowed }.map(\.state)
             let order: [JobState] = [.error, .timedOut, .failed, .cancelled]
-            status = order.first(where: states.contains)?.rawValue ?? "success"
+            status = order.first(where: counted.contains)?.rawValue ?? (counted.contains(.skipped) ? "failed" : "success")
         }
-        let final = !states.contains { !$0.isFinal }
+        let allowedFailures = jobs.filter { $0.allowed && $0.state.isFinal && $0.state != .success }.count
+        let final = !jobs.contains { !$0.state.isFinal }
         try db.execute(sql: """
-            UPDATE builds SET status = ?,
+            UPDATE builds SET status = ?, allowed_failures = ?,
                 started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,
                 finished_at = CASE WHEN ? THEN ? ELSE NULL END
             WHERE id = ?
-            """, arguments: [status, status, t, final, t, build])
+            """, arguments: [status, allowedFailures, status, t, final, t, build])
     }
 
     public func appendLogs(_ lines: [LogRecord]) throws {
@@ -189,14 +249,36 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
     public func activeJobs() throws -> [ActiveJob] {
         try db.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT j.id, j.build_id, j.name, j.status, j.attempt, j.reassignments, j.runner, b.repo, b.commit_id, b.branch
+                SELECT j.*, b.repo, b.commit_id, b.branch
                 FROM jobs j JOIN builds b ON b.id = j.build_id
-                WHERE j.status IN ('queued', 'assigned', 'running') ORDER BY j.id
+                WHERE j.status IN ('pending', 'queued', 'assigned', 'running') ORDER BY j.id
                 """).map { r in
-                ActiveJob(spec: JobSpec(id: r["id"], build: r["build_id"], name: r["name"], repo: r["repo"], commit: r["commit_id"], branch: r["branch"]),
-                          state: JobState(rawValue: r["status"]) ?? .queued, attempt: r["attempt"], reassignments: r["reassignments"], runner: r["runner"])
+                ActiveJob(spec: JobSpec(id: r["id"], build: r["build_id"], name: r["name"], repo: r["repo"], commit: r["commit_id"],
+                                        branch: r["branch"], job: Self.newJob(r)),
+                          state: JobState(rawValue: r["status"]) ?? .queued, attempt: r["attempt"], reassignments: r["reassignments"],
+                          runner: r["runner"], retriesUsed: r["retries_used"])
             }
         }
+    }
+
+    static func newJob(_ r: Row) -> NewJob {
+        let deps = (try? JSONDecoder().decode([String].self, from: Data((r["dependencies"] as String? ?? "[]").utf8))) ?? []
+        return NewJob(name: r["name"], stage: r["stage"], dependencies: deps, allowFailure: r["allow_failure"], script: r["script"],
+                      retries: r["retries"], retryDelaySeconds: r["retry_delay"])
+    }
+
+    public func jobs(build: Int64) throws -> [JobSummary] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE build_id = ? ORDER BY id", arguments: [build]).map(Self.jobSummary)
+        }
+    }
+
+    static func jobSummary(_ r: Row) -> JobSummary {
+        let job = newJob(r)
+        return JobSummary(id: r["id"], build: r["build_id"], name: job.name, stage: job.stage, status: r["status"], allowFailure: job.allowFailure,
+                          dependencies: job.dependencies, runner: r["runner"], attempt: r["attempt"], reassignments: r["reassignments"],
+                          retriesUsed: r["retries_used"], startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                          finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)), exitCode: r["exit_code"], reason: r["reason"])
     }
 
     public func recordRunner(name: String, state: String, at: Date) throws {
@@ -221,7 +303,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
                              runner: r["runner"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
                              startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                              finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                             attempts: r["attempts"], reason: r["reason"])
+                             attempts: r["attempts"], reason: r["reason"], allowedFailures: r["allowed_failures"])
             }
         }
     }

@@ -30,8 +30,13 @@ public enum LineCodec {
         case .result(let job, let attempt, let outcome, let exitCode, let reason):
             return line("result", ("job", String(job)), ("attempt", String(attempt)), ("status", outcome.rawValue),
                         ("exit", String(exitCode)), ("reason", reason))
-        case .dispatch(let repo, let commit, let branch):
-            return line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
+        case .dispatch(let repo, let commit, let branch, let pipeline):
+            let base = line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
+            switch pipeline {
+            case .none: return base
+            case .text(let text): return base + " pipeline=" + percentEncode(text)
+            case .unreadable(let why): return base + " pipeline_error=" + percentEncode(why)
+            }
         case .status: return "status"
         case .lastDispatched(let repo, let branch): return line("last", ("repo", repo), ("branch", branch))
         }
@@ -46,8 +51,9 @@ public enum LineCodec {
         case .registered(let name, let hb, let lease):
             return line("registered", ("name", name), ("heartbeat_ms", String(hb)), ("lease_ms", String(lease)))
         case .assign(let a):
-            return line("assign", ("job", String(a.job)), ("attempt", String(a.attempt)), ("build", String(a.build)),
-                        ("repo", a.repo), ("commit", a.commit), ("branch", a.branch))
+            let base = line("assign", ("job", String(a.job)), ("attempt", String(a.attempt)), ("build", String(a.build)), ("name", a.name),
+                            ("repo", a.repo), ("commit", a.commit), ("branch", a.branch))
+            return a.script.map { base + " script=" + percentEncode($0) } ?? base
         case .cancel(let job, let attempt, let reason):
             return line("cancel", ("job", String(job)), ("attempt", String(attempt)), ("reason", reason))
         case .accepted(let job, let attempt): return line("accepted", ("job", String(job)), ("attempt", String(attempt)))
@@ -95,7 +101,15 @@ public enum LineCodec {
             guard Validate.isRepository(repo) else { throw WireError("bad_field", "repo must be a path or URL, not an option") }
             guard Validate.isCommitID(commit) else { throw WireError("bad_field", "commit must be a full lowercase hex object id") }
             guard Validate.isBranchName(branch) else { throw WireError("bad_field", "branch is not a valid branch name") }
-            message = .dispatch(repo: repo, commit: commit, branch: branch)
+            let pipeline: PipelineText
+            if f.has("pipeline") {
+                pipeline = .text(try f.string("pipeline"))
+            } else if f.has("pipeline_error") {
+                pipeline = .unreadable(try f.string("pipeline_error"))
+            } else {
+                pipeline = .none
+            }
+            message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline)
         case "status": message = .status
         case "last":
             let repo = try f.string("repo"), branch = try f.string("branch")
@@ -120,8 +134,10 @@ public enum LineCodec {
         case "registered":
             message = .registered(name: try f.string("name"), heartbeatMillis: try f.int("heartbeat_ms"), leaseMillis: try f.int("lease_ms"))
         case "assign":
-            let a = JobAssignment(job: try f.id("job"), attempt: try f.attempt(), build: try f.id("build"), repo: try f.string("repo"),
-                                  commit: try f.string("commit"), branch: try f.string("branch"))
+            let a = JobAssignment(job: try f.id("job"), attempt: try f.attempt(), build: try f.id("build"),
+                                  name: try f.string("name", default: "test"), repo: try f.string("repo"),
+                                  commit: try f.string("commit"), branch: try f.string("branch"),
+                                  script: f.has("script") ? try f.string("script") : nil)
             guard Validate.isCommitID(a.commit), Validate.isRepository(a.repo), Validate.isBranchName(a.branch) else {
                 throw WireError("bad_field", "assignment has an invalid commit, repository or branch")
             }
@@ -227,6 +243,8 @@ public enum LineCodec {
                 }
             }
         }
+
+        func has(_ key: Substring) -> Bool { values[key] != nil }
 
         mutating func string(_ key: Substring) throws(WireError) -> String {
             guard let v = values.removeValue(forKey: key) else { throw WireError("missing_field", "missing field '\(key)'") }

@@ -14,8 +14,8 @@ public enum ClientMessage: Equatable, Sendable {
     case log(job: Int64, attempt: Int, stream: LogStream, timestampMillis: Int64, text: String)
     /// How an attempt ended. `exitCode` is -1 when no process exited.
     case result(job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
-    /// Enqueue a build of one commit.
-    case dispatch(repo: String, commit: String, branch: String)
+    /// Enqueue a build of one commit, with its `.devci.yml` as the dispatcher should see it.
+    case dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText)
     /// Ask for the one-line summary of the dispatcher's state.
     case status
     /// Ask for the last commit dispatched for a repository and branch (empty when none).
@@ -48,21 +48,37 @@ public enum ServerMessage: Equatable, Sendable {
     case last(repo: String, branch: String, commit: String)
 }
 
+/// A commit's pipeline file as the dispatching peer found it.
+public enum PipelineText: Equatable, Sendable {
+    /// The commit has no pipeline file: the runner's default test command runs as one job.
+    case none
+    case text(String)
+    /// The file is there but could not be read (too large, not text): the build fails with this reason.
+    case unreadable(String)
+}
+
 /// Everything a runner needs to run one attempt of a job.
 public struct JobAssignment: Equatable, Sendable {
     public var job: Int64
     public var attempt: Int
     public var build: Int64
+    /// The job's name in its pipeline (`test` for a build without one).
+    public var name: String
     public var repo: String
     public var commit: String
     public var branch: String
+    /// What to run, as `JobScript` JSON; nil: the runner's own test command.
+    public var script: String?
 
-    public init(job: Int64, attempt: Int, build: Int64, repo: String, commit: String, branch: String) {
+    public init(job: Int64, attempt: Int, build: Int64, name: String = "test", repo: String, commit: String, branch: String,
+                script: String? = nil) {
         self.job = job
         self.attempt = attempt
         self.build = build
+        self.name = name
         self.repo = repo
         self.commit = commit
         self.branch = branch
+        self.script = script
     }
 }

@@ -1,12 +1,14 @@
 /// The state of a job or a build. Every transition is recorded by the dispatcher with its time and runner.
 public enum JobState: String, Sendable, CaseIterable, Codable {
+    /// Waiting for the jobs it depends on (its `needs`, or the earlier stages).
+    case pending
     case queued, assigned, running, success, failed, error, cancelled, skipped
     case timedOut = "timed_out"
 
     /// A state that no further transition leaves.
     public var isFinal: Bool {
         switch self {
-        case .queued, .assigned, .running: return false
+        case .pending, .queued, .assigned, .running: return false
         default: return true
         }
     }
@@ -25,6 +27,8 @@ public enum Outcome: String, Sendable, CaseIterable {
     case error
     /// The runner stopped the job because it was told to.
     case cancelled
+    /// The job ran past its timeout and its process group was killed.
+    case timedOut = "timed_out"
 
     public var state: JobState {
         switch self {
@@ -32,6 +36,7 @@ public enum Outcome: String, Sendable, CaseIterable {
         case .failed: return .failed
         case .error: return .error
         case .cancelled: return .cancelled
+        case .timedOut: return .timedOut
         }
     }
 }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import DevCIGit
+import DevCIPipeline
 import DevCIStore
 import DevCIWire
 import Foundation
@@ -23,9 +25,17 @@ struct DispatchCommand: ParsableCommand {
             repository = URL(fileURLWithPath: repo).standardizedFileURL.path
         }
         guard Validate.isRepository(repository) else { throw ValidationError("--repo must be a path or URL") }
+        // The pipeline file travels with the dispatch, read from a local repository at the commit.
+        var pipeline = PipelineText.none
+        if let local = try? GitRepository(path: repository) {
+            guard local.hasCommit(commit) else { throw Failure("\(repository) has no commit \(commit)") }
+            pipeline = PipelineText.read(from: local, at: commit)
+        } else {
+            FileHandle.standardError.write(Data("note: \(repository) is not a local repository: its \(pipelineFileName) is not read, the runners' test command runs\n".utf8))
+        }
         let client = try server.connect()
         defer { client.close() }
-        switch try client.request(.dispatch(repo: repository, commit: commit, branch: branch)) {
+        switch try client.request(.dispatch(repo: repository, commit: commit, branch: branch, pipeline: pipeline)) {
         case .queued(let build, let jobs, let created):
             print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
         case .error(let code, let message):

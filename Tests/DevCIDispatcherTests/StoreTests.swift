@@ -19,8 +19,8 @@ final class StoreTests: XCTestCase {
     }
 
     func testEnqueueIsIdempotentPerRepositoryAndCommit() throws {
-        let first = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["test"], at: Date())
-        let again = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["test"], at: Date())
+        let first = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date())
+        let again = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date())
         XCTAssertTrue(first.created)
         XCTAssertFalse(again.created)
         XCTAssertEqual(first.build, again.build)
@@ -30,24 +30,41 @@ final class StoreTests: XCTestCase {
     }
 
     func testAFinalStateIsNeverOverwritten() throws {
-        let job = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["test"], at: Date()).jobs[0].id
+        let job = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date()).jobs[0].id
         XCTAssertTrue(try store.record(JobTransition(job: job, state: .assigned, attempt: 1, runner: "a")))
         XCTAssertTrue(try store.record(JobTransition(job: job, state: .success, attempt: 1, runner: "a", exitCode: 0)))
         XCTAssertFalse(try store.record(JobTransition(job: job, state: .failed, attempt: 2, runner: "b", exitCode: 1)))
         let build = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
         XCTAssertEqual(build.status, "success")
         XCTAssertEqual(build.runner, "a")
-        XCTAssertEqual(try store.events(job: job).map(\.state), ["queued", "assigned", "success"])
+        XCTAssertEqual(try store.events(job: job).map(\.state), ["pending", "assigned", "success"])
         XCTAssertTrue(try store.activeJobs().isEmpty)
     }
 
+    func testAllowedFailuresAndAnInvalidPipeline() throws {
+        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit,
+                                  jobs: [NewJob(name: "a"), NewJob(name: "lint", allowFailure: true)], at: Date())
+        try store.record(JobTransition(job: r.jobs[0].id, state: .success, attempt: 1, runner: "x"))
+        try store.record(JobTransition(job: r.jobs[1].id, state: .failed, attempt: 1, runner: "x", exitCode: 1))
+        let b = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
+        XCTAssertEqual(b.status, "success")
+        XCTAssertEqual(b.allowedFailures, 1)
+        XCTAssertEqual(b.displayStatus, "passed with allowed failures")
+        let bad = try store.enqueueInvalid(repo: "/r", branch: "main", commit: String(repeating: "c", count: 40),
+                                           reason: "pipeline file is invalid", details: [".devci.yml:3:5: jobs.a: oops"], at: Date())
+        XCTAssertEqual(try store.recentBuilds(limit: 1).first?.status, "failed")
+        XCTAssertEqual(try store.logs(job: bad.jobs[0].id).map(\.text), [".devci.yml:3:5: jobs.a: oops"])
+        XCTAssertEqual(try store.jobs(build: r.build).map(\.name), ["a", "lint"])
+    }
+
     func testActiveJobsSurviveReopening() throws {
-        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobNames: ["a", "b"], at: Date())
+        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b", dependencies: ["a"])], at: Date())
         try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
         try store.appendLogs([LogRecord(job: r.jobs[0].id, attempt: 1, stream: .err, timestampMillis: 5, text: "héllo <b>")])
         store = try SQLiteStore(path: store.path)
         let active = try store.activeJobs()
-        XCTAssertEqual(active.map(\.state), [.running, .queued])
+        XCTAssertEqual(active.map(\.state), [.running, .pending])
+        XCTAssertEqual(active[1].spec.job.dependencies, ["a"])
         XCTAssertEqual(active[0].runner, "x")
         XCTAssertEqual(active[0].attempt, 1)
         XCTAssertEqual(try store.logs(job: r.jobs[0].id).map(\.text), ["héllo <b>"])

@@ -31,7 +31,7 @@ final class CoreTests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.stream == .out && $0.text == "hello from the tests" }, "\(lines)")
         XCTAssertTrue(lines.contains { $0.stream == .err && $0.text == "warning: <b>&" }, "\(lines)")
         XCTAssertTrue(lines.allSatisfy { $0.timestampMillis > 1_600_000_000_000 })
-        XCTAssertEqual(try h.store().events(job: good.job).map(\.state), ["queued", "assigned", "running", "success"])
+        XCTAssertEqual(try h.store().events(job: good.job).map(\.state), ["pending", "queued", "assigned", "running", "success"])
         // The command line reads the same database.
         let report = try h.run(["report", "--db", h.dbPath, "--json"])
         XCTAssertEqual(report.status, 0)
@@ -177,7 +177,7 @@ final class CoreTests: XCTestCase {
         let (_, address) = try h.startDispatcher(extra: ["--token", "s3cret"])
         let anonymous = try WireClient(address: address, token: nil)
         XCTAssertEqual(anonymous.greeting, .hello(protocolVersion: 1, authRequired: true))
-        XCTAssertEqual(try anonymous.request(.dispatch(repo: "/r", commit: String(repeating: "a", count: 40), branch: "main")),
+        XCTAssertEqual(try anonymous.request(.dispatch(repo: "/r", commit: String(repeating: "a", count: 40), branch: "main", pipeline: .none)),
                        .error(code: "auth_required", message: "send 'auth token=…' first"))
         XCTAssertNil(try anonymous.readLine(timeout: 5), "closed after refusing")
         XCTAssertThrowsError(try WireClient(address: address, token: "wrong"))

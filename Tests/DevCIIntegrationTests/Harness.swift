@@ -197,10 +197,10 @@ final class Harness {
         try store().events(job: job).filter { JobState(rawValue: $0.state)?.isFinal ?? false }
     }
 
-    func dispatch(_ commit: String, repo: String, to address: HostPort) throws -> (build: Int64, job: Int64) {
+    func dispatch(_ commit: String, repo: String, to address: HostPort, pipeline: PipelineText = .none) throws -> (build: Int64, job: Int64) {
         let client = try WireClient(address: address, token: nil)
         defer { client.close() }
-        guard case .queued(let build, let jobs, _) = try client.request(.dispatch(repo: repo, commit: commit, branch: "main")) else {
+        guard case .queued(let build, let jobs, _) = try client.request(.dispatch(repo: repo, commit: commit, branch: "main", pipeline: pipeline)) else {
             throw Failure("dispatch refused")
         }
         return (build, jobs[0])

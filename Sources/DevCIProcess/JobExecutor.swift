@@ -1,0 +1,92 @@
+import DevCIWire
+import Foundation
+
+/// Runs one job's steps in a workspace, the same way on a runner and in `devci run --local`: all steps under
+/// one process-group leader (so a service started by one step lives on for the next), each step through
+/// `/bin/sh -e -c`, stopping at the first that fails; the timeout takes down the whole group.
+public enum JobExecutor {
+    public struct Result: Equatable, Sendable {
+        public var termination: Termination
+        public var timedOut: Bool
+        public var stopped: Bool
+
+        public init(termination: Termination, timedOut: Bool, stopped: Bool) {
+            self.termination = termination
+            self.timedOut = timedOut
+            self.stopped = stopped
+        }
+
+        /// How the attempt ended, and why, as a runner reports it.
+        public var outcome: (Outcome, String) {
+            if timedOut { return (.timedOut, "timed out") }
+            if stopped { return (.cancelled, "stopped on request") }
+            switch termination {
+            case .exited(0): return (.success, "")
+            case .exited(let code): return (.failed, "exit status \(code)")
+            case .signaled(let sig): return (.failed, "killed by signal \(sig)")
+            case .failedToStart(let why): return (.error, why)
+            }
+        }
+    }
+
+    /// The driver: fixed text. Step names and commands reach it only through the environment, never spliced
+    /// into shell source; the marker line lets the executor tell step boundaries from the steps' own output.
+    static let driver = """
+        n=0
+        while [ "$n" -lt "$DEVCI_STEP_COUNT" ]; do
+          n=$((n+1))
+          eval "step_name=\\"\\${DEVCI_STEP_NAME_$n}\\" step_run=\\"\\${DEVCI_STEP_RUN_$n}\\""
+          printf '%s %s %s\\n' "$DEVCI_STEP_MARK" "$n" "$step_name"
+          /bin/sh -e -c "$step_run" || exit $?
+        done
+        """
+
+    /// Runs `script` (or, without one, `fallbackCommand` as a single step) in `directory`.
+    /// Blocks the calling thread, which must live until this returns.
+    public static func run(script: JobScript?, fallbackCommand: String, in directory: String, environment: [String: String],
+                           process: ChildProcess, onOutput: @escaping @Sendable ([OutputLine]) -> Void) -> Result {
+        let steps = script?.steps ?? [JobScript.Step(name: "test", run: fallbackCommand)]
+        var env = environment.merging(script?.env ?? [:]) { $1 }
+        let mark = "\u{1}devci-step-\(UInt64.random(in: 0...UInt64.max))"
+        env["DEVCI_STEP_COUNT"] = String(steps.count)
+        env["DEVCI_STEP_MARK"] = mark
+        for (i, step) in steps.enumerated() {
+            env["DEVCI_STEP_NAME_\(i + 1)"] = step.name
+            env["DEVCI_STEP_RUN_\(i + 1)"] = step.run
+        }
+        var cwd = directory
+        if let dir = script?.workdir {
+            guard !dir.hasPrefix("/"), !dir.split(separator: "/").contains("..") else {
+                return Result(termination: .failedToStart("workdir '\(dir)' leaves the workspace"), timedOut: false, stopped: false)
+            }
+            cwd = (directory as NSString).appendingPathComponent(dir)
+        }
+        let timedOut = Flag()
+        if let seconds = script?.timeoutSeconds {
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
+                guard process.pid != 0 else { return }
+                timedOut.set()
+                process.stop(grace: 2)
+            }
+        }
+        let total = steps.count
+        let termination = process.run(["/bin/sh", "-c", driver], in: cwd, environment: env) { lines in
+            onOutput(lines.map { line in
+                guard line.stream == .out, line.text.hasPrefix(mark + " ") else { return line }
+                // "<mark> 2 unit tests" → a system line naming the step.
+                let rest = line.text.dropFirst(mark.count + 1)
+                let number = rest.prefix { $0 != " " }
+                return OutputLine(stream: .system, timestampMillis: line.timestampMillis,
+                                  text: "step \(number)/\(total): \(rest.dropFirst(number.count + 1))")
+            })
+        }
+        return Result(termination: termination, timedOut: timedOut.isSet, stopped: process.wasStopped && !timedOut.isSet)
+    }
+
+    final class Flag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        var isSet: Bool { lock.withLock { value } }
+        func set() { lock.withLock { value = true } }
+    }
+}
