@@ -1,6 +1,7 @@
 import ArgumentParser
 import DevCIGit
 import DevCIPipeline
+import DevCIRunner
 import DevCIStore
 import DevCIWire
 import Foundation
@@ -63,34 +64,86 @@ struct StatusCommand: ParsableCommand {
 }
 
 struct ReportCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "report", abstract: "List recent builds from the database.")
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "List recent builds from the database, or local runs with --local.",
+        discussion: "With --stage or --job, lists the matching jobs instead of builds."
+    )
 
     @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Flag(help: "Read the reports of `devci run --local` instead of the database.") var local = false
+    @Option(help: "Only this repository (a substring of its path; with --local, its folder name).") var repo: String?
+    @Option(help: "Only runs of this pipeline file (with --local).") var pipeline: String?
+    @Option(name: .customLong("run"), help: "Only this build id (or, with --local, run number).") var runNumber: Int?
+    @Option(help: "Only jobs of this stage.") var stage: String?
+    @Option(help: "Only this job.") var job: String?
     @Option(help: "How many builds.") var limit = 20
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
+        if local { return try runLocal() }
         let path = db ?? SQLiteStore.defaultPath()
         guard FileManager.default.fileExists(atPath: path) else {
             throw Failure("no database at \(path): start the dispatcher first, or pass --db")
         }
-        let builds = try SQLiteStore(path: path, readOnly: true).recentBuilds(limit: max(1, limit))
-        if json {
-            let encoder = JSONEncoder()
-            encoder.dateEncodingStrategy = .iso8601
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(builds), as: UTF8.self))
+        let store = try SQLiteStore(path: path, readOnly: true)
+        let builds = try store.recentBuilds(limit: runNumber == nil ? max(1, limit) : 100_000)
+            .filter { b in (repo.map { b.repo.contains($0) } ?? true) && (runNumber.map { b.id == $0 } ?? true) }
+        if stage != nil || job != nil {
+            var rows: [JobSummary] = []
+            for b in builds { rows += try store.jobs(build: b.id).filter(matches) }
+            if json { return try printJSON(rows) }
+            printTable(["BUILD", "JOB", "STAGE", "STATUS", "RUNNER", "ATTEMPT", "DURATION", "REASON"], rows.map { j in
+                [String(j.build), j.name, j.stage, j.status + (j.allowFailure && j.status != "success" ? " (allowed)" : ""), j.runner ?? "-",
+                 String(j.attempt), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
+            })
             return
         }
-        if builds.isEmpty {
-            print("no builds yet")
-            return
-        }
-        let rows = builds.map { b in
-            [String(b.id), b.status, String(b.commit.prefix(12)), b.branch, b.runner ?? "-",
+        if json { return try printJSON(builds) }
+        if builds.isEmpty { return print("no builds yet") }
+        printTable(["BUILD", "STATUS", "COMMIT", "BRANCH", "RUNNER", "DURATION", "ATTEMPTS", "REPOSITORY", "REASON"], builds.map { b in
+            [String(b.id), b.displayStatus, String(b.commit.prefix(12)), b.branch, b.runner ?? "-",
              b.duration.map { String(format: "%.1fs", $0) } ?? "-", String(b.attempts), b.repo, b.reason ?? ""]
+        })
+    }
+
+    func matches(_ j: JobSummary) -> Bool { (stage.map { j.stage == $0 } ?? true) && (job.map { j.name == $0 } ?? true) }
+
+    func runLocal() throws {
+        let reports = LocalReports(root: LocalReports.defaultRoot()).all().filter { r in
+            (repo.map { r.repository == $0 } ?? true) && (pipeline.map { r.pipeline.contains($0) } ?? true) && (runNumber.map { r.run == $0 } ?? true)
+        }.suffix(max(1, limit))
+        if stage != nil || job != nil {
+            let jobs = reports.flatMap { r in r.jobs.filter { j in (stage.map { j.stage == $0 } ?? true) && (job.map { j.name == $0 } ?? true) }
+                .map { (r, $0) } }
+            if json { return try printJSON(jobs.map(\.1)) }
+            printTable(["REPOSITORY", "RUN", "JOB", "STAGE", "STATUS", "ATTEMPTS", "DURATION", "REASON"], jobs.map { r, j in
+                [r.repository, String(r.run), j.name, j.stage, j.status + (j.allowFailure && j.status != "success" ? " (allowed)" : ""),
+                 String(j.attempts.count), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
+            })
+            return
         }
-        let header = ["BUILD", "STATUS", "COMMIT", "BRANCH", "RUNNER", "DURATION", "ATTEMPTS", "REPOSITORY", "REASON"]
+        if json { return try printJSON(Array(reports)) }
+        if reports.isEmpty { return print("no local runs yet") }
+        printTable(["REPOSITORY", "RUN", "STATUS", "COMMIT", "JOBS", "DURATION", "PIPELINE"], reports.map { r in
+            [r.repository, String(r.run), r.status, String((r.commit ?? "-").prefix(12)), String(r.jobs.count),
+             duration(r.startedAt, r.finishedAt), r.pipeline]
+        })
+    }
+
+    func duration(_ start: Date?, _ end: Date?) -> String {
+        guard let start else { return "-" }
+        return String(format: "%.1fs", (end ?? Date()).timeIntervalSince(start))
+    }
+
+    func printJSON<T: Encodable>(_ value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+
+    func printTable(_ header: [String], _ rows: [[String]]) {
         let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max()! }
         for row in [header] + rows {
             print(row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }

@@ -9,7 +9,7 @@ struct DevCI: ParsableCommand {
         commandName: "devci",
         abstract: "A small distributed CI: dispatcher, runners and the tools around them.",
         subcommands: [UpCommand.self, DispatcherCommand.self, RunnerCommand.self, RunnerManagerCommand.self, ObserverCommand.self,
-                      DispatchCommand.self, StatusCommand.self, ReportCommand.self]
+                      DispatchCommand.self, StatusCommand.self, ReportCommand.self, RunCommand.self, LintCommand.self]
     )
 }
 

@@ -14,7 +14,8 @@ struct RunnerCommand: ParsableCommand {
     @Argument(help: "The runner's own clone of the repository.") var clonePath: String
     @OptionGroup var server: DispatcherAddress
     @Option(help: "Unique runner name (default: HOST-PID).") var name: String?
-    @Option(help: "Command run in the clone for each job, through /bin/sh -c.") var testCommand = RunnerConfig.defaultTestCommand
+    @Option(help: "Command run for a job of a commit without a pipeline file, through /bin/sh -c.") var testCommand = RunnerConfig.defaultTestCommand
+    @Option(help: "How many jobs to run at once, each in its own workspace (slot 1 in the clone, more in <clone>.workspaces/N).") var parallel = 1
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -26,6 +27,7 @@ struct RunnerCommand: ParsableCommand {
         } catch {
             throw Failure("\(clone) is not a git clone: \(error)")
         }
+        guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
         let runnerName = name ?? Self.defaultName()
         guard Validate.isRunnerName(runnerName) else {
             throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'")
@@ -33,7 +35,7 @@ struct RunnerCommand: ParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let agent = RunnerAgent(
             config: RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.resolvedToken,
-                                 name: runnerName, testCommand: testCommand),
+                                 name: runnerName, testCommand: testCommand, parallel: parallel),
             loop: group.next(), logger: logger)
         logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), test command: \(testCommand)")
         agent.start()

@@ -229,6 +229,27 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(assignments(r).map(\.attempt), [2], "free again, it takes the job's next attempt")
     }
 
+    func testAFailedAttemptWithRetriesLeftIsQueuedAgainAfterItsDelay() {
+        join(1, "a")
+        var flaky = spec(1)
+        flaky.job.retries = 1
+        flaky.job.retryDelaySeconds = 5
+        on(.enqueued([flaky]))
+        let failed = on(.result(1, job: 1, attempt: 1, outcome: .failed, exitCode: 1, reason: "exit status 1"))
+        XCTAssertEqual(records(failed).map(\.state), [.queued])
+        XCTAssertEqual(records(failed).first?.retriesUsed, 1)
+        XCTAssertTrue(records(failed).first?.reason?.contains("retry 1 of 1") ?? false)
+        XCTAssertTrue(assignments(failed).isEmpty, "not before the delay")
+        advance(.seconds(4))
+        on(.heartbeat(1))
+        XCTAssertTrue(assignments(on(.tick)).isEmpty)
+        advance(.seconds(1))
+        on(.heartbeat(1))
+        XCTAssertEqual(assignments(on(.tick)).map(\.attempt), [2])
+        let second = on(.result(1, job: 1, attempt: 2, outcome: .timedOut, exitCode: 137, reason: "timed out"))
+        XCTAssertEqual(records(second).map(\.state), [.timedOut], "no retries left: the attempt's outcome is final")
+    }
+
     func testEnqueueingTheSameJobTwiceQueuesItOnce() {
         on(.enqueued([spec(1)]))
         on(.enqueued([spec(1)]))

@@ -1,0 +1,57 @@
+import ArgumentParser
+import DevCIGit
+import DevCIPipeline
+import DevCIRunner
+import Foundation
+
+struct LintCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "lint", abstract: "Check a pipeline file; exit non-zero on any error.")
+
+    @Argument(help: "The pipeline file.") var file = pipelineFileName
+
+    func run() throws {
+        let pipeline = try loadPipeline(file)
+        print("\(file): ok — \(pipeline.jobs.count) job(s) in \(pipeline.stages.count) stage(s): \(pipeline.stages.joined(separator: " → "))")
+    }
+}
+
+/// Reads and parses a pipeline file, printing every error and failing when there is one.
+func loadPipeline(_ file: String) throws -> Pipeline {
+    guard let data = FileManager.default.contents(atPath: file) else { throw Failure("cannot read \(file)") }
+    guard let text = String(data: data, encoding: .utf8) else { throw Failure("\(file) is not UTF-8 text") }
+    do {
+        return try PipelineParser.parse(text, file: file)
+    } catch {
+        FileHandle.standardError.write(Data((error.description + "\n").utf8))
+        throw ExitCode(2)
+    }
+}
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a pipeline on this machine, in this checkout, with no dispatcher.",
+        discussion: "Exits 0 only when the pipeline passed. Saves a JSON report under ~/.devci/reports/<repository>/<run>.json."
+    )
+
+    @Flag(help: "Run locally (the only mode for now).") var local = false
+    @Argument(help: "The pipeline file (its folder is where jobs run).") var file = pipelineFileName
+    @Option(help: "Where reports are saved (default: ~/.devci/reports).") var reports: String?
+
+    func run() throws {
+        guard local else { throw ValidationError("say --local: devci run --local [file]") }
+        let pipeline = try loadPipeline(file)
+        let directory = URL(fileURLWithPath: file).standardizedFileURL.deletingLastPathComponent().path
+        let repo = try? GitRepository(path: directory)
+        let repository = URL(fileURLWithPath: directory).lastPathComponent
+        let store = LocalReports(root: reports ?? LocalReports.defaultRoot())
+        let number = store.nextRun(repository: repository)
+        let commit = try? repo?.headCommit()
+        print("run \(number) of \(repository): \(pipeline.jobs.count) job(s) in \(directory)\(commit.map { " at \($0.prefix(12))" } ?? "")")
+        let report = LocalRun(pipeline: pipeline, file: file, directory: directory) { print($0) }
+            .run(repository: repository, runNumber: number, commit: commit)
+        let path = try store.save(report)
+        print("report: \(path)")
+        if !report.passed { throw ExitCode(1) }
+    }
+}
