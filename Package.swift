@@ -14,6 +14,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // Default traits off: they pull in swift-configuration and make SwiftPM rebuild Hummingbird at random.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -70,11 +73,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The reporter: HTML, JSON, SVG and live Server-Sent Events from the database, read-only.
+        .target(
+            name: "DevCIReporter",
+            dependencies: [
+                "DevCIStore", "DevCIWire",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The command: flag parsing and wiring only.
         .executableTarget(
             name: "devci",
             dependencies: [
-                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline",
+                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline", "DevCIReporter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

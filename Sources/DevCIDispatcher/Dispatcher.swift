@@ -42,6 +42,8 @@ public final class Dispatcher: @unchecked Sendable {
     /// The plan of every build with unfinished jobs, and where each of their jobs belongs.
     private var plans: [Int64: BuildState] = [:]
     private var jobIndex: [Int64: (build: Int64, name: String)] = [:]
+    private var runnerHosts: [String: String] = [:]
+    private var heartbeatWritten: [String: ContinuousClock.Instant] = [:]
 
     struct BuildState {
         var plan: BuildPlan
@@ -143,12 +145,18 @@ public final class Dispatcher: @unchecked Sendable {
             }
             send(id, .ok(what: "auth"))
         case .register(let name, let slots):
+            runnerHosts[name] = channels[id]?.remoteAddress?.ipAddress
             apply(scheduler.handle(.registered(id, name: name, slots: slots), now: now))
         case .status:
             send(id, .status(queued: scheduler.queuedCount, running: scheduler.leasedCount, runners: scheduler.connectedRunnerCount))
-        case .dispatch(let repo, let commit, let branch, let pipeline):
+        case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author):
             do {
                 let result = try enqueue(repo: repo, commit: commit, branch: branch, pipeline: pipeline)
+                if result.created && !(title.isEmpty && author.isEmpty) {
+                    do { try store.describe(build: result.build, title: title, author: author) } catch {
+                        logger.error("could not store the title of build \(result.build): \(error)")
+                    }
+                }
                 send(id, .queued(build: result.build, jobs: result.jobs.map(\.id), created: result.created))
             } catch {
                 logger.error("could not enqueue \(repo) \(commit): \(error)")
@@ -193,6 +201,12 @@ public final class Dispatcher: @unchecked Sendable {
                                                 details: error.errors.map(\.description), at: at)
             }
             plan = BuildPlan(pipeline: pipeline)
+            // Each job's script travels in one `assign` line: refuse what would not fit.
+            for def in pipeline.jobs where LineCodec.percentEncode(def.script(pipelineEnv: pipeline.env).json()).utf8.count > WireLimits.maxScriptBytes {
+                return try store.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: "\(pipelineFileName) is invalid",
+                                                details: ["\(pipelineFileName): jobs.\(def.name): the job's steps and env are too large to send to a runner (over \(WireLimits.maxScriptBytes) bytes encoded)"],
+                                                at: at)
+            }
             jobs = zip(pipeline.jobs, plan.jobs).map { def, planned in
                 NewJob(name: def.name, stage: def.stage, dependencies: planned.dependencies, allowFailure: def.allowFailure,
                        script: def.script(pipelineEnv: pipeline.env).json(), retries: def.retries,
@@ -242,6 +256,11 @@ public final class Dispatcher: @unchecked Sendable {
         switch message {
         case .heartbeat:
             apply(scheduler.handle(.heartbeat(id), now: now))
+            // The runners page shows the last heartbeat; writing it every few seconds is enough.
+            if let name = scheduler.runnerName(id), now - (heartbeatWritten[name] ?? now - .seconds(60)) >= .seconds(5) {
+                heartbeatWritten[name] = now
+                try? store.recordHeartbeat(runner: name, at: Date())
+            }
         case .claim(let job, let attempt):
             apply(scheduler.handle(.claim(id, job: job, attempt: attempt), now: now))
         case .started(let job, let attempt):
@@ -294,7 +313,8 @@ public final class Dispatcher: @unchecked Sendable {
                 send(id, message)
             case .runnerState(let name, let state):
                 logger.info("runner \(name) \(state)")
-                do { try store.recordRunner(name: name, state: state, at: Date()) } catch {
+                let host = state == "connected" ? runnerHosts[name] : nil
+                do { try store.recordRunner(name: name, state: state, host: host, at: Date()) } catch {
                     logger.error("could not record runner \(name): \(error)")
                 }
             }

@@ -179,6 +179,17 @@ public final class GitRepository {
         return text
     }
 
+    /// A commit's first line and its author's name, for people to read.
+    public func summary(of commit: String) throws -> (title: String, author: String) {
+        guard var id = oid(commit) else { throw GitError(operation: "read commit", message: "not a full commit id: \(commit)") }
+        var c: OpaquePointer?
+        try check("find commit \(commit)", git_commit_lookup(&c, handle, &id))
+        defer { git_commit_free(c) }
+        let title = git_commit_summary(c).map { String(cString: $0) } ?? ""
+        let author = git_commit_author(c).flatMap { $0.pointee.name }.map { String(cString: $0) } ?? ""
+        return (title, author)
+    }
+
     /// Whether `ancestor` is `commit` or one of its ancestors.
     public func isAncestor(_ ancestor: String, of commit: String) -> Bool {
         guard var a = oid(ancestor), var c = oid(commit) else { return false }

@@ -63,7 +63,13 @@ extension PipelineText {
     /// The pipeline file of `commit` as a dispatch carries it.
     public static func read(from repository: GitRepository, at commit: String) -> PipelineText {
         do {
-            return try repository.file(pipelineFileName, at: commit, limit: pipelineFileLimit).map(PipelineText.text) ?? .none
+            guard let text = try repository.file(pipelineFileName, at: commit, limit: pipelineFileLimit) else { return .none }
+            // It must fit in one line of the wire once percent-encoded (spaces and newlines take three bytes each).
+            let encoded = LineCodec.percentEncode(text).utf8.count
+            guard encoded <= WireLimits.maxPipelineBytes else {
+                return .unreadable("\(pipelineFileName) is too large to send: \(encoded) bytes encoded, over \(WireLimits.maxPipelineBytes)")
+            }
+            return .text(text)
         } catch {
             return .unreadable("\(pipelineFileName) could not be read: \(error)")
         }

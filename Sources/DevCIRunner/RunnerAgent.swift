@@ -306,7 +306,10 @@ final class RunnerConnection: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .line(let text) = unwrapInboundIn(data) else { return }
+        guard case .line(let text) = unwrapInboundIn(data) else {
+            agent.logger.error("the dispatcher sent a line that is too long or not UTF-8; it was dropped")
+            return
+        }
         do {
             agent.received(try LineCodec.decodeServer(text))
         } catch {

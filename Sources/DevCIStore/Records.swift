@@ -100,14 +100,17 @@ public struct JobTransition: Sendable {
 }
 
 /// One line of a job's output as stored.
-public struct LogRecord: Equatable, Sendable {
+public struct LogRecord: Codable, Equatable, Sendable {
+    /// Its row id once stored (the cursor of live logs); nil before.
+    public var id: Int64?
     public var job: Int64
     public var attempt: Int
     public var stream: LogStream
     public var timestampMillis: Int64
     public var text: String
 
-    public init(job: Int64, attempt: Int, stream: LogStream, timestampMillis: Int64, text: String) {
+    public init(id: Int64? = nil, job: Int64, attempt: Int, stream: LogStream, timestampMillis: Int64, text: String) {
+        self.id = id
         self.job = job
         self.attempt = attempt
         self.stream = stream
@@ -131,6 +134,9 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     public var reason: String?
     /// Jobs allowed to fail that did.
     public var allowedFailures: Int
+    /// The commit's first line and author, when the dispatching peer knew them.
+    public var title: String = ""
+    public var author: String = ""
 
     /// The status as people read it: `passed with allowed failures` for a success with allowed failures.
     public var displayStatus: String {
@@ -171,4 +177,39 @@ public struct JobSummary: Codable, Equatable, Sendable {
     public var finishedAt: Date?
     public var exitCode: Int?
     public var reason: String?
+}
+
+/// Which builds a listing shows; nil fields match everything.
+public struct BuildFilter: Equatable, Sendable {
+    public var repo: String?
+    public var branch: String?
+    public var status: String?
+    public var id: Int64?
+
+    public init(repo: String? = nil, branch: String? = nil, status: String? = nil, id: Int64? = nil) {
+        self.repo = repo
+        self.branch = branch
+        self.status = status
+        self.id = id
+    }
+}
+
+/// A runner as the reporter shows it.
+public struct RunnerSummary: Codable, Equatable, Sendable {
+    public var name: String
+    public var state: String
+    public var host: String?
+    public var connectedAt: Date?
+    public var lastHeartbeat: Date?
+    public var currentJobs: [Int64]
+    public var jobsRun: Int
+    /// Jobs taken away from it (lease expired) in the last day.
+    public var lostRecently: [Int64]
+}
+
+/// Queued and running jobs and connected runners, for the dashboard's summary.
+public struct SystemSummary: Codable, Equatable, Sendable {
+    public var queued: Int
+    public var running: Int
+    public var runners: Int
 }

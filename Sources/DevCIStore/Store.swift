@@ -18,8 +18,12 @@ public protocol BuildStore: AnyObject, Sendable {
     func appendLogs(_ lines: [LogRecord]) throws
     /// Jobs that are pending, queued, assigned or running, oldest first.
     func activeJobs() throws -> [ActiveJob]
-    /// Notes a runner's connection state for the reporter.
-    func recordRunner(name: String, state: String, at: Date) throws
+    /// Notes a runner's connection state (and, on connecting, its address) for the reporter.
+    func recordRunner(name: String, state: String, host: String?, at: Date) throws
+    /// Notes a runner's latest heartbeat.
+    func recordHeartbeat(runner: String, at: Date) throws
+    /// Stores a build's commit title and author, for people.
+    func describe(build: Int64, title: String, author: String) throws
     /// The newest builds, newest first.
     func recentBuilds(limit: Int) throws -> [BuildSummary]
     /// The recorded transitions of a job, oldest first.
@@ -30,10 +34,19 @@ public protocol BuildStore: AnyObject, Sendable {
     func lastDispatched(repo: String, branch: String) throws -> String?
 }
 
+/// Why the store cannot be used.
+public struct StoreError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ d: String) { description = d }
+}
+
 /// The SQLite store, through GRDB, in WAL mode.
 public final class SQLiteStore: BuildStore, @unchecked Sendable {
     private let db: DatabaseQueue
     public let path: String
+
+    /// A read of the database, for the reporter's queries (Store+Reads.swift).
+    func read<T>(_ body: (Database) throws -> T) throws -> T { try db.read(body) }
 
     /// Opens (creating and migrating when `readOnly` is false) the database at `path`.
     public init(path: String, readOnly: Bool = false) throws {
@@ -55,6 +68,8 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
             // WAL lets the reporter and CLI read while the dispatcher writes.
             _ = try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA journal_mode = WAL") }
             try Self.migrator.migrate(db)
+        } else if try !db.read({ try Self.migrator.hasCompletedMigrations($0) }) {
+            throw StoreError("the database at \(path) is from an older or newer DevCI: start this version's dispatcher on it once to upgrade it")
         }
     }
 
@@ -111,6 +126,20 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
                 ALTER TABLE builds ADD COLUMN allowed_failures INTEGER NOT NULL DEFAULT 0;
                 DROP INDEX jobs_active;
                 CREATE INDEX jobs_active ON jobs(status) WHERE status IN ('pending', 'queued', 'assigned', 'running');
+                """)
+        }
+        m.registerMigration("v3: reporter") { db in
+            try db.execute(sql: """
+                ALTER TABLE builds ADD COLUMN title TEXT NOT NULL DEFAULT '';
+                ALTER TABLE builds ADD COLUMN author TEXT NOT NULL DEFAULT '';
+                ALTER TABLE runners ADD COLUMN host TEXT;
+                ALTER TABLE runners ADD COLUMN connected_at REAL;
+                ALTER TABLE runners ADD COLUMN last_heartbeat REAL;
+                CREATE INDEX builds_repo ON builds(repo, id);
+                CREATE INDEX builds_branch ON builds(branch, id);
+                CREATE INDEX builds_status ON builds(status, id);
+                CREATE INDEX jobs_runner ON jobs(runner, status);
+                CREATE INDEX job_events_lost ON job_events(state, at) WHERE state = 'queued' AND reason IS NOT NULL;
                 """)
         }
         return m
@@ -281,31 +310,60 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
                           finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)), exitCode: r["exit_code"], reason: r["reason"])
     }
 
-    public func recordRunner(name: String, state: String, at: Date) throws {
+    public func recordRunner(name: String, state: String, host: String?, at: Date) throws {
         let t = at.timeIntervalSince1970
         try db.write { db in
             try db.execute(sql: """
-                INSERT INTO runners(name, state, first_seen, last_change) VALUES (?, ?, ?, ?)
-                ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change
-                """, arguments: [name, state, t, t])
+                INSERT INTO runners(name, state, first_seen, last_change, host, connected_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change,
+                    host = COALESCE(excluded.host, host),
+                    connected_at = CASE WHEN excluded.state = 'connected' AND state != 'lost' THEN excluded.connected_at ELSE connected_at END
+                """, arguments: [name, state, t, t, host, t, t])
+        }
+    }
+
+    public func recordHeartbeat(runner: String, at: Date) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE runners SET last_heartbeat = ? WHERE name = ?", arguments: [at.timeIntervalSince1970, runner])
+        }
+    }
+
+    public func describe(build: Int64, title: String, author: String) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE builds SET title = ?, author = ? WHERE id = ?", arguments: [title, author, build])
         }
     }
 
     public func recentBuilds(limit: Int) throws -> [BuildSummary] {
-        try db.read { db in
+        try builds(BuildFilter(), offset: 0, limit: limit)
+    }
+
+    public func builds(_ filter: BuildFilter, offset: Int, limit: Int) throws -> [BuildSummary] {
+        var conditions: [String] = []
+        var args: [DatabaseValueConvertible?] = []
+        if let r = filter.repo { conditions.append("b.repo = ?"); args.append(r) }
+        if let br = filter.branch { conditions.append("b.branch = ?"); args.append(br) }
+        if let st = filter.status { conditions.append("b.status = ?"); args.append(st) }
+        if let id = filter.id { conditions.append("b.id = ?"); args.append(id) }
+        args += [limit, offset]
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        return try db.read { db in
             try Row.fetchAll(db, sql: """
                 SELECT b.*, (SELECT COALESCE(SUM(attempt), 0) FROM jobs WHERE build_id = b.id) AS attempts,
                        (SELECT runner FROM jobs WHERE build_id = b.id AND runner IS NOT NULL ORDER BY id DESC LIMIT 1) AS runner,
                        (SELECT reason FROM jobs WHERE build_id = b.id AND reason IS NOT NULL ORDER BY id DESC LIMIT 1) AS reason
-                FROM builds b ORDER BY b.id DESC LIMIT ?
-                """, arguments: [limit]).map { r in
-                BuildSummary(id: r["id"], repo: r["repo"], branch: r["branch"], commit: r["commit_id"], status: r["status"],
-                             runner: r["runner"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
-                             startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                             finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                             attempts: r["attempts"], reason: r["reason"], allowedFailures: r["allowed_failures"])
-            }
+                FROM builds b \(whereClause) ORDER BY b.id DESC LIMIT ? OFFSET ?
+                """, arguments: StatementArguments(args)).map(Self.buildSummary)
         }
+    }
+
+    static func buildSummary(_ r: Row) -> BuildSummary {
+        BuildSummary(id: r["id"], repo: r["repo"], branch: r["branch"], commit: r["commit_id"], status: r["status"],
+                     runner: r["runner"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
+                     startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                     finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                     attempts: r["attempts"], reason: r["reason"], allowedFailures: r["allowed_failures"],
+                     title: r["title"], author: r["author"])
     }
 
     public func events(job: Int64) throws -> [JobEvent] {
@@ -319,10 +377,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
 
     public func logs(job: Int64) throws -> [LogRecord] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM log_lines WHERE job_id = ? ORDER BY id", arguments: [job]).map { r in
-                LogRecord(job: job, attempt: r["attempt"], stream: LogStream(rawValue: r["stream"]) ?? .out,
-                          timestampMillis: r["ts"], text: r["text"])
-            }
+            try Row.fetchAll(db, sql: "SELECT * FROM log_lines WHERE job_id = ? ORDER BY id", arguments: [job]).map(Self.logRecord)
         }
     }
 

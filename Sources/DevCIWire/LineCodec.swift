@@ -30,8 +30,10 @@ public enum LineCodec {
         case .result(let job, let attempt, let outcome, let exitCode, let reason):
             return line("result", ("job", String(job)), ("attempt", String(attempt)), ("status", outcome.rawValue),
                         ("exit", String(exitCode)), ("reason", reason))
-        case .dispatch(let repo, let commit, let branch, let pipeline):
-            let base = line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
+        case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author):
+            var base = line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
+            if !title.isEmpty { base += " title=" + percentEncode(title) }
+            if !author.isEmpty { base += " author=" + percentEncode(author) }
             switch pipeline {
             case .none: return base
             case .text(let text): return base + " pipeline=" + percentEncode(text)
@@ -109,7 +111,8 @@ public enum LineCodec {
             } else {
                 pipeline = .none
             }
-            message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline)
+            let title = String(try f.string("title", default: "").prefix(200)), author = String(try f.string("author", default: "").prefix(200))
+            message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author)
         case "status": message = .status
         case "last":
             let repo = try f.string("repo"), branch = try f.string("branch")

@@ -15,7 +15,8 @@ public enum ClientMessage: Equatable, Sendable {
     /// How an attempt ended. `exitCode` is -1 when no process exited.
     case result(job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
     /// Enqueue a build of one commit, with its `.devci.yml` as the dispatcher should see it.
-    case dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText)
+    /// `title` and `author` (the commit's first line and author) are for people; empty when unknown.
+    case dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText, title: String = "", author: String = "")
     /// Ask for the one-line summary of the dispatcher's state.
     case status
     /// Ask for the last commit dispatched for a repository and branch (empty when none).

@@ -42,7 +42,7 @@ public enum Outcome: String, Sendable, CaseIterable {
 }
 
 /// Which output stream a log line came from.
-public enum LogStream: String, Sendable {
+public enum LogStream: String, Sendable, Codable {
     case out, err, system
 }
 

@@ -28,15 +28,18 @@ struct DispatchCommand: ParsableCommand {
         guard Validate.isRepository(repository) else { throw ValidationError("--repo must be a path or URL") }
         // The pipeline file travels with the dispatch, read from a local repository at the commit.
         var pipeline = PipelineText.none
+        var info = (title: "", author: "")
         if let local = try? GitRepository(path: repository) {
             guard local.hasCommit(commit) else { throw Failure("\(repository) has no commit \(commit)") }
             pipeline = PipelineText.read(from: local, at: commit)
+            info = (try? local.summary(of: commit)) ?? info
         } else {
             FileHandle.standardError.write(Data("note: \(repository) is not a local repository: its \(pipelineFileName) is not read, the runners' test command runs\n".utf8))
         }
         let client = try server.connect()
         defer { client.close() }
-        switch try client.request(.dispatch(repo: repository, commit: commit, branch: branch, pipeline: pipeline)) {
+        switch try client.request(.dispatch(repo: repository, commit: commit, branch: branch, pipeline: pipeline,
+                                            title: info.title, author: info.author)) {
         case .queued(let build, let jobs, let created):
             print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
         case .error(let code, let message):

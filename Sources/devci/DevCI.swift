@@ -4,12 +4,12 @@ import Foundation
 import Logging
 
 @main
-struct DevCI: ParsableCommand {
+struct DevCI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "devci",
         abstract: "A small distributed CI: dispatcher, runners and the tools around them.",
         subcommands: [UpCommand.self, DispatcherCommand.self, RunnerCommand.self, RunnerManagerCommand.self, ObserverCommand.self,
-                      DispatchCommand.self, StatusCommand.self, ReportCommand.self, RunCommand.self, LintCommand.self]
+                      DispatchCommand.self, StatusCommand.self, ReportCommand.self, RunCommand.self, LintCommand.self, ReporterCommand.self]
     )
 }
 

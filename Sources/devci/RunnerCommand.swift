@@ -15,7 +15,7 @@ struct RunnerCommand: ParsableCommand {
     @OptionGroup var server: DispatcherAddress
     @Option(help: "Unique runner name (default: HOST-PID).") var name: String?
     @Option(help: "Command run for a job of a commit without a pipeline file, through /bin/sh -c.") var testCommand = RunnerConfig.defaultTestCommand
-    @Option(help: "How many jobs to run at once, each in its own workspace (slot 1 in the clone, more in <clone>.workspaces/N).") var parallel = 1
+    @Option(help: "How many jobs to run at once, each in its own workspace (the first in the clone itself, the others in <clone>.workspaces/N).") var parallel = 1
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {

@@ -24,6 +24,8 @@ final class LineCodecTests: XCTestCase {
              "dispatch repo=/r commit=\(sha) branch=main pipeline=jobs:%0A%20%20a:%0A%20%20%20%20run:%20make"),
             (.dispatch(repo: "/r", commit: sha, branch: "main", pipeline: .unreadable("too large")),
              "dispatch repo=/r commit=\(sha) branch=main pipeline_error=too%20large"),
+            (.dispatch(repo: "/r", commit: sha, branch: "main", pipeline: .none, title: "Fix <b>bug</b>", author: "Ada L."),
+             "dispatch repo=/r commit=\(sha) branch=main title=Fix%20<b>bug</b> author=Ada%20L."),
             (.result(job: 7, attempt: 2, outcome: .timedOut, exitCode: 137, reason: "timed out after 10m"),
              "result job=7 attempt=2 status=timed_out exit=137 reason=timed%20out%20after%2010m"),
             (.status, "status"),

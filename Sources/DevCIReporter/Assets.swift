@@ -1,0 +1,58 @@
+/// The reporter's only assets, served from memory: nothing from the internet, no file paths.
+enum Assets {
+    static let css = """
+        :root{--ok:#1a7f37;--bad:#cf222e;--run:#bf8700;--idle:#6e7781;--bg:#f6f8fa;--fg:#1f2328}
+        *{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);background:#fff}
+        header{display:flex;gap:1.5em;align-items:center;padding:.6em 1.2em;background:#24292f;color:#fff}
+        header a{color:#fff;text-decoration:none;margin-right:1em}.brand{font-weight:700;font-size:1.2em}.summary{margin-left:auto;opacity:.9}
+        main{padding:1em 1.2em;max-width:1400px}h1{font-size:1.4em;margin:.3em 0 .6em}h2{font-size:1.1em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
+        h3{font-size:1em;margin:.4em 0}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #eaeef2;vertical-align:top}
+        th{background:var(--bg);font-weight:600}code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}.title{color:#444}.author{color:var(--idle)}
+        .status{display:inline-block;min-width:5.5em;text-align:center;border-radius:1em;padding:0 .6em;color:#fff;font-weight:600;font-size:12px;background:var(--idle)}
+        .s-success{background:var(--ok)}.s-allowed{background:#4d8f5a}.s-failed,.s-error,.s-timed_out{background:var(--bad)}
+        .s-running,.s-assigned,.s-connected{background:var(--run)}.s-queued,.s-pending,.s-skipped,.s-cancelled,.s-disconnected,.s-lost{background:var(--idle)}
+        .s-connected{background:var(--ok)}.s-lost{background:var(--bad)}
+        .filters{display:flex;gap:1em;margin-bottom:1em;flex-wrap:wrap;align-items:end}.filters label{display:flex;flex-direction:column;font-size:12px;color:var(--idle)}
+        .meta{color:#57606a;margin:.2em 0}.reason{color:var(--bad)}.empty{color:var(--idle);text-align:center;padding:2em}
+        .job{border:1px solid #d0d7de;border-radius:6px;padding:.5em .8em;margin:.6em 0}
+        .log{background:#0d1117;color:#e6edf3;padding:.6em;border-radius:6px;max-height:28em;overflow:auto;font:12px/1.4 ui-monospace,Menlo,monospace;white-space:pre-wrap;word-break:break-all}
+        .log time{color:#7d8590;margin-right:.6em}.log i{color:#d2a8ff;font-style:normal;margin-right:.4em}.l.err{color:#ff7b72}.l.system{color:#79c0ff}
+        .history{margin:.2em 0;padding-left:1.2em;color:#57606a;font-size:12px}.pages{margin-top:1em}.chart svg{max-width:100%;height:auto;border:1px solid #d0d7de;border-radius:6px}
+        """
+
+    /// Live updates through Server-Sent Events; text from the server is set with textContent, never parsed as HTML,
+    /// except the dashboard's rows, which the server renders and escapes itself.
+    static let js = """
+        (function () {
+          function fmt(ms) { return new Date(ms).toISOString().replace('T', ' ').slice(0, 23); }
+          function setStatus(el, status) { if (!el) return; el.textContent = status.replace('_', ' '); el.className = 'status s-' + status; }
+          if (window.devciBuild) {
+            var es = new EventSource('/builds/' + window.devciBuild + '/events?after=' + window.devciAfter);
+            es.addEventListener('log', function (e) {
+              var l = JSON.parse(e.data), pre = document.getElementById('log-' + l.job);
+              if (!pre) return;
+              var near = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 40;
+              var span = document.createElement('span'), t = document.createElement('time');
+              span.className = 'l ' + l.stream; t.textContent = fmt(l.ts);
+              span.appendChild(t); span.appendChild(document.createTextNode(' ' + l.text + '\\n'));
+              pre.appendChild(span);
+              while (pre.childNodes.length > 2000) pre.removeChild(pre.firstChild);
+              if (near) pre.scrollTop = pre.scrollHeight;
+            });
+            es.addEventListener('job', function (e) { var j = JSON.parse(e.data); setStatus(document.getElementById('status-' + j.id), j.status); });
+            es.addEventListener('build', function (e) { var b = JSON.parse(e.data); setStatus(document.getElementById('build-status'), b.status); });
+            es.addEventListener('end', function () { es.close(); });
+          } else if (document.getElementById('rows')) {
+            var rows = document.getElementById('rows');
+            var live = new EventSource('/events' + location.search);
+            live.addEventListener('changed', function (e) {
+              var s = JSON.parse(e.data);
+              document.getElementById('summary').innerHTML = '';
+              var text = s.queued + ' queued · ' + s.running + ' running · ' + s.runners + ' runner(s) connected';
+              document.getElementById('summary').textContent = text;
+              fetch(rows.dataset.fragment).then(function (r) { return r.text(); }).then(function (html) { rows.innerHTML = html; });
+            });
+          }
+        })();
+        """
+}

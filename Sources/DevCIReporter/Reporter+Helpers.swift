@@ -1,0 +1,169 @@
+import DevCIStore
+import DevCIWire
+import Foundation
+import Hummingbird
+
+extension Reporter {
+    func wantsJSON(_ request: Request) -> Bool {
+        request.headers[.accept]?.contains("application/json") ?? false
+    }
+
+    func id(_ context: BasicRequestContext) throws -> Int64 {
+        guard let text = context.parameters.get("id"), let id = Int64(text), id > 0 else {
+            throw HTTPError(.notFound, message: "No such page.")
+        }
+        return id
+    }
+
+    /// A query value that must be a whole number (≥ 1, or ≥ 0): 400 otherwise.
+    func positiveInt(_ text: String?, name: String, allowZero: Bool = false) throws -> Int? {
+        guard let text, !text.isEmpty else { return nil }
+        guard let n = Int(text), n >= (allowZero ? 0 : 1) else {
+            throw HTTPError(.badRequest, message: "\(name) must be a whole number\(allowZero ? "" : " from 1")")
+        }
+        return n
+    }
+
+    func html(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    func page(title: String, summary: SystemSummary, content: String) -> Response {
+        html(Templates.render("layout", ["title": title, "summary": summary, "content": content] as [String: Any]))
+    }
+
+    func asset(_ text: String, _ type: String) -> Response {
+        Response(status: .ok, headers: [.contentType: type, .cacheControl: "max-age=300"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    func jsonResponse(_ value: [String: AnyEncodable]) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+    }
+
+    func buildRow(_ b: BuildSummary) -> [String: Any] {
+        ["id": b.id, "status": b.displayStatus, "statusClass": statusClass(b), "repoName": Self.repoName(b.repo), "branch": b.branch,
+         "shortCommit": String(b.commit.prefix(10)), "title": b.title, "author": b.author.isEmpty ? false : b.author,
+         "runner": b.runner ?? "–", "started": Self.time(b.startedAt), "duration": Self.duration(b.startedAt, b.finishedAt),
+         "attempts": b.attempts]
+    }
+
+    func statusClass(_ b: BuildSummary) -> String { b.status == "success" && b.allowedFailures > 0 ? "allowed" : b.status }
+
+    func query(repo: String?, branch: String?, status: String?, page: Int) -> String {
+        var items = [URLQueryItem]()
+        if let repo { items.append(URLQueryItem(name: "repo", value: repo)) }
+        if let branch { items.append(URLQueryItem(name: "branch", value: branch)) }
+        if let status { items.append(URLQueryItem(name: "status", value: status)) }
+        items.append(URLQueryItem(name: "page", value: String(page)))
+        var c = URLComponents()
+        c.queryItems = items
+        return c.percentEncodedQuery ?? ""
+    }
+
+    /// A repository's short name: the last part of its path or URL, without `.git`.
+    static func repoName(_ repo: String) -> String {
+        let last = repo.split(separator: "/").last.map(String.init) ?? repo
+        return last.hasSuffix(".git") ? String(last.dropLast(4)) : last
+    }
+
+    static let timeFormat: DateFormatter = {
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.locale = Locale(identifier: "en_US_POSIX")
+        return f
+    }()
+
+    static func time(_ date: Date?) -> String { date.map { timeFormat.string(from: $0) } ?? "–" }
+
+    static func millis(_ ms: Int64) -> String {
+        let d = Date(timeIntervalSince1970: Double(ms) / 1000)
+        return timeFormat.string(from: d) + String(format: ".%03d", Int(ms % 1000))
+    }
+
+    static func duration(_ start: Date?, _ end: Date?) -> String {
+        guard let start else { return "–" }
+        let s = (end ?? Date()).timeIntervalSince(start)
+        return s < 60 ? String(format: "%.1fs", s) : String(format: "%dm%02ds", Int(s) / 60, Int(s) % 60)
+    }
+}
+
+/// Turns errors into pages: a readable HTML page (or JSON), never a crash or a stack trace.
+struct ErrorPages: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError {
+            return page(error.status, error.body ?? error.status.reasonPhrase, request)
+        } catch let error as HTTPResponseError {
+            return page(error.status, error.status.reasonPhrase, request)
+        } catch {
+            context.logger.error("\(request.uri.path): \(error)")
+            return page(.internalServerError, "The reporter could not read the database.", request)
+        }
+    }
+
+    func page(_ status: HTTPResponse.Status, _ message: String, _ request: Request) -> Response {
+        if request.headers[.accept]?.contains("application/json") ?? false {
+            let body = (try? JSONSerialization.data(withJSONObject: ["error": message, "status": status.code])) ?? Data()
+            return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: body)))
+        }
+        let content = Templates.render("error", ["code": "\(status.code) \(status.reasonPhrase)", "message": message])
+        let html = Templates.render("layout", ["title": status.reasonPhrase, "content": content] as [String: Any])
+        return Response(status: status, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+}
+
+/// Lets one JSON object hold values of different types.
+struct AnyEncodable: Encodable {
+    let encode: (Encoder) throws -> Void
+    init<T: Encodable>(_ value: T) { encode = value.encode }
+    func encode(to encoder: Encoder) throws { try encode(encoder) }
+}
+
+/// SVG drawn from numbers and fixed words only: nothing from a repository reaches it unescaped.
+enum Charts {
+    static func badge(_ build: BuildSummary?) -> String {
+        let (word, colour): (String, String)
+        switch build?.status {
+        case "success"?: (word, colour) = build!.allowedFailures > 0 ? ("passing*", "#4d8f5a") : ("passing", "#1a7f37")
+        case "failed"?, "error"?, "timed_out"?: (word, colour) = ("failing", "#cf222e")
+        case "running"?, "queued"?: (word, colour) = ("running", "#bf8700")
+        case "cancelled"?: (word, colour) = ("cancelled", "#6e7781")
+        default: (word, colour) = ("unknown", "#6e7781")
+        }
+        let w = 38 + word.count * 7 + 10
+        return """
+            <svg xmlns="http://www.w3.org/2000/svg" width="\(w)" height="20" role="img" aria-label="build: \(word)">\
+            <rect width="38" height="20" fill="#555"/><rect x="38" width="\(w - 38)" height="20" fill="\(colour)"/>\
+            <g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">\
+            <text x="5" y="14">build</text><text x="43" y="14">\(word)</text></g></svg>
+            """
+    }
+
+    /// Bars of build durations, oldest to newest, coloured by status.
+    static func durations(_ builds: [BuildSummary]) -> String {
+        let width = 640, height = 160, pad = 20
+        let durations = builds.map { $0.duration ?? 0 }
+        let longest = max(durations.max() ?? 1, 0.001)
+        let step = builds.isEmpty ? 0 : Double(width - 2 * pad) / Double(builds.count)
+        var bars = ""
+        for (i, b) in builds.enumerated() {
+            let h = max(2, Double(height - 2 * pad) * (durations[i] / longest))
+            let colour = b.status == "success" ? (b.allowedFailures > 0 ? "#4d8f5a" : "#1a7f37")
+                : ["failed", "error", "timed_out"].contains(b.status) ? "#cf222e" : "#6e7781"
+            bars += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>build %lld: %.1fs</title></rect>",
+                           Double(pad) + Double(i) * step + 1, Double(height - pad) - h, max(1, step - 2), h, colour, b.id, durations[i])
+        }
+        return """
+            <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 \(width) \(height)" width="\(width)" height="\(height)">\
+            <line x1="\(pad)" y1="\(height - pad)" x2="\(width - pad)" y2="\(height - pad)" stroke="#d0d7de"/>\(bars)\
+            <text x="\(pad)" y="14" font-size="11" fill="#57606a">longest \(String(format: "%.1f", longest))s</text></svg>
+            """
+    }
+}

@@ -1,0 +1,295 @@
+import DevCIStore
+import DevCIWire
+import Foundation
+import Hummingbird
+import Logging
+
+/// How the reporter is started.
+public struct ReporterConfig: Sendable {
+    public var host: String
+    public var port: Int
+    public var databasePath: String
+    /// How many log lines of each job a build page shows; the rest is in the text download.
+    public var logTail: Int
+    public var pageSize: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 5000, databasePath: String, logTail: Int = 200, pageSize: Int = 50) {
+        self.host = host
+        self.port = port
+        self.databasePath = databasePath
+        self.logTail = logTail
+        self.pageSize = pageSize
+    }
+}
+
+/// The web reporter: HTML for people, JSON for machines, SVG badges and charts, and live updates through
+/// Server-Sent Events, all read from the database the dispatcher writes. It never writes.
+public struct Reporter: Sendable {
+    public let config: ReporterConfig
+    let store: SQLiteStore
+    let logger: Logger
+
+    public init(config: ReporterConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        store = try SQLiteStore(path: config.databasePath, readOnly: true)
+    }
+
+    /// Serves until SIGINT or SIGTERM; `onListening` gets the bound port.
+    public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let app = Application(
+            router: router(),
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devci-reporter"),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        try await app.runService()
+    }
+
+    static let statuses = ["queued", "running", "success", "failed", "error", "timed_out", "cancelled"]
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.middlewares.add(ErrorPages())
+        router.get("/") { request, _ in try dashboard(request, json: wantsJSON(request)) }
+        router.get("/api/builds") { request, _ in try dashboard(request, json: true) }
+        router.get("/builds/:id") { request, context in try buildPage(try id(context), json: wantsJSON(request)) }
+        router.get("/api/builds/:id") { _, context in try buildPage(try id(context), json: true) }
+        router.get("/builds/:id/events") { request, context in try buildEvents(try id(context), request) }
+        router.get("/events") { request, _ in try dashboardEvents(request) }
+        router.get("/jobs/:id/log.txt") { _, context in try logText(try id(context)) }
+        router.get("/runners") { request, _ in try runnersPage(json: wantsJSON(request)) }
+        router.get("/api/runners") { _, _ in try runnersPage(json: true) }
+        router.get("/repos/:name") { request, context in try repoPage(context.parameters.get("name") ?? "", json: wantsJSON(request)) }
+        router.get("/api/repos/:name") { _, context in try repoPage(context.parameters.get("name") ?? "", json: true) }
+        router.get("/badge/:repo/**") { _, context in
+            try badge(context.parameters.get("repo") ?? "", context.parameters.getCatchAll().joined(separator: "/"))
+        }
+        router.get("/static/devci.css") { _, _ in asset(Assets.css, "text/css; charset=utf-8") }
+        router.get("/static/devci.js") { _, _ in asset(Assets.js, "text/javascript; charset=utf-8") }
+        return router
+    }
+
+    // MARK: Pages
+
+    func dashboard(_ request: Request, json: Bool) throws -> Response {
+        let q = request.uri.queryParameters
+        let pageNumber = try positiveInt(q["page"].map(String.init), name: "page") ?? 1
+        let status = q["status"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        if let status, !Self.statuses.contains(status) {
+            throw HTTPError(.badRequest, message: "status must be one of \(Self.statuses.joined(separator: ", "))")
+        }
+        let repo = q["repo"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        let branch = q["branch"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        guard pageNumber <= 100_000 else { throw HTTPError(.badRequest, message: "page is too large") }
+        let filter = BuildFilter(repo: repo, branch: branch, status: status)
+        var builds = try store.builds(filter, offset: (pageNumber - 1) * config.pageSize, limit: config.pageSize + 1)
+        let hasOlder = builds.count > config.pageSize
+        builds = Array(builds.prefix(config.pageSize))
+        let summary = try store.summary()
+        if json { return try jsonResponse(["summary": AnyEncodable(summary), "builds": AnyEncodable(builds), "page": AnyEncodable(pageNumber)]) }
+        let rowsModel: [String: Any] = ["builds": builds.map(buildRow)]
+        if q["fragment"] == "rows" { return html(Templates.render("rows", rowsModel)) }
+        func link(_ p: Int) -> String { "/?" + query(repo: repo, branch: branch, status: status, page: p) }
+        let repos = try store.repositories().map { ["value": $0, "name": Self.repoName($0), "selected": $0 == repo] as [String: Any] }
+        let model: [String: Any] = [
+            "builds": rowsModel["builds"]!, "repos": repos, "branch": branch ?? "",
+            "statuses": Self.statuses.map { ["value": $0, "selected": $0 == status] as [String: Any] },
+            "page": pageNumber, "newer": pageNumber > 1 ? link(pageNumber - 1) : false, "older": hasOlder ? link(pageNumber + 1) : false,
+            "fragmentURL": "/?" + query(repo: repo, branch: branch, status: status, page: pageNumber) + "&fragment=rows",
+        ]
+        return page(title: "Builds", summary: summary, content: Templates.render("dashboard", model))
+    }
+
+    func buildPage(_ id: Int64, json: Bool) throws -> Response {
+        guard let build = try store.build(id) else { throw HTTPError(.notFound, message: "There is no build \(id).") }
+        let jobs = try store.jobs(build: id)
+        let events = try store.events(build: id)
+        if json { return try jsonResponse(["build": AnyEncodable(build), "jobs": AnyEncodable(jobs), "events": AnyEncodable(events)]) }
+        let byJob = Dictionary(grouping: events, by: \.job)
+        var stages: [(String, [[String: Any]])] = []
+        for job in jobs {
+            let (lines, more) = try tail(job.id)
+            let history = (byJob[job.id] ?? []).filter { $0.reason != nil }
+            let model: [String: Any] = [
+                "id": job.id, "name": job.name, "status": job.status.replacingOccurrences(of: "_", with: " "), "statusClass": job.status,
+                "allowFailure": job.allowFailure, "runner": job.runner ?? "–", "attempt": job.attempt,
+                "started": Self.time(job.startedAt), "duration": Self.duration(job.startedAt, job.finishedAt), "reason": job.reason ?? false,
+                "history": history.isEmpty ? false : ["events": history.map { e in
+                    ["at": Self.time(e.at), "state": e.state, "runner": e.runner ?? false, "reason": e.reason ?? false] as [String: Any]
+                }] as Any,
+                "lines": lines.map { l in
+                    ["stream": l.stream.rawValue, "time": Self.millis(l.timestampMillis), "text": l.text, "attempt": l.attempt,
+                     "attemptTag": job.attempt > 1] as [String: Any]
+                },
+                "truncated": more, "shown": lines.count,
+            ]
+            if let i = stages.firstIndex(where: { $0.0 == job.stage }) { stages[i].1.append(model) } else { stages.append((job.stage, [model])) }
+        }
+        let model: [String: Any] = [
+            "id": id, "status": build.displayStatus, "statusClass": statusClass(build), "repo": build.repo, "repoName": Self.repoName(build.repo),
+            "branch": build.branch, "commit": build.commit, "title": build.title.isEmpty ? false : build.title,
+            "author": build.author.isEmpty ? false : build.author, "created": Self.time(build.createdAt), "started": Self.time(build.startedAt),
+            "duration": Self.duration(build.startedAt, build.finishedAt),
+            "stages": stages.map { ["name": $0.0, "jobs": $0.1] as [String: Any] },
+            "after": try store.lastLogID(build: id),
+        ]
+        return page(title: "Build \(id)", summary: try store.summary(), content: Templates.render("build", model))
+    }
+
+    /// The last lines of a job's log, and whether there are more before them.
+    func tail(_ job: Int64) throws -> ([LogRecord], Bool) {
+        let (lines, _) = try store.logTail(job: job, limit: config.logTail + 1)
+        return lines.count > config.logTail ? (Array(lines.suffix(config.logTail)), true) : (lines, false)
+    }
+
+    func runnersPage(json: Bool) throws -> Response {
+        let runners = try store.runners()
+        if json { return try jsonResponse(["runners": AnyEncodable(runners)]) }
+        let jobBuilds = try Dictionary(uniqueKeysWithValues: Set(runners.flatMap { $0.currentJobs + $0.lostRecently }).compactMap { id in
+            try store.job(id).map { (id, $0.build) }
+        })
+        func links(_ ids: [Int64]) -> [[String: Any]] { ids.map { ["id": $0, "link": "/builds/\(jobBuilds[$0] ?? 0)#job-\($0)"] } }
+        let model: [String: Any] = ["runners": runners.map { r in
+            ["name": r.name, "state": r.state, "stateClass": r.state, "host": r.host ?? "–", "connectedAt": Self.time(r.connectedAt),
+             "lastHeartbeat": Self.time(r.lastHeartbeat), "current": links(r.currentJobs), "jobsRun": r.jobsRun,
+             "lost": links(r.lostRecently)] as [String: Any]
+        }]
+        return page(title: "Runners", summary: try store.summary(), content: Templates.render("runners", model))
+    }
+
+    func repoPage(_ name: String, json: Bool) throws -> Response {
+        guard let repo = try store.repositories().first(where: { Self.repoName($0) == name }) else {
+            throw HTTPError(.notFound, message: "There is no repository named \(name).")
+        }
+        let builds = try store.builds(BuildFilter(repo: repo), offset: 0, limit: 40)
+        let finished = builds.filter { JobState(rawValue: $0.status)?.isFinal ?? false }
+        let passed = finished.filter { $0.status == "success" }.count
+        let passRate = finished.isEmpty ? "–" : "\(Int((Double(passed) / Double(finished.count) * 100).rounded()))%"
+        if json {
+            return try jsonResponse(["repo": AnyEncodable(repo), "builds": AnyEncodable(builds), "passRate": AnyEncodable(passRate)])
+        }
+        let model: [String: Any] = [
+            "name": name, "repo": repo, "branch": builds.first?.branch ?? "main", "passRate": passRate, "count": finished.count,
+            "svg": Charts.durations(builds.reversed()),
+            "query": repo.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "",
+        ]
+        return page(title: name, summary: try store.summary(), content: Templates.render("repo", model))
+    }
+
+    func badge(_ name: String, _ rest: String) throws -> Response {
+        guard rest.hasSuffix(".svg") else { throw HTTPError(.notFound, message: "Badges end in .svg.") }
+        let branch = String(rest.dropLast(4))
+        let repos = try store.repositories().filter { Self.repoName($0) == name }
+        var latest: BuildSummary?
+        for repo in repos {
+            if let b = try store.builds(BuildFilter(repo: repo, branch: branch), offset: 0, limit: 1).first, b.id > (latest?.id ?? 0) { latest = b }
+        }
+        var response = Response(status: .ok, headers: [.contentType: "image/svg+xml", .cacheControl: "no-cache"],
+                                body: .init(byteBuffer: ByteBuffer(string: Charts.badge(latest))))
+        if latest == nil { response.status = .notFound }
+        return response
+    }
+
+    func logText(_ job: Int64) throws -> Response {
+        guard try store.job(job) != nil else { throw HTTPError(.notFound, message: "There is no job \(job).") }
+        let store = self.store
+        // Streamed in batches: a 50 MB log is never held in memory at once.
+        return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init { writer in
+            var after: Int64 = 0
+            while true {
+                let batch = try store.logs(job: job, after: after, limit: 5000)
+                guard let last = batch.last else { break }
+                after = last.id ?? after
+                var buffer = ByteBuffer()
+                for l in batch {
+                    buffer.writeString("\(Self.millis(l.timestampMillis)) [attempt \(l.attempt)] [\(l.stream.rawValue)] \(l.text)\n")
+                }
+                try await writer.write(buffer)
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    // MARK: Live
+
+    func buildEvents(_ id: Int64, _ request: Request) throws -> Response {
+        guard let first = try store.build(id) else { throw HTTPError(.notFound, message: "There is no build \(id).") }
+        let after = try positiveInt(request.uri.queryParameters["after"].map(String.init), name: "after", allowZero: true)
+        let store = self.store
+        return sse { writer in
+            var cursor = Int64(after ?? 0)
+            var states: [Int64: String] = [:]
+            var buildStatus = first.displayStatus
+            var quiet = 0
+            while true {
+                var out = ""
+                let lines = try store.logs(build: id, after: cursor, limit: 2000)
+                for l in lines {
+                    out += Self.event("log", ["job": l.job, "attempt": l.attempt, "stream": l.stream.rawValue, "ts": l.timestampMillis, "text": l.text])
+                }
+                cursor = lines.last?.id ?? cursor
+                for job in try store.jobs(build: id) where states[job.id] != job.status {
+                    out += Self.event("job", ["id": job.id, "status": job.status])
+                    states[job.id] = job.status
+                }
+                guard let build = try store.build(id) else { break }
+                if build.displayStatus != buildStatus {
+                    buildStatus = build.displayStatus
+                    out += Self.event("build", ["id": id, "status": build.status, "display": build.displayStatus])
+                }
+                let finished = JobState(rawValue: build.status)?.isFinal ?? false
+                if finished && lines.isEmpty { out += Self.event("end", ["id": id]) }
+                quiet = out.isEmpty ? quiet + 1 : 0
+                if quiet >= 60 { out = ": keep-alive\n\n"; quiet = 0 }
+                if !out.isEmpty { try await writer.write(ByteBuffer(string: out)) }
+                if finished && lines.isEmpty { break }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+        }
+    }
+
+    func dashboardEvents(_ request: Request) throws -> Response {
+        let q = request.uri.queryParameters
+        let filter = BuildFilter(repo: q["repo"].map(String.init).flatMap { $0.isEmpty ? nil : $0 },
+                                 branch: q["branch"].map(String.init).flatMap { $0.isEmpty ? nil : $0 },
+                                 status: q["status"].map(String.init).flatMap { $0.isEmpty ? nil : $0 })
+        let store = self.store, size = config.pageSize
+        return sse { writer in
+            var last = ""
+            var quiet = 0
+            while true {
+                let summary = try store.summary()
+                let builds = try store.builds(filter, offset: 0, limit: size)
+                let print = "\(summary)" + builds.map { "\($0.id):\($0.status):\($0.runner ?? "")" }.joined(separator: ",")
+                if print != last {
+                    if !last.isEmpty {
+                        try await writer.write(ByteBuffer(string: Self.event("changed", ["queued": summary.queued, "running": summary.running,
+                                                                                         "runners": summary.runners])))
+                    }
+                    last = print
+                    quiet = 0
+                } else {
+                    quiet += 1
+                    if quiet >= 15 {
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        quiet = 0
+                    }
+                }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    func sse(_ body: @escaping @Sendable (inout any ResponseBodyWriter) async throws -> Void) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: .init { writer in
+            try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
+            try await body(&writer)
+            try await writer.finish(nil)
+        })
+    }
+
+    static func event(_ name: String, _ fields: [String: Any]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return "event: \(name)\ndata: \(String(decoding: data, as: UTF8.self))\n\n"
+    }
+}

@@ -1,0 +1,85 @@
+import Mustache
+
+/// The reporter's pages. Mustache escapes every `{{value}}` for HTML; only `{{{content}}}` (a page this
+/// reporter rendered itself) and `{{{svg}}}` (drawn here from numbers) are inserted raw.
+enum Templates {
+    static let library: MustacheLibrary = {
+        var library = MustacheLibrary()
+        for (name, text) in [("layout", layout), ("dashboard", dashboard), ("rows", rows), ("build", build), ("runners", runners),
+                             ("repo", repo), ("error", error)] {
+            try! library.register(text, named: name)
+        }
+        return library
+    }()
+
+    static func render(_ name: String, _ object: Any) -> String {
+        library.render(object, withTemplate: name) ?? ""
+    }
+
+    static let layout = """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>{{title}} · DevCI</title><link rel="stylesheet" href="/static/devci.css"></head>
+        <body data-live="{{live}}">
+        <header><a class="brand" href="/">DevCI</a><nav><a href="/">Builds</a><a href="/runners">Runners</a></nav>
+        <span class="summary" id="summary">{{#summary}}<b>{{queued}}</b> queued · <b>{{running}}</b> running · <b>{{runners}}</b> runner(s) connected{{/summary}}</span></header>
+        <main>{{{content}}}</main>
+        <script src="/static/devci.js"></script></body></html>
+        """
+
+    static let dashboard = """
+        <h1>Builds</h1>
+        <form class="filters" method="get" action="/">
+          <label>Repository <select name="repo"><option value="">all</option>{{#repos}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{name}}</option>{{/repos}}</select></label>
+          <label>Branch <input name="branch" value="{{branch}}" placeholder="any"></label>
+          <label>Status <select name="status"><option value="">any</option>{{#statuses}}<option{{#selected}} selected{{/selected}}>{{value}}</option>{{/statuses}}</select></label>
+          <button>Filter</button>
+        </form>
+        <table class="builds"><thead><tr><th>Status</th><th>#</th><th>Repository</th><th>Branch</th><th>Commit</th><th>Runner</th><th>Started</th><th>Duration</th><th>Attempts</th></tr></thead>
+        <tbody id="rows" data-fragment="{{fragmentURL}}">{{> rows}}</tbody></table>
+        <p class="pages">{{#newer}}<a href="{{newer}}">← newer</a>{{/newer}} page {{page}} {{#older}}<a href="{{older}}">older →</a>{{/older}}</p>
+        """
+
+    static let rows = """
+        {{#builds}}<tr><td><span class="status s-{{statusClass}}">{{status}}</span></td><td><a href="/builds/{{id}}">{{id}}</a></td>
+        <td><a href="/repos/{{repoName}}">{{repoName}}</a></td><td>{{branch}}</td>
+        <td><code>{{shortCommit}}</code> <span class="title">{{title}}</span>{{#author}} <span class="author">— {{author}}</span>{{/author}}</td>
+        <td>{{runner}}</td><td>{{started}}</td><td>{{duration}}</td><td>{{attempts}}</td></tr>
+        {{/builds}}{{^builds}}<tr><td colspan="9" class="empty">No builds yet.</td></tr>{{/builds}}
+        """
+
+    static let build = """
+        <h1><span class="status s-{{statusClass}}" id="build-status">{{status}}</span> Build {{id}}</h1>
+        <p class="meta"><a href="/repos/{{repoName}}">{{repo}}</a> · {{branch}} · <code>{{commit}}</code>{{#title}} · {{title}}{{/title}}{{#author}} — {{author}}{{/author}}</p>
+        <p class="meta">queued {{created}} · started {{started}} · duration {{duration}}</p>
+        {{#stages}}<section class="stage"><h2>{{name}}</h2>
+        {{#jobs}}<article class="job" id="job-{{id}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}
+          {{#allowFailure}}<small>(allowed to fail)</small>{{/allowFailure}}</h3>
+          <p class="meta">runner {{runner}} · attempt {{attempt}} · started {{started}} · {{duration}}{{#reason}} · <span class="reason">{{reason}}</span>{{/reason}}</p>
+          {{#history}}<ul class="history">{{#events}}<li>{{at}} {{state}}{{#runner}} on {{runner}}{{/runner}}{{#reason}}: {{reason}}{{/reason}}</li>{{/events}}</ul>{{/history}}
+          <p class="meta">{{#truncated}}Showing the last {{shown}} lines. {{/truncated}}<a href="/jobs/{{id}}/log.txt">Whole log as text</a></p>
+          <pre class="log" id="log-{{id}}">{{#lines}}<span class="l {{stream}}"><time>{{time}}</time>{{#attemptTag}}<i>#{{attempt}}</i>{{/attemptTag}} {{text}}
+        </span>{{/lines}}</pre></article>{{/jobs}}
+        </section>{{/stages}}
+        <script>window.devciBuild = {{id}}; window.devciAfter = {{after}};</script>
+        """
+
+    static let runners = """
+        <h1>Runners</h1>
+        <table class="builds"><thead><tr><th>State</th><th>Name</th><th>Host</th><th>Connected since</th><th>Last heartbeat</th><th>Current job</th><th>Jobs run</th><th>Lost recently</th></tr></thead><tbody>
+        {{#runners}}<tr><td><span class="status s-{{stateClass}}">{{state}}</span></td><td>{{name}}</td><td>{{host}}</td><td>{{connectedAt}}</td><td>{{lastHeartbeat}}</td>
+        <td>{{#current}}<a href="{{link}}">job {{id}}</a> {{/current}}</td><td>{{jobsRun}}</td><td>{{#lost}}<a href="{{link}}">job {{id}}</a> {{/lost}}</td></tr>{{/runners}}
+        {{^runners}}<tr><td colspan="8" class="empty">No runner has connected yet.</td></tr>{{/runners}}
+        </tbody></table>
+        """
+
+    static let repo = """
+        <h1>{{name}}</h1><p class="meta">{{repo}} · <img alt="status" src="/badge/{{name}}/{{branch}}.svg"> · pass rate {{passRate}} over the last {{count}} finished builds</p>
+        <figure class="chart">{{{svg}}}<figcaption>Duration of the last builds (bar height), coloured by status.</figcaption></figure>
+        <p><a href="/?repo={{query}}">All builds of {{name}}</a></p>
+        """
+
+    static let error = """
+        <h1>{{code}}</h1><p>{{message}}</p><p><a href="/">Back to the builds</a></p>
+        """
+}

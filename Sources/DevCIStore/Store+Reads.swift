@@ -1,0 +1,114 @@
+import DevCIWire
+import Foundation
+import GRDB
+
+/// What the reporter reads: each page in a few indexed queries, never one per row.
+extension SQLiteStore {
+    public func summary() throws -> SystemSummary {
+        try read { db in
+            let row = try Row.fetchOne(db, sql: """
+                SELECT (SELECT COUNT(*) FROM jobs WHERE status = 'queued') AS queued,
+                       (SELECT COUNT(*) FROM jobs WHERE status IN ('assigned', 'running')) AS running,
+                       (SELECT COUNT(*) FROM runners WHERE state = 'connected') AS runners
+                """)!
+            return SystemSummary(queued: row["queued"], running: row["running"], runners: row["runners"])
+        }
+    }
+
+    public func build(_ id: Int64) throws -> BuildSummary? {
+        try builds(BuildFilter(id: id), offset: 0, limit: 1).first
+    }
+
+    /// The recorded transitions of every job of a build, oldest first.
+    public func events(build: Int64) throws -> [JobEvent] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT e.* FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.build_id = ? ORDER BY e.id
+                """, arguments: [build]).map { r in
+                JobEvent(job: r["job_id"], state: r["state"], attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
+                         at: Date(timeIntervalSince1970: r["at"]))
+            }
+        }
+    }
+
+    /// The last `limit` lines of a job's log and how many it has in all.
+    public func logTail(job: Int64, limit: Int) throws -> (lines: [LogRecord], total: Int) {
+        try read { db in
+            let total = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM log_lines WHERE job_id = ?", arguments: [job]) ?? 0
+            let lines = try Row.fetchAll(db, sql: "SELECT * FROM log_lines WHERE job_id = ? ORDER BY id DESC LIMIT ?",
+                                         arguments: [job, limit]).map(Self.logRecord).reversed()
+            return (Array(lines), total)
+        }
+    }
+
+    /// Log lines of a build's jobs after the row `after`, oldest first: the live log's next batch.
+    public func logs(build: Int64, after: Int64, limit: Int) throws -> [LogRecord] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT l.* FROM log_lines l WHERE l.id > ? AND l.job_id IN (SELECT id FROM jobs WHERE build_id = ?)
+                ORDER BY l.id LIMIT ?
+                """, arguments: [after, build, limit]).map(Self.logRecord)
+        }
+    }
+
+    /// A job's log in batches by row id, for streaming a large log without holding it.
+    public func logs(job: Int64, after: Int64, limit: Int) throws -> [LogRecord] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM log_lines WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                             arguments: [job, after, limit]).map(Self.logRecord)
+        }
+    }
+
+    /// The newest log row id of a build (0 when none): where a live log starts.
+    public func lastLogID(build: Int64) throws -> Int64 {
+        try read { db in
+            try Int64.fetchOne(db, sql: "SELECT MAX(l.id) FROM log_lines l WHERE l.job_id IN (SELECT id FROM jobs WHERE build_id = ?)",
+                               arguments: [build]) ?? 0
+        }
+    }
+
+    public func job(_ id: Int64) throws -> JobSummary? {
+        try read { db in try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.jobSummary) }
+    }
+
+    public func runners() throws -> [RunnerSummary] {
+        try read { db in
+            let dayAgo = Date().timeIntervalSince1970 - 86_400
+            var current: [String: [Int64]] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT id, runner FROM jobs WHERE status IN ('assigned', 'running') AND runner IS NOT NULL") {
+                current[r["runner"], default: []].append(r["id"])
+            }
+            var counts: [String: Int] = [:]
+            for r in try Row.fetchAll(db, sql: """
+                SELECT runner, COUNT(*) AS n FROM jobs WHERE runner IS NOT NULL
+                AND status IN ('success', 'failed', 'error', 'timed_out', 'cancelled') GROUP BY runner
+                """) {
+                counts[r["runner"]] = r["n"]
+            }
+            var lost: [String: [Int64]] = [:]
+            for r in try Row.fetchAll(db, sql: """
+                SELECT job_id, runner FROM job_events WHERE state = 'queued' AND reason IS NOT NULL AND at > ?
+                AND reason LIKE '%lease on attempt%' ORDER BY id DESC
+                """, arguments: [dayAgo]) {
+                if let name = r["runner"] as String? { lost[name, default: []].append(r["job_id"]) }
+            }
+            return try Row.fetchAll(db, sql: "SELECT * FROM runners ORDER BY state = 'connected' DESC, name").map { r in
+                let name: String = r["name"]
+                return RunnerSummary(name: name, state: r["state"], host: r["host"],
+                                     connectedAt: (r["connected_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                                     lastHeartbeat: (r["last_heartbeat"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                                     currentJobs: current[name] ?? [], jobsRun: counts[name] ?? 0, lostRecently: lost[name] ?? [])
+            }
+        }
+    }
+
+    /// Every repository with a build.
+    public func repositories() throws -> [String] {
+        try read { db in try String.fetchAll(db, sql: "SELECT DISTINCT repo FROM builds ORDER BY repo") }
+    }
+
+    static func logRecord(_ r: Row) -> LogRecord {
+        LogRecord(id: r["id"], job: r["job_id"], attempt: r["attempt"], stream: LogStream(rawValue: r["stream"]) ?? .out,
+                  timestampMillis: r["ts"], text: r["text"])
+    }
+}
