@@ -16,7 +16,7 @@ enum Assets {
         .meta{color:#57606a;margin:.2em 0}.reason{color:var(--bad)}.empty{color:var(--idle);text-align:center;padding:2em}
         .job{border:1px solid #d0d7de;border-radius:6px;padding:.5em .8em;margin:.6em 0}
         .log{background:#0d1117;color:#e6edf3;padding:.6em;border-radius:6px;max-height:28em;overflow:auto;font:12px/1.4 ui-monospace,Menlo,monospace;white-space:pre-wrap;word-break:break-all}
-        .log time{color:#7d8590;margin-right:.6em}.log i{color:#d2a8ff;font-style:normal;margin-right:.4em}.l.err{color:#ff7b72}.l.system{color:#79c0ff}
+        .log time{color:#7d8590;margin-right:.6em}.log i{color:#d2a8ff;font-style:normal;margin-right:.4em}.l.err{color:#ffa657}.l.system{color:#79c0ff}
         .history{margin:.2em 0;padding-left:1.2em;color:#57606a;font-size:12px}.pages{margin-top:1em}.chart svg{max-width:100%;height:auto;border:1px solid #d0d7de;border-radius:6px}
         """
 

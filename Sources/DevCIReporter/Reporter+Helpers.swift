@@ -146,12 +146,18 @@ enum Charts {
             """
     }
 
+    static func passRate(_ builds: [BuildSummary]) -> String {
+        let finished = builds.filter { ["success", "failed", "error", "timed_out", "cancelled"].contains($0.status) }
+        guard !finished.isEmpty else { return "–" }
+        return "\(Int((Double(finished.filter { $0.status == "success" }.count) / Double(finished.count) * 100).rounded()))%"
+    }
+
     /// Bars of build durations, oldest to newest, coloured by status.
     static func durations(_ builds: [BuildSummary]) -> String {
         let width = 640, height = 160, pad = 20
         let durations = builds.map { $0.duration ?? 0 }
         let longest = max(durations.max() ?? 1, 0.001)
-        let step = builds.isEmpty ? 0 : Double(width - 2 * pad) / Double(builds.count)
+        let step = builds.isEmpty ? 0 : min(24, Double(width - 2 * pad) / Double(builds.count))
         var bars = ""
         for (i, b) in builds.enumerated() {
             let h = max(2, Double(height - 2 * pad) * (durations[i] / longest))
@@ -163,7 +169,7 @@ enum Charts {
         return """
             <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 \(width) \(height)" width="\(width)" height="\(height)">\
             <line x1="\(pad)" y1="\(height - pad)" x2="\(width - pad)" y2="\(height - pad)" stroke="#d0d7de"/>\(bars)\
-            <text x="\(pad)" y="14" font-size="11" fill="#57606a">longest \(String(format: "%.1f", longest))s</text></svg>
+            <text x="\(pad)" y="14" font-size="11" fill="#57606a">longest \(String(format: "%.1f", longest))s · \(builds.count) builds · \(passRate(builds)) passed</text></svg>
             """
     }
 }

@@ -138,7 +138,7 @@ public struct Reporter: Sendable {
 
     /// The last lines of a job's log, and whether there are more before them.
     func tail(_ job: Int64) throws -> ([LogRecord], Bool) {
-        let (lines, _) = try store.logTail(job: job, limit: config.logTail + 1)
+        let lines = try store.logTail(job: job, limit: config.logTail + 1)
         return lines.count > config.logTail ? (Array(lines.suffix(config.logTail)), true) : (lines, false)
     }
 
@@ -163,8 +163,7 @@ public struct Reporter: Sendable {
         }
         let builds = try store.builds(BuildFilter(repo: repo), offset: 0, limit: 40)
         let finished = builds.filter { JobState(rawValue: $0.status)?.isFinal ?? false }
-        let passed = finished.filter { $0.status == "success" }.count
-        let passRate = finished.isEmpty ? "–" : "\(Int((Double(passed) / Double(finished.count) * 100).rounded()))%"
+        let passRate = Charts.passRate(builds)
         if json {
             return try jsonResponse(["repo": AnyEncodable(repo), "builds": AnyEncodable(builds), "passRate": AnyEncodable(passRate)])
         }

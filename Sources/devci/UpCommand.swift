@@ -6,7 +6,7 @@ import Foundation
 struct UpCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
-        abstract: "Start the whole system in one terminal: dispatcher, runner manager and observer on the sample repository."
+        abstract: "Start the whole system in one terminal: dispatcher, runner manager, observer and reporter on the sample repository."
     )
 
     @Option(help: "The dispatcher's port.") var port = 8888
@@ -14,6 +14,7 @@ struct UpCommand: ParsableCommand {
     @Option(help: "Where the sample repositories are (made when missing; default: DEVCI_SAMPLE_DIR, else the folder above this checkout).")
     var sampleDir: String?
     @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Option(help: "The reporter's port (0 leaves the reporter out).") var reporterPort = 5000
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -48,12 +49,16 @@ struct UpCommand: ParsableCommand {
         let manager = NamedChild(name: "runner-manager", argv: [exe, "runner-manager", sample + "/test_repo_clone_runner",
                                                                  "--dispatcher-server", server, "--desired-count", String(runners)] + level)
         let observer = NamedChild(name: "observer", argv: [exe, "observer", sample + "/test_repo_clone_obs", "--dispatcher-server", server] + level)
-        for child in [manager, observer] {
+        var rest = [manager, observer]
+        if reporterPort != 0 {
+            rest.append(NamedChild(name: "reporter", argv: [exe, "reporter", "--port", String(reporterPort)] + (db.map { ["--db", $0] } ?? []) + level))
+        }
+        for child in rest {
             child.start { how in if !stopping.isSet { logger.error("\(child.name) exited (\(how))") } }
             children.append(child)
         }
         logger.notice("""
-            DevCI is up: dispatcher on \(server), \(runners) runner(s), observer on \(sample)/test_repo_clone_obs.
+            DevCI is up: dispatcher on \(server), \(runners) runner(s), observer on \(sample)/test_repo_clone_obs\(reporterPort != 0 ? ", results on http://127.0.0.1:\(reporterPort)" : "").
             Commit to \(sample)/test_repo and watch it tested; `devci status`, `devci report`. Ctrl-C stops everything.
             """)
         waitForTermination(logger) {

@@ -197,7 +197,7 @@ final class UpTests: XCTestCase {
         close(probe)
 
         let up = try h.spawn("up", ["up", "--port", String(port), "--sample-dir", h.dir.appendingPathComponent("sample").path,
-                                    "--db", h.dbPath, "--runners", "2"],
+                                    "--db", h.dbPath, "--runners", "2", "--reporter-port", "0"],
                              environment: ["HOME": h.dir.path])
         var builds: [BuildSummary] = []
         try h.waitUntil("the sample's first commit is built", timeout: 60) {
