@@ -28,6 +28,15 @@ public struct Reporter: Sendable {
     public let config: ReporterConfig
     let store: SQLiteStore
     let logger: Logger
+    let stopping = StopFlag()
+
+    /// Set once the reporter is shutting down.
+    final class StopFlag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        var isSet: Bool { lock.withLock { value } }
+        func set() { lock.withLock { value = true } }
+    }
 
     public init(config: ReporterConfig, logger: Logger) throws {
         self.config = config
@@ -37,6 +46,15 @@ public struct Reporter: Sendable {
 
     /// Serves until SIGINT or SIGTERM; `onListening` gets the bound port.
     public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        // Live streams never end by themselves: on SIGINT/SIGTERM they are told to, so graceful shutdown can finish.
+        let stopping = self.stopping
+        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stopping.set() }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
         let app = Application(
             router: router(),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devci-reporter"),
@@ -214,7 +232,7 @@ public struct Reporter: Sendable {
     func buildEvents(_ id: Int64, _ request: Request) throws -> Response {
         guard let first = try store.build(id) else { throw HTTPError(.notFound, message: "There is no build \(id).") }
         let after = try positiveInt(request.uri.queryParameters["after"].map(String.init), name: "after", allowZero: true)
-        let store = self.store
+        let store = self.store, stopping = self.stopping
         return sse { writer in
             var cursor = Int64(after ?? 0)
             var states: [Int64: String] = [:]
@@ -241,7 +259,7 @@ public struct Reporter: Sendable {
                 quiet = out.isEmpty ? quiet + 1 : 0
                 if quiet >= 60 { out = ": keep-alive\n\n"; quiet = 0 }
                 if !out.isEmpty { try await writer.write(ByteBuffer(string: out)) }
-                if finished && lines.isEmpty { break }
+                if (finished && lines.isEmpty) || stopping.isSet { break }
                 try await Task.sleep(for: .milliseconds(250))
             }
         }
@@ -252,11 +270,11 @@ public struct Reporter: Sendable {
         let filter = BuildFilter(repo: q["repo"].map(String.init).flatMap { $0.isEmpty ? nil : $0 },
                                  branch: q["branch"].map(String.init).flatMap { $0.isEmpty ? nil : $0 },
                                  status: q["status"].map(String.init).flatMap { $0.isEmpty ? nil : $0 })
-        let store = self.store, size = config.pageSize
+        let store = self.store, size = config.pageSize, stopping = self.stopping
         return sse { writer in
             var last = ""
             var quiet = 0
-            while true {
+            while !stopping.isSet {
                 let summary = try store.summary()
                 let builds = try store.builds(filter, offset: 0, limit: size)
                 let print = "\(summary)" + builds.map { "\($0.id):\($0.status):\($0.runner ?? "")" }.joined(separator: ",")

@@ -15,7 +15,12 @@ final class ReporterTests: XCTestCase {
         h?.tearDown()
     }
 
+    @discardableResult
     func startReporter() throws -> Int {
+        try startReporterProcess().port
+    }
+
+    func startReporterProcess() throws -> (process: Process, port: Int) {
         let p = try h.spawn("reporter", ["reporter", "--port", "0", "--db", h.dbPath])
         var port = 0
         try h.waitUntil("the reporter listens") {
@@ -24,7 +29,7 @@ final class ReporterTests: XCTestCase {
             port = Int(h.log(of: p)[r.upperBound...].prefix { $0.isNumber }) ?? 0
             return port > 0
         }
-        return port
+        return (p, port)
     }
 
     /// A build with a hostile title and log, written through the store's own API.
@@ -100,6 +105,21 @@ final class ReporterTests: XCTestCase {
         XCTAssertFalse(page.body.contains("line 59799 "))
         XCTAssertLessThan(page.body.utf8.count, 200_000)
         XCTAssertEqual(try HTTP.get(port, "/jobs/\(jobs[0])/log.txt").body.split(separator: "\n").count, 60_000)
+    }
+
+    func testTheDashboardStreamSaysWhenBuildsChangeAndShutdownEndsIt() throws {
+        let store = try SQLiteStore(path: h.dbPath)
+        _ = try fill(store)
+        let (reporter, port) = try startReporterProcess()
+        let stream = try HTTP.Stream(port, "/events")
+        try stream.wait(until: "retry: 1000", timeout: 10)
+        _ = try store.enqueue(repo: "/srv/git/shop.git", branch: "dev", commit: String(repeating: "b", count: 40), jobs: [NewJob(name: "test")], at: Date())
+        try stream.wait(until: "event: changed", timeout: 10)
+        let rows = try HTTP.get(port, "/?fragment=rows")
+        XCTAssertTrue(rows.body.hasPrefix("<tr>") && rows.body.contains("dev"), "the rows the page swaps in")
+        kill(reporter.processIdentifier, SIGTERM)
+        try h.waitUntil("the reporter exits despite the open stream", timeout: 10) { !reporter.isRunning }
+        XCTAssertEqual(reporter.terminationStatus, 0)
     }
 
     func testARunningBuildsLogLinesArriveOverServerSentEvents() throws {
