@@ -82,11 +82,4 @@ public enum JobExecutor {
         }
         return Result(termination: termination, timedOut: timedOut.isSet, stopped: process.wasStopped && !timedOut.isSet)
     }
-
-    final class Flag: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value = false
-        var isSet: Bool { lock.withLock { value } }
-        func set() { lock.withLock { value = true } }
-    }
 }

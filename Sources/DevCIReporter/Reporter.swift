@@ -28,15 +28,8 @@ public struct Reporter: Sendable {
     public let config: ReporterConfig
     let store: SQLiteStore
     let logger: Logger
-    let stopping = StopFlag()
-
     /// Set once the reporter is shutting down.
-    final class StopFlag: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value = false
-        var isSet: Bool { lock.withLock { value } }
-        func set() { lock.withLock { value = true } }
-    }
+    let stopping = Flag()
 
     public init(config: ReporterConfig, logger: Logger) throws {
         self.config = config

@@ -34,7 +34,7 @@ struct UpCommand: ParsableCommand {
         let server = "localhost:\(port)"
         let level = ["--log-level", logging.logLevel]
 
-        let stopping = StopFlag()
+        let stopping = Flag()  // set once shutdown begins: children's exits then are no failures
         let dispatcher = NamedChild(name: "dispatcher", argv: [exe, "dispatcher", "--port", String(port)] + (db.map { ["--db", $0] } ?? []) + level)
         var children = [dispatcher]
         dispatcher.start { how in if !stopping.isSet { logger.error("dispatcher exited (\(how))") } }
@@ -68,14 +68,6 @@ struct UpCommand: ParsableCommand {
                 child.wait()
             }
         }
-    }
-
-    /// Set once shutdown begins, so children's exits are not reported as failures.
-    final class StopFlag: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value = false
-        var isSet: Bool { lock.withLock { value } }
-        func set() { lock.withLock { value = true } }
     }
 
     /// The DevCI checkout this binary was built in (`.build/<config>/devci`), or the current folder.
