@@ -61,7 +61,7 @@ public enum JobExecutor {
             }
             cwd = (directory as NSString).appendingPathComponent(dir)
         }
-        let timedOut = Flag()
+        let timedOut = OnceFlag()
         if let seconds = script?.timeoutSeconds {
             DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
                 guard process.pid != 0 else { return }

@@ -29,7 +29,7 @@ public struct Reporter: Sendable {
     let store: SQLiteStore
     let logger: Logger
     /// Set once the reporter is shutting down.
-    let stopping = Flag()
+    let stopping = OnceFlag()
 
     public init(config: ReporterConfig, logger: Logger) throws {
         self.config = config

@@ -34,7 +34,7 @@ struct UpCommand: ParsableCommand {
         let server = "localhost:\(port)"
         let level = ["--log-level", logging.logLevel]
 
-        let stopping = Flag()  // set once shutdown begins: children's exits then are no failures
+        let stopping = OnceFlag()  // set once shutdown begins: children's exits then are no failures
         let dispatcher = NamedChild(name: "dispatcher", argv: [exe, "dispatcher", "--port", String(port)] + (db.map { ["--db", $0] } ?? []) + level)
         var children = [dispatcher]
         dispatcher.start { how in if !stopping.isSet { logger.error("dispatcher exited (\(how))") } }
