@@ -213,11 +213,14 @@ public final class Dispatcher: @unchecked Sendable {
                        retryDelaySeconds: Double(def.retryDelay.components.seconds) + Double(def.retryDelay.components.attoseconds) / 1e18)
             }
         }
+        // What may start at once is stored `queued` in the same transaction as the build.
+        let first = Set(plan.next().compactMap { if case .start(let name) = $0 { return name } else { return nil } })
+        for i in jobs.indices { jobs[i].startsQueued = first.contains(jobs[i].name) }
         let result = try store.enqueue(repo: repo, branch: branch, commit: commit, jobs: jobs, at: at)
         if result.created {
             logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12)), \(jobs.count) job(s)")
             track(result.build, BuildState(plan: plan, specs: Dictionary(result.jobs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })))
-            advance(result.build)
+            apply(scheduler.handle(.enqueued(result.jobs.filter { first.contains($0.name) }), now: .now))
         }
         return result
     }

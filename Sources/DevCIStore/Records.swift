@@ -33,6 +33,8 @@ public struct NewJob: Equatable, Sendable {
     public var script: String?
     public var retries: Int
     public var retryDelaySeconds: Double
+    /// Created `queued` (it may start at once) rather than `pending`: saves a write per job on the hot path.
+    public var startsQueued = false
 
     public init(name: String, stage: String = "test", dependencies: [String] = [], allowFailure: Bool = false, script: String? = nil,
                 retries: Int = 0, retryDelaySeconds: Double = 0) {

@@ -202,12 +202,14 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
 
     private static func insertJob(_ db: Database, build: Int64, job: NewJob, at: Date) throws -> Int64 {
         let deps = String(decoding: try JSONEncoder().encode(job.dependencies), as: UTF8.self)
+        let state = job.startsQueued ? JobState.queued.rawValue : JobState.pending.rawValue
         try db.execute(sql: """
             INSERT INTO jobs(build_id, name, status, queued_at, stage, dependencies, allow_failure, script, retries, retry_delay)
-            VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [build, job.name, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries, job.retryDelaySeconds])
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [build, job.name, state, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries,
+                             job.retryDelaySeconds])
         let id = db.lastInsertedRowID
-        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, 'pending', 0)", arguments: [id, at.timeIntervalSince1970])
+        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", arguments: [id, at.timeIntervalSince1970, state])
         return id
     }
 

@@ -31,7 +31,7 @@ final class CoreTests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.stream == .out && $0.text == "hello from the tests" }, "\(lines)")
         XCTAssertTrue(lines.contains { $0.stream == .err && $0.text == "warning: <b>&" }, "\(lines)")
         XCTAssertTrue(lines.allSatisfy { $0.timestampMillis > 1_600_000_000_000 })
-        XCTAssertEqual(try h.store().events(job: good.job).map(\.state), ["pending", "queued", "assigned", "running", "success"])
+        XCTAssertEqual(try h.store().events(job: good.job).map(\.state), ["queued", "assigned", "running", "success"])
         // The command line reads the same database.
         let report = try h.run(["report", "--db", h.dbPath, "--json"])
         XCTAssertEqual(report.status, 0)
