@@ -314,6 +314,9 @@ public final class Dispatcher: @unchecked Sendable {
                 }
             case .send(let id, let message):
                 send(id, message)
+            case .close(let id):
+                logger.warning("closing connection \(id): its runner went silent and has reconnected")
+                channels[id]?.close(promise: nil)
             case .runnerState(let name, let state):
                 logger.info("runner \(name) \(state)")
                 let host = state == "connected" ? runnerHosts[name] : nil
@@ -355,6 +358,8 @@ final class DispatcherConnection: ChannelInboundHandler {
     private var errors = 0
     /// Lines received since the connection opened, or since it authenticated.
     private var lines = 0
+    /// Set when this handler closes the connection: lines still buffered from the same read are not acted on.
+    private var closing = false
 
     init(id: ConnectionID, dispatcher: Dispatcher) {
         self.id = id
@@ -374,6 +379,7 @@ final class DispatcherConnection: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         lines += 1
         let message: ClientMessage
         do {
@@ -392,14 +398,14 @@ final class DispatcherConnection: ChannelInboundHandler {
             guard case .auth(let token) = message else {
                 dispatcher.send(id, .error(code: "auth_required", message: "send 'auth token=…' first"))
                 context.flush()
-                context.close(promise: nil)
+                hangUp(context)
                 return
             }
             guard let expected = dispatcher.config.token, constantTimeEquals(token, expected) else {
                 dispatcher.logger.warning("connection \(id) from \(context.remoteAddress?.description ?? "?") sent a wrong token")
                 dispatcher.send(id, .error(code: "bad_token", message: "wrong token"))
                 context.flush()
-                context.close(promise: nil)
+                hangUp(context)
                 return
             }
             authenticated = true
@@ -412,7 +418,7 @@ final class DispatcherConnection: ChannelInboundHandler {
         } else if lines == 1, case .status = message {
             // A one-shot query by hand (`echo status | nc localhost 8888`): answer and hang up.
             context.flush()
-            context.close(promise: nil)
+            hangUp(context)
         }
     }
 
@@ -422,6 +428,11 @@ final class DispatcherConnection: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        hangUp(context)
+    }
+
+    private func hangUp(_ context: ChannelHandlerContext) {
+        closing = true
         context.close(promise: nil)
     }
 
@@ -429,7 +440,7 @@ final class DispatcherConnection: ChannelInboundHandler {
         dispatcher.send(id, .error(code: error.code, message: error.message))
         if !authenticated {
             context.flush()
-            context.close(promise: nil)
+            hangUp(context)
             return
         }
         countError(context: context)
@@ -442,7 +453,7 @@ final class DispatcherConnection: ChannelInboundHandler {
             dispatcher.logger.warning("closing connection \(id) from \(context.remoteAddress?.description ?? "?") after \(errors) bad lines")
             dispatcher.send(id, .error(code: "too_many_errors", message: "closing after \(errors) bad lines"))
             context.flush()
-            context.close(promise: nil)
+            hangUp(context)
         }
     }
 }

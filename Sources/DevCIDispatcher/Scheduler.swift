@@ -58,6 +58,8 @@ public struct Scheduler {
         case send(ConnectionID, ServerMessage)
         /// A runner's connection state changed (`connected`, `lost`, `disconnected`), for the runners table.
         case runnerState(name: String, state: String)
+        /// Close this connection (a lost runner's, whose name a reconnecting runner takes over).
+        case close(ConnectionID)
     }
 
     struct Lease: Equatable {
@@ -195,8 +197,13 @@ public struct Scheduler {
 
     private mutating func register(_ conn: ConnectionID, name: String, slots: Int, now: Instant, into actions: inout [Action]) {
         if let existing = runners[name], let other = existing.connection, other != conn {
-            actions.append(.send(conn, .error(code: "name_in_use", message: "a runner named \(name) is connected")))
-            return
+            guard existing.lost else {
+                actions.append(.send(conn, .error(code: "name_in_use", message: "a runner named \(name) is connected")))
+                return
+            }
+            // The old connection went silent (half-open after a network cut): the newcomer takes the name.
+            connections[other] = nil
+            actions.append(.close(other))
         }
         if let previous = connections[conn], previous != name {
             actions.append(.send(conn, .error(code: "already_registered", message: "this connection is runner \(previous)")))
@@ -244,8 +251,8 @@ public struct Scheduler {
             return
         }
         if outcome == .cancelled {
-            // The runner gave the job back (it is shutting down): queue it again at once, for someone else.
-            runners[name]?.draining = true
+            // The runner gave the job back: queue it again at once. One shutting down gets no more work.
+            if reason.contains("shutting down") { runners[name]?.draining = true }
             release(job, reason: "runner \(name) gave the job back: \(reason)", into: &actions)
             actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
             return
@@ -323,8 +330,9 @@ public struct Scheduler {
     }
 
     private mutating func assignPending(now: Instant, into actions: inout [Action]) {
-        while !queue.isEmpty {
-            guard let name = pickRunner(), let conn = runners[name]?.connection else { return }
+        while let next = queue.first {
+            // Never straight back to a runner still dropping an earlier attempt of the same job.
+            guard let name = pickRunner(excluding: next), let conn = runners[name]?.connection else { return }
             let job = queue.removeFirst()
             guard var entry = entries[job], entry.lease == nil else { continue }
             entry.attempt += 1
@@ -342,9 +350,9 @@ public struct Scheduler {
     }
 
     /// The available runner with the most free slots, least recently given work on a tie.
-    private func pickRunner() -> String? {
+    private func pickRunner(excluding job: Int64) -> String? {
         var best: Runner?
-        for r in runners.values where r.isAvailable {
+        for r in runners.values where r.isAvailable && !r.stale.contains(job) {
             guard let b = best else { best = r; continue }
             let free = r.slots - r.jobs.count, bestFree = b.slots - b.jobs.count
             if free > bestFree || (free == bestFree && (r.lastAssigned, r.name) < (b.lastAssigned, b.name)) { best = r }

@@ -168,10 +168,14 @@ public final class Observer: @unchecked Sendable {
             case .queued(let build, _, let created):
                 w.last = .some(commit)
                 logger.info("\(w.repo) \(w.branch) \(commit.prefix(12)): \(created ? "build \(build) queued" : "already build \(build)")")
-            case .error(let code, let message):
-                // Refused for good (e.g. an invalid name): skip it rather than retry forever.
-                logger.error("dispatcher refused \(commit.prefix(12)) on \(w.branch): \(code): \(message)")
+            case .error(let code, let message) where code == "bad_field":
+                // Refused for good (e.g. a name git allows and DevCI does not): skip it rather than retry forever.
+                logger.error("dispatcher refused \(commit.prefix(12)) on \(w.branch) for good: \(message)")
                 w.last = .some(commit)
+            case .error(let code, let message):
+                // Anything else may pass (a busy or full disk): try the same commit again on the next poll.
+                logger.error("dispatcher could not take \(commit.prefix(12)) on \(w.branch): \(code): \(message); retrying next poll")
+                return
             default:
                 logger.error("unexpected reply to dispatch: \(LineCodec.encode(reply))")
                 return

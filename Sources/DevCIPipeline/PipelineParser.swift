@@ -14,6 +14,11 @@ public enum PipelineParser {
 
     public static func parse(_ text: String, file: String = pipelineFileName) throws(PipelineErrors) -> Pipeline {
         var p = Reader(file: file)
+        // Aliases let a few hundred bytes expand into billions of nodes inside the YAML library: refuse them first.
+        if let anchor = anchorPosition(in: text) {
+            throw PipelineErrors(errors: [PipelineError(file: file, line: anchor.line, column: anchor.column, field: "",
+                                                        message: "anchors and aliases (&name, *name) are not supported: write the value out")])
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -27,6 +32,38 @@ public enum PipelineParser {
             throw PipelineErrors(errors: p.errors.sorted { ($0.line, $0.column) < ($1.line, $1.column) })
         }
         return pipeline
+    }
+
+    /// Where a YAML anchor or alias starts, if the text has one: an `&` or `*` that begins a node (at the start of a
+    /// line or after `:`, `-`, `?`, `,`, `[` or `{`), outside quotes and comments. A plain scalar cannot start with
+    /// either, so nothing valid is refused, except such a character at the start of a block scalar's line.
+    static func anchorPosition(in text: String) -> (line: Int, column: Int)? {
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let chars = Array(line)
+            var quote: Character?
+            var nodeStart = true
+            for (i, c) in chars.enumerated() {
+                if let q = quote {
+                    if c == q { quote = nil }
+                    continue
+                }
+                let previous: Character? = i > 0 ? chars[i - 1] : nil
+                if c == " " || c == "\t" {
+                    if let p = previous, ":-?".contains(p) { nodeStart = true }
+                    continue
+                }
+                if c == "#" && (previous == nil || previous == " " || previous == "\t") { break }
+                if nodeStart && (c == "&" || c == "*") && i + 1 < chars.count && chars[i + 1] != " " {
+                    return (number + 1, i + 1)
+                }
+                if nodeStart && (c == "\"" || c == "'") {
+                    quote = c
+                    continue
+                }
+                nodeStart = "[{,".contains(c)
+            }
+        }
+        return nil
     }
 
     struct Reader {

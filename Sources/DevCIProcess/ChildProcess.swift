@@ -95,7 +95,11 @@ public final class ChildProcess: @unchecked Sendable {
         kill(-child, SIGKILL)
         leader = 0
         lock.unlock()
-        readers.wait()
+        // A process that left the group (setsid) may still hold the pipes: do not wait on it for ever.
+        if readers.wait(timeout: .now() + 5) == .timedOut {
+            onOutput([OutputLine(stream: .system, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
+                                 text: "a process that left the job's process group still holds its output; no longer reading it")])
+        }
         if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
         return .signaled(status & 0x7f)
     }

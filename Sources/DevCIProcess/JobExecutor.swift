@@ -61,14 +61,15 @@ public enum JobExecutor {
             }
             cwd = (directory as NSString).appendingPathComponent(dir)
         }
-        let timedOut = OnceFlag()
+        let timedOut = OnceFlag(), finished = OnceFlag()
         if let seconds = script?.timeoutSeconds {
             DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
-                guard process.pid != 0 else { return }
+                guard !finished.isSet else { return }
                 timedOut.set()
-                process.stop(grace: 2)
+                process.stop(grace: 2)  // before the spawn, this keeps it from happening at all
             }
         }
+        defer { finished.set() }
         let total = steps.count
         let termination = process.run(["/bin/sh", "-c", driver], in: cwd, environment: env) { lines in
             onOutput(lines.map { line in

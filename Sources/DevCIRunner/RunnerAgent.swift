@@ -56,6 +56,8 @@ public final class RunnerAgent: @unchecked Sendable {
     private var outbox: [ClientMessage] = []
     private var droppedLines = 0
     private static let outboxLimit = 100_000
+    private static let outboxByteLimit = 64 << 20
+    private var outboxBytes = 0
 
     public init(config: RunnerConfig, loop: EventLoop, logger: Logger) {
         self.config = config
@@ -164,6 +166,7 @@ public final class RunnerAgent: @unchecked Sendable {
             }
             for m in outbox { send(m) }
             outbox.removeAll()
+            outboxBytes = 0
             for (_, m) in unacknowledged.sorted(by: { $0.key < $1.key }) { send(m) }
             channel?.flush()
         case .registered(let name, let heartbeatMillis, _):
@@ -188,6 +191,8 @@ public final class RunnerAgent: @unchecked Sendable {
             logger.warning("result of job \(job) attempt \(attempt) discarded: \(reason)")
         case .error(let code, let message):
             logger.error("dispatcher says \(code): \(message)")
+            // Not registered: start over (the dispatcher frees a silent runner's name once its lease expires).
+            if code == "name_in_use" { channel?.close(promise: nil) }
         case .ok, .queued, .status, .last:
             break
         }
@@ -197,8 +202,13 @@ public final class RunnerAgent: @unchecked Sendable {
     private func send(_ message: ClientMessage) {
         if let ch = channel {
             ch.write(LineCodec.encode(message), promise: nil)
-        } else if case .log = message {
-            if outbox.count < Self.outboxLimit { outbox.append(message) } else { droppedLines += 1 }
+        } else if case .log(_, _, _, _, let text) = message {
+            if outbox.count < Self.outboxLimit && outboxBytes < Self.outboxByteLimit {
+                outbox.append(message)
+                outboxBytes += text.utf8.count
+            } else {
+                droppedLines += 1
+            }
         }
     }
 

@@ -8,8 +8,8 @@ public enum WireLimits {
     public static let maxLogTextBytes = 16_384
     /// The longest percent-encoded pipeline file a `dispatch` carries, and job script an `assign` carries,
     /// so that either line stays under `maxLineBytes` with its other fields.
-    public static let maxPipelineBytes = 60_000
-    public static let maxScriptBytes = 60_000
+    public static let maxPipelineBytes = 48_000
+    public static let maxScriptBytes = 48_000
     /// Bad lines a connection may send before the dispatcher closes it.
     public static let maxErrorsPerConnection = 5
 }

@@ -32,8 +32,8 @@ public enum LineCodec {
                         ("exit", String(exitCode)), ("reason", reason))
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author):
             var base = line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
-            if !title.isEmpty { base += " title=" + percentEncode(title) }
-            if !author.isEmpty { base += " author=" + percentEncode(author) }
+            if !title.isEmpty { base += " title=" + percentEncode(String(title.prefix(200))) }
+            if !author.isEmpty { base += " author=" + percentEncode(String(author.prefix(200))) }
             switch pipeline {
             case .none: return base
             case .text(let text): return base + " pipeline=" + percentEncode(text)
@@ -266,7 +266,7 @@ public enum LineCodec {
 
         mutating func int(_ key: Substring) throws(WireError) -> Int {
             let v = try int64(key)
-            guard let i = Int(exactly: v), abs(i) < 1 << 31 else { throw WireError("bad_field", "field '\(key)' is out of range") }
+            guard let i = Int(exactly: v), i > -(1 << 31), i < 1 << 31 else { throw WireError("bad_field", "field '\(key)' is out of range") }
             return i
         }
 

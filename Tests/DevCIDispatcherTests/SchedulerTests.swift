@@ -250,6 +250,35 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(records(second).map(\.state), [.timedOut], "no retries left: the attempt's outcome is final")
     }
 
+    func testASilentRunnersNameIsTakenOverByItsReconnection() {
+        join(1, "a")
+        advance(.seconds(4))
+        on(.tick)  // a is lost, its connection half-open
+        let r = on(.registered(2, name: "a", slots: 1))
+        XCTAssertTrue(r.contains(.close(1)))
+        XCTAssertEqual(s.runnerName(2), "a")
+        XCTAssertNil(s.runnerName(1))
+    }
+
+    func testARunnerBusyWithAnOldAttemptIsNotGivenTheJobAgainNorDrained() {
+        // Two slots: attempt 1 is lost while the runner is away, and must not come straight back to it.
+        on(.registered(1, name: "a", slots: 2))
+        on(.heartbeat(1))
+        on(.enqueued([spec(1)]))
+        advance(.seconds(4))
+        on(.tick)
+        XCTAssertTrue(assignments(on(.heartbeat(1))).isEmpty, "back, a still runs attempt 1: job 1 waits for another runner")
+        join(2, "b")
+        XCTAssertEqual(s.leaseHolder(job: 1), "b")
+        // A refusal that is not a shutdown does not drain the runner.
+        on(.enqueued([spec(2)]))
+        XCTAssertEqual(s.leaseHolder(job: 2), "a")
+        let refused = on(.result(1, job: 2, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner busy"))
+        XCTAssertEqual(assignments(refused).map(\.attempt), [2], "a busy refusal leaves the runner in service")
+        let down = on(.result(1, job: 2, attempt: 2, outcome: .cancelled, exitCode: -1, reason: "runner shutting down"))
+        XCTAssertTrue(assignments(down).isEmpty, "one shutting down gets nothing more")
+    }
+
     func testEnqueueingTheSameJobTwiceQueuesItOnce() {
         on(.enqueued([spec(1)]))
         on(.enqueued([spec(1)]))

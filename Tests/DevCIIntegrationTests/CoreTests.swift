@@ -140,6 +140,11 @@ final class CoreTests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.hasPrefix("error code=too_many_errors") }, "\(lines)")
         XCTAssertFalse(client.isOpen)
         XCTAssertTrue(dispatcher.isRunning)
+        // Lines that arrive with a hang-up's cause are not acted on.
+        let burst = try WireClient(address: address, token: nil)
+        try burst.sendRaw("status\ndispatch repo=/r commit=\(String(repeating: "c", count: 40)) branch=main")
+        XCTAssertEqual(try burst.readLine(), "status queued=0 running=0 runners=0")
+        XCTAssertNil(try burst.readLine(timeout: 10))
         // `echo status | nc localhost 8888`: a first-line status is answered and the connection closed.
         let fresh = try WireClient(address: address, token: nil)
         XCTAssertEqual(try fresh.request(.status), .status(queued: 0, running: 0, runners: 0))

@@ -56,10 +56,11 @@ final class ObserverAndManagerTests: XCTestCase {
         let again = try h.startObserver([obsClone], address)
         let all = try waitForBuilds(6)
         XCTAssertEqual(Array(all.map(\.commit).suffix(5)), pushed)
-        // A few more polls change nothing.
-        try h.waitUntil("the observer polled again") { h.log(of: again).contains("last dispatched") }
-        Thread.sleep(forTimeInterval: 1)  // several 200 ms polls; asserting that nothing more happens
-        XCTAssertEqual(try h.builds().count, 6)
+        // Later polls dispatch only what is new: one more commit, one more build, and no commit sent twice.
+        let later = try h.commit("echo later", to: origin)
+        XCTAssertEqual(try waitForBuilds(7).last?.commit, later)
+        XCTAssertEqual(try h.builds().count, 7)
+        XCTAssertFalse(h.log(of: again).contains("already build"), "nothing was dispatched twice")
     }
 
     func testTheObserverRidesOutADispatcherThatIsDown() throws {

@@ -122,6 +122,14 @@ final class PipelineParserTests: XCTestCase {
         }
     }
 
+    func testAnchorsAndAliasesAreRefusedBeforeTheyExpand() {
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\njobs:\n  j:\n    run: x\n"
+        XCTAssertEqual(errors(bomb).first?.description, "ci/.devci.yml:1:4: anchors and aliases (&name, *name) are not supported: write the value out")
+        XCTAssertEqual(errors("jobs:\n  j:\n    run: *r\n").first?.line, 3)
+        // Shell commands with & and * are fine.
+        XCTAssertNoThrow(try PipelineParser.parse("jobs:\n  j:\n    run: make && ls *.py & wait\n  k:\n    run: \"*quoted* &\"\n  l: {run: 'a && b'} # & *\n"))
+    }
+
     func testNeedsCyclesAreSpelledOut() {
         let e = errors("""
             jobs:

@@ -34,7 +34,13 @@ final class ChildProcessTests: XCTestCase {
     func testStopKillsTheWholeGroupEvenWhenItIgnoresSIGTERM() {
         let process = ChildProcess()
         let started = Date()
-        DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) { process.stop(grace: 0.5) }
+        DispatchQueue.global().async {
+            // Wait on the condition (the group exists), not on a guess of how long spawning takes.
+            let deadline = Date(timeIntervalSinceNow: 20)
+            while process.pid == 0 && Date() < deadline { usleep(10_000) }
+            usleep(200_000)  // let the shell set its trap
+            process.stop(grace: 0.5)
+        }
         let (t, _) = run("trap '' TERM; (trap '' TERM; sleep 300) & sleep 300", process: process)
         XCTAssertLessThan(Date().timeIntervalSince(started), 30, "stopped long before the sleeps end")
         XCTAssertEqual(t, .signaled(SIGKILL), "the group, leader included, died of SIGKILL")

@@ -82,6 +82,8 @@ final class LineCodecTests: XCTestCase {
             ("register name=a%20b", "bad_field"),
             ("register name=ok slots=0", "bad_field"),
             ("claim job=99999999999999999999 attempt=1", "bad_field"),
+            ("claim job=1 attempt=-9223372036854775808", "bad_field"),
+            ("register name=a slots=-9223372036854775808", "bad_field"),
         ]
         for (line, code) in bad {
             XCTAssertThrowsError(try LineCodec.decodeClient(line), line) { error in
