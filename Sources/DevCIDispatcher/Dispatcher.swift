@@ -427,6 +427,13 @@ final class DispatcherConnection: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
+    /// A peer that sends requests without reading the replies is not read from until it catches up,
+    /// so replies never pile up without bound.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenComplete { _ in }
+        context.fireChannelWritabilityChanged()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         hangUp(context)
     }

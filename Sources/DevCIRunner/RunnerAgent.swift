@@ -278,10 +278,34 @@ public final class RunnerAgent: @unchecked Sendable {
             let messages = lines.map {
                 ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: $0.text)
             }
+            // Backpressure: while the connection cannot take more, the reader waits, the pipe fills, and the
+            // job itself blocks on its writes; output is never buffered without bound.
+            self.sendGate.waitUntilOpen()
             self.loop.execute {
                 for m in messages { self.send(m) }
                 self.channel?.flush()
             }
+        }
+    }
+
+    /// Open while the connection to the dispatcher can take more (or there is none: the outbox is bounded).
+    let sendGate = Gate()
+
+    final class Gate: @unchecked Sendable {
+        private let condition = NSCondition()
+        private var open = true
+
+        func set(open value: Bool) {
+            condition.lock()
+            open = value
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        func waitUntilOpen() {
+            condition.lock()
+            while !open { _ = condition.wait(until: Date(timeIntervalSinceNow: 1)) }
+            condition.unlock()
         }
     }
 
@@ -328,8 +352,14 @@ final class RunnerConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        agent.sendGate.set(open: true)
         agent.disconnected()
         context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        agent.sendGate.set(open: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
