@@ -51,7 +51,7 @@ let package = Package(
         // The runner manager: the supervisor state machine and the processes it keeps alive.
         .target(
             name: "DevCIRunnerManager",
-            dependencies: ["DevCIProcess", "DevCIGit", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["DevCIProcess", "DevCIGit", "DevCIWire", .product(name: "Logging", package: "swift-log")]
         ),
         // The dispatcher: the scheduler state machine and its NIO/SQLite edges.
         .target(
@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore"]),
         .testTarget(name: "DevCIPipelineTests", dependencies: ["DevCIPipeline", "DevCIWire"]),
         .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
-        .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIRunnerManager"]),
+        .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIRunnerManager", "DevCIWire"]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
     ],
     swiftLanguageModes: [.v5]

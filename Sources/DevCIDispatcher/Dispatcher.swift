@@ -210,7 +210,7 @@ public final class Dispatcher: @unchecked Sendable {
             jobs = zip(pipeline.jobs, plan.jobs).map { def, planned in
                 NewJob(name: def.name, stage: def.stage, dependencies: planned.dependencies, allowFailure: def.allowFailure,
                        script: def.script(pipelineEnv: pipeline.env).json(), retries: def.retries,
-                       retryDelaySeconds: Double(def.retryDelay.components.seconds) + Double(def.retryDelay.components.attoseconds) / 1e18)
+                       retryDelaySeconds: def.retryDelay.seconds)
             }
         }
         // What may start at once is stored `queued` in the same transaction as the build.
@@ -336,8 +336,8 @@ public final class Dispatcher: @unchecked Sendable {
         } catch {
             logger.error("could not record job \(r.job) → \(r.state.rawValue): \(error)")
         }
-        let line = "job \(r.job)\(jobIndex[r.job].map { " (\($0.name))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")"
-        if r.state == .error || (r.state == .queued && r.reason != nil) { logger.warning("\(line)") } else { logger.info("\(line)") }
+        let level: Logger.Level = r.state == .error || (r.state == .queued && r.reason != nil) ? .warning : .info
+        logger.log(level: level, "job \(r.job)\(jobIndex[r.job].map { " (\($0.name))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")
     }
 
     func send(_ id: ConnectionID, _ message: ServerMessage) {

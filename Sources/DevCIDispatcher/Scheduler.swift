@@ -360,10 +360,3 @@ public struct Scheduler {
         return best?.name
     }
 }
-
-extension Duration {
-    var milliseconds: Int64 {
-        let (s, atto) = components
-        return s * 1000 + atto / 1_000_000_000_000_000
-    }
-}

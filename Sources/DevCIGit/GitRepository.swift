@@ -190,13 +190,6 @@ public final class GitRepository {
         return (title, author)
     }
 
-    /// Whether `ancestor` is `commit` or one of its ancestors.
-    public func isAncestor(_ ancestor: String, of commit: String) -> Bool {
-        guard var a = oid(ancestor), var c = oid(commit) else { return false }
-        if git_oid_equal(&a, &c) != 0 { return true }
-        return git_graph_descendant_of(handle, &c, &a) == 1
-    }
-
     /// The commit HEAD points at.
     public func headCommit() throws -> String {
         var id = git_oid()

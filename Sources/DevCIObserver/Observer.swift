@@ -107,7 +107,7 @@ public final class Observer: @unchecked Sendable {
 
     private func sleep(_ d: Duration) {
         stopLock.lock()
-        if !stopped { _ = stopLock.wait(until: Date(timeIntervalSinceNow: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)) }
+        if !stopped { _ = stopLock.wait(until: Date(timeIntervalSinceNow: d.seconds)) }
         stopLock.unlock()
     }
 

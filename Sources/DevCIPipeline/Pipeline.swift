@@ -55,7 +55,7 @@ extension JobDefinition {
     /// What a runner needs to run this job, for the wire.
     public func script(pipelineEnv: [String: String]) -> JobScript {
         JobScript(steps: steps, env: pipelineEnv.merging(env) { $1 }, workdir: workdir,
-                  timeoutSeconds: timeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 })
+                  timeoutSeconds: timeout?.seconds)
     }
 }
 

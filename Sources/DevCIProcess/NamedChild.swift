@@ -29,9 +29,6 @@ public final class NamedChild: @unchecked Sendable {
         thread.start()
     }
 
-    /// The leader's process id while it runs, else 0.
-    public var pid: pid_t { process.pid }
-
     /// SIGTERM to its process group now, SIGKILL after `grace`.
     public func stop(grace: TimeInterval) {
         process.stop(grace: grace)

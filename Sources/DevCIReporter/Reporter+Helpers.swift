@@ -4,6 +4,17 @@ import Foundation
 import Hummingbird
 
 extension Reporter {
+    /// The dashboard's filters (`?repo=&branch=&status=`), the same for the page and its live stream; 400 on an unknown status.
+    func buildFilter(_ request: Request) throws -> BuildFilter {
+        let q = request.uri.queryParameters
+        func value(_ key: Substring) -> String? { q[key].map(String.init).flatMap { $0.isEmpty ? nil : $0 } }
+        let status = value("status")
+        if let status, !Self.statuses.contains(status) {
+            throw HTTPError(.badRequest, message: "status must be one of \(Self.statuses.joined(separator: ", "))")
+        }
+        return BuildFilter(repo: value("repo"), branch: value("branch"), status: status)
+    }
+
     func wantsJSON(_ request: Request) -> Bool {
         request.headers[.accept]?.contains("application/json") ?? false
     }

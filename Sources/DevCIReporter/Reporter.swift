@@ -85,14 +85,9 @@ public struct Reporter: Sendable {
     func dashboard(_ request: Request, json: Bool) throws -> Response {
         let q = request.uri.queryParameters
         let pageNumber = try positiveInt(q["page"].map(String.init), name: "page") ?? 1
-        let status = q["status"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
-        if let status, !Self.statuses.contains(status) {
-            throw HTTPError(.badRequest, message: "status must be one of \(Self.statuses.joined(separator: ", "))")
-        }
-        let repo = q["repo"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
-        let branch = q["branch"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         guard pageNumber <= 100_000 else { throw HTTPError(.badRequest, message: "page is too large") }
-        let filter = BuildFilter(repo: repo, branch: branch, status: status)
+        let filter = try buildFilter(request)
+        let (repo, branch, status) = (filter.repo, filter.branch, filter.status)
         var builds = try store.builds(filter, offset: (pageNumber - 1) * config.pageSize, limit: config.pageSize + 1)
         let hasOlder = builds.count > config.pageSize
         builds = Array(builds.prefix(config.pageSize))
@@ -259,10 +254,7 @@ public struct Reporter: Sendable {
     }
 
     func dashboardEvents(_ request: Request) throws -> Response {
-        let q = request.uri.queryParameters
-        let filter = BuildFilter(repo: q["repo"].map(String.init).flatMap { $0.isEmpty ? nil : $0 },
-                                 branch: q["branch"].map(String.init).flatMap { $0.isEmpty ? nil : $0 },
-                                 status: q["status"].map(String.init).flatMap { $0.isEmpty ? nil : $0 })
+        let filter = try buildFilter(request)
         let store = self.store, size = config.pageSize, stopping = self.stopping
         return sse { writer in
             var last = ""

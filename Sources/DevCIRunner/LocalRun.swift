@@ -128,7 +128,7 @@ public final class LocalRun {
             say("✗ \(def.name) \(outcome.state.rawValue.replacingOccurrences(of: "_", with: " "))\(reason.isEmpty ? "" : " (\(reason))") in \(took)\(def.allowFailure ? ", allowed to fail" : "")")
             for line in lines { say("    \(line.stream == "err" ? "!" : "|") \(line.text)") }
             if attempt <= def.retries {
-                let delay = Double(def.retryDelay.components.seconds) + Double(def.retryDelay.components.attoseconds) / 1e18
+                let delay = def.retryDelay.seconds
                 say("↻ \(def.name): retry \(attempt) of \(def.retries)\(delay > 0 ? " in \(Self.format(delay))" : "")")
                 if delay > 0 { Thread.sleep(forTimeInterval: delay) }
             }

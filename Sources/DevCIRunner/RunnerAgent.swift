@@ -125,7 +125,7 @@ public final class RunnerAgent: @unchecked Sendable {
         let delay = backoff
         backoff = min(backoff * 2, config.maxBackoff)
         let jitter = Double.random(in: 0.8...1.2)
-        loop.scheduleTask(in: .nanoseconds(Int64(Double(delay.nanoseconds) * jitter))) { self.connect() }
+        loop.scheduleTask(in: .nanoseconds(Int64(delay.seconds * jitter * 1e9))) { self.connect() }
     }
 
     func disconnected() {
@@ -365,12 +365,5 @@ final class RunnerConnection: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         agent.logger.warning("connection error: \(error)")
         context.close(promise: nil)
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (s, atto) = components
-        return s * 1_000_000_000 + atto / 1_000_000_000
     }
 }

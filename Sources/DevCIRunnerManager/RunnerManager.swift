@@ -70,11 +70,6 @@ public final class RunnerManager: @unchecked Sendable {
         finished.wait()
     }
 
-    /// The process ids of the live runners (for tests and the status line).
-    public var runnerPIDs: [Int32] {
-        queue.sync { processes.values.compactMap { $0.pid > 0 ? $0.pid : nil } }
-    }
-
     private func handle(_ event: Supervisor.Event) {
         for action in supervisor.handle(event, now: .now) {
             switch action {

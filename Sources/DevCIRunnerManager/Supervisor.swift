@@ -1,3 +1,5 @@
+import DevCIWire
+
 /// Keeps the desired number of runners alive: which slot to start, restart or stop, and when.
 /// A pure state machine driven by events and the current time; the runner manager's edges spawn the
 /// processes and report their exits.
@@ -121,7 +123,7 @@ public struct Supervisor {
     }
 
     static func describe(_ d: Duration) -> String {
-        let ms = d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+        let ms = d.milliseconds
         return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
     }
 }

@@ -144,6 +144,13 @@ public struct HostPort: Equatable, Sendable, CustomStringConvertible {
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
+extension Duration {
+    /// In seconds, fractions kept (for Foundation's and Dispatch's APIs).
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    /// In whole milliseconds (for the wire).
+    public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
 /// The one parser of time values: `500ms`, `30s`, `5m`, `1h`, `1d`, `1w`.
 public enum TimeValue {
     public static func parse(_ text: String) -> Duration? {

@@ -169,13 +169,7 @@ final class CoreTests: XCTestCase {
     }
 
     func processExists(matching pattern: String) throws -> Bool {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
-        p.arguments = ["-f", "^" + pattern]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        return p.terminationStatus == 0
+        try !h.pids(matching: "^" + pattern).isEmpty
     }
 
     func testWithATokenPeersMustProveItFirst() throws {
