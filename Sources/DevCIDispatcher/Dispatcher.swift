@@ -15,29 +15,59 @@ public struct DispatcherConfig: Sendable {
     public var scheduler: SchedulerConfig
     /// How often leases are checked.
     public var tickInterval: Duration
+    /// The listen backlog: a fleet reconnecting at once after a restart must not overflow it (the kernel caps
+    /// it at net.core.somaxconn).
+    public var listenBacklog: Int
+    /// How long a new connection may take to authenticate (or, without a token, to send its first line).
+    public var identifyTimeout: Duration
+    /// How many connections may be waiting to authenticate at once; more are refused, so idle sockets
+    /// cannot use up the file descriptors that runners need.
+    public var maxPendingConnections: Int
+    /// How long a `dispatch` waits for a locked database before it is answered `store` (the build is still
+    /// recorded once the database frees; dispatching again is idempotent).
+    public var dispatchReplyTimeout: Duration
 
     public init(host: String = "127.0.0.1", port: Int = 8888, token: String? = nil,
-                scheduler: SchedulerConfig = SchedulerConfig(), tickInterval: Duration = .milliseconds(100)) {
+                scheduler: SchedulerConfig = SchedulerConfig(), tickInterval: Duration = .milliseconds(100),
+                listenBacklog: Int = 8192, identifyTimeout: Duration = .seconds(5), maxPendingConnections: Int = 1024,
+                dispatchReplyTimeout: Duration = .seconds(5)) {
         self.host = host
         self.port = port
         self.token = token
         self.scheduler = scheduler
         self.tickInterval = tickInterval
+        self.listenBacklog = listenBacklog
+        self.identifyTimeout = identifyTimeout
+        self.maxPendingConnections = maxPendingConnections
+        self.dispatchReplyTimeout = dispatchReplyTimeout
     }
 }
 
-/// The hub: accepts connections, feeds the scheduler and carries out its actions against SQLite and the sockets.
-/// Everything runs on one event loop, so the scheduler and the store are touched by one thread only.
+/// The hub: accepts connections, feeds the scheduler and carries out its actions against the store and the sockets.
+/// Everything but the store runs on one event loop; store calls go through `StoreWriter`, off the loop, and a
+/// message that reports a write (`accepted`, `assign`, `queued`) is sent only once that write is done.
 public final class Dispatcher: @unchecked Sendable {
     public let config: DispatcherConfig
     let store: BuildStore
     let logger: Logger
     let loop: EventLoop
     private var scheduler: Scheduler
+    private var writer: StoreWriter!
     private var channels: [ConnectionID: Channel] = [:]
     private var nextConnection: ConnectionID = 1
     private var pendingLogs: [LogRecord] = []
     private var unflushed: Set<ConnectionID> = []
+    /// The last deferred send of each connection: later messages to it wait for it, so none overtakes another.
+    private var sendTail: [ConnectionID: EventLoopFuture<Void>] = [:]
+    /// Runner states and heartbeats not yet written; written together on each tick.
+    private var runnerChanges: [RunnerChange] = []
+    private var heartbeats: [String: Date] = [:]
+    /// Connections that have not yet authenticated (or, without a token, said anything).
+    private(set) var pendingConnections = 0
+    private var refusedSinceWarning = 0
+    private var lastRefusalWarning: ContinuousClock.Instant?
+    private var lastVerify = ContinuousClock.now
+    private var stopping = false
     private var tickTask: RepeatedTask?
     /// The plan of every build with unfinished jobs, and where each of their jobs belongs.
     private var plans: [Int64: BuildState] = [:]
@@ -51,12 +81,20 @@ public final class Dispatcher: @unchecked Sendable {
     }
     private var serverChannel: Channel?
 
-    public init(config: DispatcherConfig, store: BuildStore, loop: EventLoop, logger: Logger) {
+    /// `onFatal` is called (once, from another thread) when the store fails for good: the dispatcher has then
+    /// stopped answering and the process should exit non-zero.
+    public init(config: DispatcherConfig, store: BuildStore, loop: EventLoop, logger: Logger,
+                onFatal: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config
         self.store = store
         self.loop = loop
         self.logger = logger
         self.scheduler = Scheduler(config: config.scheduler)
+        self.writer = StoreWriter(store: store, loop: loop, logger: logger) { [weak self] message in
+            logger.critical("\(message); stopping: nothing more is acknowledged")
+            self?.loop.execute { self?.stopServing() }
+            onFatal(message)
+        }
     }
 
     /// Restores unfinished work from the database, binds the port and starts the lease clock.
@@ -82,7 +120,7 @@ public final class Dispatcher: @unchecked Sendable {
             }
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
-                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.backlog, value: Int32(clamping: self.config.listenBacklog))
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -98,23 +136,43 @@ public final class Dispatcher: @unchecked Sendable {
                 .bind(host: self.config.host, port: self.config.port)
         }.wait()
         serverChannel = server
-        let queued = active.filter { $0.state == .queued }.count
-        logger.info("restored \(queued) queued and \(active.count - queued) leased job(s) from the database")
+        let queued = active.filter { $0.state == .queued }.count, leased = active.filter { $0.state.isLeased }.count
+        logger.info("restored \(queued) queued, \(leased) leased and \(active.count - queued - leased) waiting job(s) from the database")
         tickTask = loop.scheduleRepeatedTask(initialDelay: .init(config.tickInterval), delay: .init(config.tickInterval)) { _ in
-            self.apply(self.scheduler.handle(.tick, now: .now))
-            self.flushWrites()
+            self.tick()
         }
         return server.localAddress!
     }
 
-    /// Stops accepting, closes every connection and writes what is buffered.
+    private func tick() {
+        let now = ContinuousClock.now
+        apply(scheduler.handle(.tick, now: now))
+        flushRunnerChanges()
+        flushWrites()
+        // A database deleted or replaced under an idle dispatcher is noticed within a second, too.
+        if now - lastVerify >= .seconds(1) {
+            lastVerify = now
+            _ = writer.submit("check the database file") { _ in }
+        }
+    }
+
+    /// Stops accepting, closes every connection and writes what is buffered. Call it off the loop.
     public func shutdown() {
         try? loop.submit {
-            self.tickTask?.cancel()
-            self.serverChannel?.close(promise: nil)
-            for ch in self.channels.values { ch.close(promise: nil) }
+            self.stopServing()
             self.flushLogs()
+            self.flushRunnerChanges()
         }.wait()
+        writer.drain()
+    }
+
+    /// Stops the clock and closes the listener and every connection. Leases stay as they are in the database:
+    /// runners claim their jobs back from the next dispatcher.
+    private func stopServing() {
+        stopping = true
+        tickTask?.cancel()
+        serverChannel?.close(promise: nil)
+        for ch in channels.values { ch.close(promise: nil) }
     }
 
     /// A future that completes when the listening socket closes.
@@ -122,13 +180,37 @@ public final class Dispatcher: @unchecked Sendable {
 
     // MARK: Connection events (on the loop)
 
-    func connected(_ id: ConnectionID, channel: Channel) {
+    /// A new connection: greeted, or refused when too many are already waiting to authenticate.
+    /// Returns false when it was refused.
+    func connected(_ id: ConnectionID, channel: Channel) -> Bool {
+        guard pendingConnections < config.maxPendingConnections else {
+            refusedSinceWarning += 1
+            let now = ContinuousClock.now
+            if lastRefusalWarning.map({ now - $0 >= .seconds(10) }) ?? true {
+                logger.warning("\(config.maxPendingConnections) connections are waiting to authenticate: refused \(refusedSinceWarning) more (--max-pending-connections)")
+                lastRefusalWarning = now
+                refusedSinceWarning = 0
+            }
+            channel.writeAndFlush(LineCodec.encode(ServerMessage.error(code: "busy", message: "too many connections waiting to authenticate; try again")),
+                                  promise: nil)
+            return false
+        }
+        pendingConnections += 1
         channels[id] = channel
         send(id, .hello(protocolVersion: WireLimits.protocolVersion, authRequired: config.token != nil))
+        return true
+    }
+
+    /// The connection authenticated (or, without a token, said something valid), or closed before it did.
+    func identified() {
+        pendingConnections -= 1
     }
 
     func disconnected(_ id: ConnectionID) {
         channels[id] = nil
+        sendTail[id] = nil
+        // Closed by our own shutdown: the runner is alive and keeps its job for the next dispatcher.
+        guard !stopping else { return }
         apply(scheduler.handle(.disconnected(id), now: .now))
         flushWrites()
     }
@@ -149,26 +231,11 @@ public final class Dispatcher: @unchecked Sendable {
             apply(scheduler.handle(.registered(id, name: name, slots: slots), now: now))
         case .status:
             send(id, .status(queued: scheduler.queuedCount, running: scheduler.leasedCount, runners: scheduler.connectedRunnerCount))
-        case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author):
-            do {
-                let result = try enqueue(repo: repo, commit: commit, branch: branch, pipeline: pipeline)
-                if result.created && !(title.isEmpty && author.isEmpty) {
-                    do { try store.describe(build: result.build, title: title, author: author) } catch {
-                        logger.error("could not store the title of build \(result.build): \(error)")
-                    }
-                }
-                send(id, .queued(build: result.build, jobs: result.jobs.map(\.id), created: result.created))
-            } catch {
-                logger.error("could not enqueue \(repo) \(commit): \(error)")
-                send(id, .error(code: "store", message: "could not record the build"))
-            }
+        case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
+            dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark, replyTo: id)
         case .lastDispatched(let repo, let branch):
-            do {
-                send(id, .last(repo: repo, branch: branch, commit: try store.lastDispatched(repo: repo, branch: branch) ?? ""))
-            } catch {
-                logger.error("could not read the last dispatched commit of \(repo) \(branch): \(error)")
-                send(id, .error(code: "store", message: "could not read the database"))
-            }
+            writer.submit("read the last dispatched commit", verify: false) { try $0.lastDispatched(repo: repo, branch: branch) }
+                .whenSuccess { self.send(id, .last(repo: repo, branch: branch, commit: $0 ?? "")) }
         case .heartbeat, .claim, .started, .log, .result:
             guard scheduler.runnerName(id) != nil else {
                 send(id, .error(code: "not_registered", message: "register before sending runner messages"))
@@ -179,9 +246,37 @@ public final class Dispatcher: @unchecked Sendable {
         return true
     }
 
+    /// Records a build of the commit and answers `queued` once it is written. A database that stays locked gets
+    /// the peer a `store` error after `dispatchReplyTimeout` (the write still happens; dispatching again finds it).
+    private func dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText, title: String, author: String,
+                          mark: Bool, replyTo id: ConnectionID) {
+        var answered = false
+        let timeout = loop.scheduleTask(in: .init(config.dispatchReplyTimeout)) {
+            answered = true
+            self.send(id, .error(code: "store", message: "the database is busy; the build is recorded when it frees: dispatch again to see it"))
+            self.flushWrites()
+        }
+        enqueue(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark).whenComplete { result in
+            timeout.cancel()
+            guard !answered else { return }
+            switch result {
+            case .success(let r): self.send(id, .queued(build: r.build, jobs: r.jobs.map(\.id), created: r.created))
+            case .failure: self.send(id, .error(code: "store", message: "could not record the build"))
+            }
+            self.flushWrites()
+        }
+    }
+
     /// Records a build of the commit from its pipeline (or the default single job) and starts what may start.
-    private func enqueue(repo: String, commit: String, branch: String, pipeline text: PipelineText) throws -> EnqueueResult {
+    private func enqueue(repo: String, commit: String, branch: String, pipeline text: PipelineText, title: String, author: String,
+                         mark: Bool) -> EventLoopFuture<EnqueueResult> {
         let at = Date()
+        func invalid(_ reason: String, _ details: [String]) -> EventLoopFuture<EnqueueResult> {
+            logger.warning("build of \(repo) \(commit.prefix(12)) fails: \(reason)")
+            return writer.submit("record the build of \(commit.prefix(12))") {
+                try $0.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: reason, details: details, mark: mark, at: at)
+            }
+        }
         var plan: BuildPlan
         var jobs: [NewJob]
         switch text {
@@ -189,23 +284,19 @@ public final class Dispatcher: @unchecked Sendable {
             jobs = [NewJob(name: "test")]
             plan = BuildPlan(jobs: [PlannedJob(name: "test", stage: "test", dependencies: [], allowFailure: false)])
         case .unreadable(let why):
-            logger.warning("build of \(repo) \(commit.prefix(12)) fails: \(why)")
-            return try store.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: why, details: [why], at: at)
+            return invalid(why, [why])
         case .text(let yaml):
             let pipeline: Pipeline
             do {
                 pipeline = try PipelineParser.parse(yaml)
             } catch {
-                logger.warning("build of \(repo) \(commit.prefix(12)) fails: its pipeline file is invalid")
-                return try store.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: "\(pipelineFileName) is invalid",
-                                                details: error.errors.map(\.description), at: at)
+                return invalid("\(pipelineFileName) is invalid", error.errors.map(\.description))
             }
             plan = BuildPlan(pipeline: pipeline)
             // Each job's script travels in one `assign` line: refuse what would not fit.
             for def in pipeline.jobs where LineCodec.percentEncode(def.script(pipelineEnv: pipeline.env).json()).utf8.count > WireLimits.maxScriptBytes {
-                return try store.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: "\(pipelineFileName) is invalid",
-                                                details: ["\(pipelineFileName): jobs.\(def.name): the job's steps and env are too large to send to a runner (over \(WireLimits.maxScriptBytes) bytes encoded)"],
-                                                at: at)
+                return invalid("\(pipelineFileName) is invalid",
+                               ["\(pipelineFileName): jobs.\(def.name): the job's steps and env are too large to send to a runner (over \(WireLimits.maxScriptBytes) bytes encoded)"])
             }
             jobs = zip(pipeline.jobs, plan.jobs).map { def, planned in
                 NewJob(name: def.name, stage: def.stage, dependencies: planned.dependencies, allowFailure: def.allowFailure,
@@ -216,13 +307,21 @@ public final class Dispatcher: @unchecked Sendable {
         // What may start at once is stored `queued` in the same transaction as the build.
         let first = Set(plan.next().compactMap { if case .start(let name) = $0 { return name } else { return nil } })
         for i in jobs.indices { jobs[i].startsQueued = first.contains(jobs[i].name) }
-        let result = try store.enqueue(repo: repo, branch: branch, commit: commit, jobs: jobs, at: at)
-        if result.created {
-            logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12)), \(jobs.count) job(s)")
-            track(result.build, BuildState(plan: plan, specs: Dictionary(result.jobs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })))
-            apply(scheduler.handle(.enqueued(result.jobs.filter { first.contains($0.name) }), now: .now))
+        let newJobs = jobs, planned = plan
+        return writer.submit("record the build of \(commit.prefix(12))") { store in
+            let result = try store.enqueue(repo: repo, branch: branch, commit: commit, jobs: newJobs, mark: mark, at: at)
+            if result.created && !(title.isEmpty && author.isEmpty) {
+                try store.describe(build: result.build, title: title, author: author)
+            }
+            return result
+        }.map { result in
+            if result.created {
+                self.logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12)), \(newJobs.count) job(s)")
+                self.track(result.build, BuildState(plan: planned, specs: Dictionary(result.jobs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })))
+                self.apply(self.scheduler.handle(.enqueued(result.jobs.filter { first.contains($0.name) }), now: .now))
+            }
+            return result
         }
-        return result
     }
 
     private func track(_ build: Int64, _ state: BuildState) {
@@ -262,7 +361,7 @@ public final class Dispatcher: @unchecked Sendable {
             // The runners page shows the last heartbeat; writing it every few seconds is enough.
             if let name = scheduler.runnerName(id), now - (heartbeatWritten[name] ?? now - .seconds(60)) >= .seconds(5) {
                 heartbeatWritten[name] = now
-                try? store.recordHeartbeat(runner: name, at: Date())
+                heartbeats[name] = Date()
             }
         case .claim(let job, let attempt):
             apply(scheduler.handle(.claim(id, job: job, attempt: attempt), now: now))
@@ -270,7 +369,7 @@ public final class Dispatcher: @unchecked Sendable {
             apply(scheduler.handle(.started(id, job: job, attempt: attempt), now: now))
         case .log(let job, let attempt, let stream, let ts, let text):
             if scheduler.holdsLease(id, job: job, attempt: attempt) {
-                pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: text))
+                pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(text)))
                 if pendingLogs.count >= 2048 { flushLogs() }
             }
         case .result(let job, let attempt, let outcome, let exitCode, let reason):
@@ -294,56 +393,77 @@ public final class Dispatcher: @unchecked Sendable {
 
     func flushLogs() {
         guard !pendingLogs.isEmpty else { return }
-        do {
-            try store.appendLogs(pendingLogs)
-        } catch {
-            logger.error("could not write \(pendingLogs.count) log line(s): \(error)")
-        }
+        let lines = pendingLogs
         pendingLogs.removeAll(keepingCapacity: true)
+        _ = writer.submit("write \(lines.count) log line(s)") { try $0.appendLogs(lines) }
+    }
+
+    private func flushRunnerChanges() {
+        guard !runnerChanges.isEmpty || !heartbeats.isEmpty else { return }
+        let changes = runnerChanges, beats = heartbeats
+        runnerChanges.removeAll(keepingCapacity: true)
+        heartbeats.removeAll(keepingCapacity: true)
+        _ = writer.submit("record \(changes.count + beats.count) runner change(s)") { try $0.recordRunners(changes, heartbeats: beats) }
     }
 
     // MARK: Carrying out actions
 
+    /// Performs the scheduler's actions in order. A `send` that follows a `record` goes out only once that
+    /// record is written (and never if it could not be).
     private func apply(_ actions: [Scheduler.Action]) {
+        var written: EventLoopFuture<Void>?
         for action in actions {
             switch action {
             case .record(let r):
-                record(r)
+                written = record(r)
                 if r.state.isFinal, let (build, name) = jobIndex[r.job] {
                     advance(build, after: (name, r.state))
                 }
             case .send(let id, let message):
-                send(id, message)
+                send(id, message, after: written)
             case .close(let id):
                 logger.warning("closing connection \(id): its runner went silent and has reconnected")
                 channels[id]?.close(promise: nil)
             case .runnerState(let name, let state):
                 logger.info("runner \(name) \(state)")
-                let host = state == "connected" ? runnerHosts[name] : nil
-                do { try store.recordRunner(name: name, state: state, host: host, at: Date()) } catch {
-                    logger.error("could not record runner \(name): \(error)")
-                }
+                runnerChanges.append(RunnerChange(name: name, state: state, host: state == "connected" ? runnerHosts[name] : nil, at: Date()))
             }
         }
     }
 
     /// Writes a job's state change (log lines of the attempt first) and logs it.
-    private func record(_ r: Scheduler.Record) {
+    @discardableResult
+    private func record(_ r: Scheduler.Record) -> EventLoopFuture<Void> {
         flushLogs()
-        do {
-            try store.record(JobTransition(job: r.job, state: r.state, attempt: r.attempt, runner: r.runner, reason: r.reason,
-                                           exitCode: r.exitCode, reassignments: r.reassignments, retriesUsed: r.retriesUsed, at: Date()))
-        } catch {
-            logger.error("could not record job \(r.job) → \(r.state.rawValue): \(error)")
-        }
+        let transition = JobTransition(job: r.job, state: r.state, attempt: r.attempt, runner: r.runner, reason: r.reason,
+                                       exitCode: r.exitCode, reassignments: r.reassignments, retriesUsed: r.retriesUsed, at: Date())
+        let written = writer.submit("record job \(r.job) → \(r.state.rawValue)") { _ = try $0.record(transition) }
         let level: Logger.Level = r.state == .error || (r.state == .queued && r.reason != nil) ? .warning : .info
         logger.log(level: level, "job \(r.job)\(jobIndex[r.job].map { " (\($0.name))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")
+        return written
     }
 
-    func send(_ id: ConnectionID, _ message: ServerMessage) {
-        guard let channel = channels[id] else { return }
-        channel.write(LineCodec.encode(message), promise: nil)
-        unflushed.insert(id)
+    /// Sends a message now, or, when `write` is given or an earlier message to this connection is still
+    /// waiting, after them, in order.
+    func send(_ id: ConnectionID, _ message: ServerMessage, after write: EventLoopFuture<Void>? = nil) {
+        let tail = sendTail[id]
+        guard write != nil || tail != nil else {
+            guard let channel = channels[id] else { return }
+            channel.write(LineCodec.encode(message), promise: nil)
+            unflushed.insert(id)
+            return
+        }
+        let gate: EventLoopFuture<Void> = switch (write, tail) {
+        case let (w?, t?): w.and(t).map { _ in () }
+        case let (w?, nil): w
+        case let (nil, t?): t
+        case (nil, nil): loop.makeSucceededVoidFuture()
+        }
+        let sent = gate.map { () -> Void in self.channels[id]?.writeAndFlush(LineCodec.encode(message), promise: nil) }
+        sendTail[id] = sent
+        sent.whenComplete { _ in
+            if self.sendTail[id] === sent { self.sendTail[id] = nil }
+        }
     }
 }
 
@@ -360,6 +480,9 @@ final class DispatcherConnection: ChannelInboundHandler {
     private var lines = 0
     /// Set when this handler closes the connection: lines still buffered from the same read are not acted on.
     private var closing = false
+    /// Counted among the connections waiting to authenticate (or, without a token, to say anything valid).
+    private var pending = false
+    private var identifyTimer: Scheduled<Void>?
 
     init(id: ConnectionID, dispatcher: Dispatcher) {
         self.id = id
@@ -368,14 +491,37 @@ final class DispatcherConnection: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        dispatcher.connected(id, channel: context.channel)
+        guard dispatcher.connected(id, channel: context.channel) else {
+            hangUp(context)
+            return
+        }
+        pending = true
+        let timeout = dispatcher.config.identifyTimeout
+        identifyTimer = context.eventLoop.scheduleTask(in: .init(timeout)) { [self] in
+            guard pending, !closing else { return }
+            dispatcher.logger.notice("closing connection \(id) from \(context.remoteAddress?.description ?? "?"): silent for \(timeout) without \(dispatcher.config.token == nil ? "a request" : "authenticating")")
+            dispatcher.send(id, .error(code: "timeout", message: "\(dispatcher.config.token == nil ? "say something" : "authenticate") within \(timeout)"))
+            context.flush()
+            hangUp(context)
+        }
         context.flush()
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        identify()
         dispatcher.disconnected(id)
         context.fireChannelInactive()
+    }
+
+    /// No longer waiting to authenticate: it did, or it went away.
+    private func identify() {
+        identifyTimer?.cancel()
+        identifyTimer = nil
+        if pending {
+            pending = false
+            dispatcher.identified()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -409,10 +555,12 @@ final class DispatcherConnection: ChannelInboundHandler {
                 return
             }
             authenticated = true
+            identify()
             lines = 0
             dispatcher.send(id, .ok(what: "auth"))
             return
         }
+        identify()
         if !dispatcher.received(message, from: id) {
             countError(context: context)
         } else if lines == 1, case .status = message {

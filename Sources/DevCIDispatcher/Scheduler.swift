@@ -147,10 +147,7 @@ public struct Scheduler {
         case .registered(let conn, let name, let slots):
             register(conn, name: name, slots: slots, now: now, into: &actions)
         case .disconnected(let conn):
-            guard let name = connections.removeValue(forKey: conn), var runner = runners[name] else { break }
-            runner.connection = nil
-            runners[name] = runner.jobs.isEmpty ? nil : runner
-            actions.append(.runnerState(name: name, state: "disconnected"))
+            disconnect(conn, into: &actions)
         case .heartbeat(let conn):
             heartbeat(conn, now: now, into: &actions)
         case .claim(let conn, let job, let attempt):
@@ -228,10 +225,32 @@ public struct Scheduler {
         actions.append(.runnerState(name: name, state: "connected"))
     }
 
+    /// A closed connection means a dead process (the kernel closes a killed runner's socket) or a cut one: its
+    /// work moves on at once instead of waiting out the lease. A runner that was only cut off and comes back
+    /// is told to drop its attempt when it claims it; attempt fencing keeps the results exact.
+    private mutating func disconnect(_ conn: ConnectionID, into actions: inout [Action]) {
+        guard let name = connections.removeValue(forKey: conn), let runner = runners[name] else { return }
+        for job in runner.jobs.sorted() {
+            release(job, reason: "runner \(name) disconnected", into: &actions)
+        }
+        runners[name] = nil
+        actions.append(.runnerState(name: name, state: "disconnected"))
+    }
+
     private mutating func heartbeat(_ conn: ConnectionID, now: Instant, into actions: inout [Action]) {
         guard let name = connections[conn], var runner = runners[name] else { return }
         runner.lastHeartbeat = now
-        runner.settling = false
+        if runner.settling {
+            // The first heartbeat after `register` follows the runner's claims: whatever it did not claim, it
+            // does not have (a restarted process starts with nothing). Those jobs move on now, and the new
+            // connection's slots hold only what it claimed.
+            runner.settling = false
+            for job in runner.jobs.sorted() where entries[job]?.lease?.confirmed == false {
+                runners[name] = runner
+                release(job, reason: "runner \(name) came back without it", into: &actions)
+                runner = runners[name] ?? runner
+            }
+        }
         if runner.lost {
             runner.lost = false
             actions.append(.runnerState(name: name, state: "connected"))
@@ -290,8 +309,10 @@ public struct Scheduler {
         moveDueRetries(now: now)
         for job in leased.sorted() {
             guard let lease = entries[job]?.lease, lease.expires <= now else { continue }
-            let why = runners[lease.runner]?.connection == nil ? "disconnected" : "stopped heartbeating"
-            if let conn = runners[lease.runner]?.connection {
+            let why = runners[lease.runner]?.connection == nil ? "did not come back" : lease.confirmed ? "stopped heartbeating" : "did not claim it"
+            // Only a connection that holds the attempt (it claimed it, or was assigned it) is told to drop it and
+            // has it fill a slot until it reports: a new connection under the same name starts with what it claims.
+            if lease.confirmed, let conn = runners[lease.runner]?.connection {
                 runners[lease.runner]?.stale.insert(job)
                 actions.append(.send(conn, .cancel(job: job, attempt: lease.attempt, reason: "lease expired")))
             }

@@ -51,6 +51,12 @@ public final class GitRepository {
         return true
     }
 
+    /// Whether `commit` comes after `ancestor` in history (false for the same commit, or when either is unknown).
+    public func isDescendant(_ commit: String, of ancestor: String) -> Bool {
+        guard hasCommit(commit), hasCommit(ancestor), var a = oid(commit), var b = oid(ancestor) else { return false }
+        return git_graph_descendant_of(handle, &a, &b) == 1
+    }
+
     /// Fetches every branch of `remote` (a URL or a path; never an option) into `refs/remotes/<name>/*`.
     public func fetch(from remote: String, as name: String = "origin") throws {
         var r: OpaquePointer?

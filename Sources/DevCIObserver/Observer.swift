@@ -202,7 +202,9 @@ public final class Observer: @unchecked Sendable {
                 client = nil
                 if !dispatcherDown {
                     dispatcherDown = true
-                    logger.warning("dispatcher \(config.dispatcher) is unreachable (\(error)); polling on and dispatching when it is back")
+                    logger.warning("cannot reach the dispatcher at \(config.dispatcher): \(ConnectionTrouble.describe(error)); polling on and dispatching when it is back")
+                } else {
+                    logger.debug("still cannot reach the dispatcher: \(ConnectionTrouble.describe(error))")
                 }
             }
         }

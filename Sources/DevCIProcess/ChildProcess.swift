@@ -36,9 +36,10 @@ public struct OutputLine: Sendable, Equatable {
 }
 
 /// The one process spawner: runs a command under a small leader in a process group of its own and
-/// streams its output line by line. Stopping it, the command finishing, or this process dying takes
-/// down the whole group: nothing it started outlives it. Runners use it for jobs, the runner manager
-/// and `devci up` for runners and the other processes.
+/// streams its output line by line. The leader is a child subreaper: stopping it, the command finishing,
+/// or this process dying makes the leader kill everything the command started, its process group and also
+/// the processes that left it (`setsid`, double-forked daemons), before it exits: nothing it started
+/// outlives it. Runners use it for jobs, the runner manager and `devci up` for runners and the other processes.
 public final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var leader: pid_t = 0
@@ -88,38 +89,57 @@ public final class ChildProcess: @unchecked Sendable {
             }
             thread.start()
         }
-        var status: Int32 = 0
-        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
-        // Whatever the command left behind in its group goes with it, so the pipes reach EOF.
+        // The leader has swept the job's processes before it exits. Wait for it without reaping it, so its
+        // pid (and so its group id) cannot be reused while `stop` may still signal them.
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(child), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
         lock.lock()
-        kill(-child, SIGKILL)
+        kill(-child, SIGKILL)  // last resort, if the leader itself was killed before its sweep
         leader = 0
         lock.unlock()
-        // A process that left the group (setsid) may still hold the pipes: do not wait on it for ever.
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        // A process that escaped the leader (not its descendant, say started through systemd-run) may still
+        // hold the pipes: do not wait on it for ever.
         if readers.wait(timeout: .now() + 5) == .timedOut {
             onOutput([OutputLine(stream: .system, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
-                                 text: "a process that left the job's process group still holds its output; no longer reading it")])
+                                 text: "a process that escaped the job still holds its output; no longer reading it")])
         }
         if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
         return .signaled(status & 0x7f)
     }
 
-    /// Asks the process group to stop: SIGTERM now, SIGKILL after `grace` if anything is left.
+    /// Asks the job to stop: SIGTERM to its process group now; if the command still runs after `grace`, the
+    /// leader is told to SIGKILL everything the job started (its group and whatever left it) and exit.
+    /// Should the leader itself not respond, the group gets SIGKILL a few seconds later.
     public func stop(grace: TimeInterval = 2) {
         lock.lock()
         stopRequested = true
         let target = leader
+        if target > 0 {
+            kill(-target, SIGTERM)
+            kill(-target, SIGCONT)  // a stopped process could not act on the SIGTERM
+        }
         lock.unlock()
         guard target > 0 else { return }
-        kill(-target, SIGTERM)
         DispatchQueue.global().asyncAfter(deadline: .now() + grace) { [self] in
             lock.lock()
-            defer { lock.unlock() }
-            if leader == target { kill(-target, SIGKILL) }
+            let running = leader == target
+            if running {
+                kill(target, devci_leader_stop_signal())
+                kill(target, SIGCONT)  // should the job have stopped its whole group, leader included
+            }
+            lock.unlock()
+            guard running else { return }
+            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(Int(DEVCI_LEADER_SWEEP_SECONDS) + 2)) { [self] in
+                lock.lock()
+                defer { lock.unlock() }
+                if leader == target { kill(-target, SIGKILL) }
+            }
         }
     }
 
-    /// The leader's process id (the group id) while it runs, else 0.
+    /// The leader's process id (the group id) while it runs (until it has exited), else 0.
     public var pid: pid_t {
         lock.lock()
         defer { lock.unlock() }

@@ -13,7 +13,7 @@ enum Assets {
         .s-running,.s-assigned,.s-connected{background:var(--run)}.s-queued,.s-pending,.s-skipped,.s-cancelled,.s-disconnected,.s-lost{background:var(--idle)}
         .s-connected{background:var(--ok)}.s-lost{background:var(--bad)}
         .filters{display:flex;gap:1em;margin-bottom:1em;flex-wrap:wrap;align-items:end}.filters label{display:flex;flex-direction:column;font-size:12px;color:var(--idle)}
-        .meta{color:#57606a;margin:.2em 0}.reason{color:var(--bad)}.empty{color:var(--idle);text-align:center;padding:2em}
+        .meta{color:#57606a;margin:.2em 0}.reason{color:var(--bad)}.reason:not(:empty)::before{content:" · ";color:#57606a}.empty{color:var(--idle);text-align:center;padding:2em}
         .job{border:1px solid #d0d7de;border-radius:6px;padding:.5em .8em;margin:.6em 0}
         .log{background:#0d1117;color:#e6edf3;padding:.6em;border-radius:6px;max-height:28em;overflow:auto;font:12px/1.4 ui-monospace,Menlo,monospace;white-space:pre-wrap;word-break:break-all}
         .log time{color:#7d8590;margin-right:.6em}.log i{color:#d2a8ff;font-style:normal;margin-right:.4em}.l.err{color:#ffa657}.l.system{color:#79c0ff}
@@ -21,33 +21,80 @@ enum Assets {
         """
 
     /// Live updates through Server-Sent Events; text from the server is set with textContent, never parsed as HTML,
-    /// except the dashboard's rows, which the server renders and escapes itself.
+    /// except the dashboard's rows, which the server renders and escapes itself. Loaded as a file, never inline
+    /// (the Content-Security-Policy allows no inline script): what it needs of a page is in data- attributes.
     static let js = """
         (function () {
           function fmt(ms) { return new Date(ms).toISOString().replace('T', ' ').slice(0, 23); }
-          function setStatus(el, status) { if (!el) return; el.textContent = status.replace('_', ' '); el.className = 'status s-' + status; }
-          if (window.devciBuild) {
-            var es = new EventSource('/builds/' + window.devciBuild + '/events?after=' + window.devciAfter);
+          // Times and durations as the server renders them: UTC to the second, "12.3s" or "4m05s".
+          function time(ms) { return ms == null ? '–' : fmt(ms).slice(0, 19); }
+          function durationText(ms) {
+            var s = Math.max(0, ms) / 1000;
+            return s < 60 ? s.toFixed(1) + 's' : Math.floor(s / 60) + 'm' + ('0' + Math.floor(s % 60)).slice(-2) + 's';
+          }
+          function setText(id, text) { var el = document.getElementById(id); if (el) el.textContent = text; }
+          function setStatus(el, status, text) { if (!el) return; el.textContent = text || status.replace('_', ' '); el.className = 'status s-' + status; }
+          // A duration element holds its start and end (milliseconds); one still running is redrawn every second.
+          function showDuration(el) {
+            var s = el.dataset.started, f = el.dataset.finished;
+            el.textContent = s ? durationText((f ? +f : Date.now()) - +s) : '–';
+          }
+          function setDuration(el, started, finished) {
+            if (!el) return;
+            el.dataset.started = started == null ? '' : started;
+            el.dataset.finished = finished == null ? '' : finished;
+            showDuration(el);
+          }
+          setInterval(function () {
+            document.querySelectorAll('.duration').forEach(function (el) { if (el.dataset.started && !el.dataset.finished) showDuration(el); });
+          }, 1000);
+          function attemptTag(n) { var i = document.createElement('i'); i.textContent = '#' + n; return i; }
+          // Once a job runs a second time, every line of its log says which attempt wrote it.
+          function tagLines(job) {
+            var article = document.getElementById('job-' + job);
+            if (!article || +article.dataset.attempt < 2) return;
+            document.querySelectorAll('#log-' + job + ' .l').forEach(function (l) {
+              if (!l.querySelector('i')) l.insertBefore(attemptTag(l.dataset.attempt), l.querySelector('time').nextSibling);
+            });
+          }
+          var build = document.querySelector('[data-build]');
+          if (build) {
+            var es = new EventSource('/builds/' + build.dataset.build + '/events?after=' + build.dataset.after);
             es.addEventListener('log', function (e) {
-              var l = JSON.parse(e.data), pre = document.getElementById('log-' + l.job);
+              var l = JSON.parse(e.data), pre = document.getElementById('log-' + l.job), article = document.getElementById('job-' + l.job);
               if (!pre) return;
               var near = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 40;
               var span = document.createElement('span'), t = document.createElement('time');
-              span.className = 'l ' + l.stream; t.textContent = fmt(l.ts);
-              span.appendChild(t); span.appendChild(document.createTextNode(' ' + l.text + '\\n'));
+              span.className = 'l ' + l.stream; span.dataset.attempt = l.attempt; t.textContent = fmt(l.ts);
+              span.appendChild(t);
+              if (article && +article.dataset.attempt > 1) span.appendChild(attemptTag(l.attempt));
+              span.appendChild(document.createTextNode(' ' + l.text + '\\n'));
               pre.appendChild(span);
               while (pre.childNodes.length > 2000) pre.removeChild(pre.firstChild);
               if (near) pre.scrollTop = pre.scrollHeight;
             });
-            es.addEventListener('job', function (e) { var j = JSON.parse(e.data); setStatus(document.getElementById('status-' + j.id), j.status); });
-            es.addEventListener('build', function (e) { var b = JSON.parse(e.data); setStatus(document.getElementById('build-status'), b.status); });
+            es.addEventListener('job', function (e) {
+              var j = JSON.parse(e.data), article = document.getElementById('job-' + j.id);
+              setStatus(document.getElementById('status-' + j.id), j.status);
+              setText('runner-' + j.id, j.runner || '–');
+              setText('attempt-' + j.id, j.attempt);
+              setText('started-' + j.id, time(j.started));
+              setText('reason-' + j.id, j.reason || '');
+              setDuration(document.getElementById('duration-' + j.id), j.started, j.finished);
+              if (article) { article.dataset.attempt = j.attempt; tagLines(j.id); }
+            });
+            es.addEventListener('build', function (e) {
+              var b = JSON.parse(e.data);
+              setStatus(document.getElementById('build-status'), b.statusClass, b.display);
+              setText('build-started', time(b.started));
+              setDuration(document.getElementById('build-duration'), b.started, b.finished);
+            });
             es.addEventListener('end', function () { es.close(); });
           } else if (document.getElementById('rows')) {
             var rows = document.getElementById('rows');
-            var live = new EventSource('/events' + location.search);
+            var live = new EventSource('/events' + (location.search ? location.search + '&' : '?') + 'seen=' + encodeURIComponent(rows.dataset.seen));
             live.addEventListener('changed', function (e) {
               var s = JSON.parse(e.data);
-              document.getElementById('summary').innerHTML = '';
               var text = s.queued + ' queued · ' + s.running + ' running · ' + s.runners + ' runner(s) connected';
               document.getElementById('summary').textContent = text;
               fetch(rows.dataset.fragment).then(function (r) { return r.text(); }).then(function (html) { rows.innerHTML = html; });

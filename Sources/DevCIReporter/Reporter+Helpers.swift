@@ -15,8 +15,23 @@ extension Reporter {
         return BuildFilter(repo: value("repo"), branch: value("branch"), status: status)
     }
 
-    func wantsJSON(_ request: Request) -> Bool {
-        request.headers[.accept]?.contains("application/json") ?? false
+    func wantsJSON(_ request: Request) -> Bool { Self.wantsJSON(request) }
+
+    /// JSON for `/api/` and for any request that accepts it; HTML otherwise. Error pages follow the same rule.
+    static func wantsJSON(_ request: Request) -> Bool {
+        request.uri.path.hasPrefix("/api/") || (request.headers[.accept]?.contains("application/json") ?? false)
+    }
+
+    /// A path parameter as the repository or branch is named: router parameters arrive percent-encoded
+    /// (`my%20repo`), names do not.
+    func decoded(_ context: BasicRequestContext, _ name: String) -> String {
+        let raw = context.parameters.get(name) ?? ""
+        return raw.removingPercentEncoding ?? raw
+    }
+
+    /// A name made safe for one path segment of a link (spaces, `#`, `?` and `/` encoded); Mustache then escapes it for HTML.
+    static func pathEncoded(_ name: String) -> String {
+        name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? name
     }
 
     func id(_ context: BasicRequestContext) throws -> Int64 {
@@ -55,9 +70,11 @@ extension Reporter {
     }
 
     func buildRow(_ b: BuildSummary) -> [String: Any] {
-        ["id": b.id, "status": b.displayStatus, "statusClass": statusClass(b), "repoName": Self.repoName(b.repo), "branch": b.branch,
+        ["id": b.id, "status": b.displayStatus, "statusClass": statusClass(b), "repoName": Self.repoName(b.repo),
+         "repoPath": Self.pathEncoded(Self.repoName(b.repo)), "branch": b.branch,
          "shortCommit": String(b.commit.prefix(10)), "title": b.title, "author": b.author.isEmpty ? false : b.author,
          "runner": b.runner ?? "–", "started": Self.time(b.startedAt), "duration": Self.duration(b.startedAt, b.finishedAt),
+         "startedMillis": Self.epochMillis(b.startedAt).map(String.init) ?? "", "finishedMillis": Self.epochMillis(b.finishedAt).map(String.init) ?? "",
          "attempts": b.attempts]
     }
 
@@ -90,6 +107,9 @@ extension Reporter {
 
     static func time(_ date: Date?) -> String { date.map { timeFormat.string(from: $0) } ?? "–" }
 
+    /// A time as the page's script reads it (milliseconds since 1970), to keep durations and times current.
+    static func epochMillis(_ date: Date?) -> Int64? { date.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) } }
+
     static func millis(_ ms: Int64) -> String {
         let d = Date(timeIntervalSince1970: Double(ms) / 1000)
         return timeFormat.string(from: d) + String(format: ".%03d", Int(ms % 1000))
@@ -99,34 +119,6 @@ extension Reporter {
         guard let start else { return "–" }
         let s = (end ?? Date()).timeIntervalSince(start)
         return s < 60 ? String(format: "%.1fs", s) : String(format: "%dm%02ds", Int(s) / 60, Int(s) % 60)
-    }
-}
-
-/// Turns errors into pages: a readable HTML page (or JSON), never a crash or a stack trace.
-struct ErrorPages: RouterMiddleware {
-    typealias Context = BasicRequestContext
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        do {
-            return try await next(request, context)
-        } catch let error as HTTPError {
-            return page(error.status, error.body ?? error.status.reasonPhrase, request)
-        } catch let error as HTTPResponseError {
-            return page(error.status, error.status.reasonPhrase, request)
-        } catch {
-            context.logger.error("\(request.uri.path): \(error)")
-            return page(.internalServerError, "The reporter could not read the database.", request)
-        }
-    }
-
-    func page(_ status: HTTPResponse.Status, _ message: String, _ request: Request) -> Response {
-        if request.headers[.accept]?.contains("application/json") ?? false {
-            let body = (try? JSONSerialization.data(withJSONObject: ["error": message, "status": status.code])) ?? Data()
-            return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: body)))
-        }
-        let content = Templates.render("error", ["code": "\(status.code) \(status.reasonPhrase)", "message": message])
-        let html = Templates.render("layout", ["title": status.reasonPhrase, "content": content] as [String: Any])
-        return Response(status: status, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
     }
 }
 

@@ -26,15 +26,21 @@ public struct ReporterConfig: Sendable {
 /// Server-Sent Events, all read from the database the dispatcher writes. It never writes.
 public struct Reporter: Sendable {
     public let config: ReporterConfig
-    let store: SQLiteStore
+    let database: LazyStore
     let logger: Logger
     /// Set once the reporter is shutting down.
     let stopping = OnceFlag()
 
-    public init(config: ReporterConfig, logger: Logger) throws {
+    /// Never fails for want of a database: until the dispatcher has created it, every page says so (503).
+    public init(config: ReporterConfig, logger: Logger) {
         self.config = config
         self.logger = logger
-        store = try SQLiteStore(path: config.databasePath, readOnly: true)
+        database = LazyStore(path: config.databasePath, logger: logger)
+    }
+
+    /// The read-only store, or `DatabaseUnavailable` (a 503 page) while there is none to read.
+    var store: SQLiteStore {
+        get throws { try database.open() }
     }
 
     /// Serves until SIGINT or SIGTERM; `onListening` gets the bound port.
@@ -60,6 +66,8 @@ public struct Reporter: Sendable {
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
+        // Outermost, so that error pages and the not-found page carry the headers too.
+        router.middlewares.add(SecurityHeaders())
         router.middlewares.add(ErrorPages())
         router.get("/") { request, _ in try dashboard(request, json: wantsJSON(request)) }
         router.get("/api/builds") { request, _ in try dashboard(request, json: true) }
@@ -70,10 +78,10 @@ public struct Reporter: Sendable {
         router.get("/jobs/:id/log.txt") { _, context in try logText(try id(context)) }
         router.get("/runners") { request, _ in try runnersPage(json: wantsJSON(request)) }
         router.get("/api/runners") { _, _ in try runnersPage(json: true) }
-        router.get("/repos/:name") { request, context in try repoPage(context.parameters.get("name") ?? "", json: wantsJSON(request)) }
-        router.get("/api/repos/:name") { _, context in try repoPage(context.parameters.get("name") ?? "", json: true) }
+        router.get("/repos/:name") { request, context in try repoPage(decoded(context, "name"), json: wantsJSON(request)) }
+        router.get("/api/repos/:name") { _, context in try repoPage(decoded(context, "name"), json: true) }
         router.get("/badge/:repo/**") { _, context in
-            try badge(context.parameters.get("repo") ?? "", context.parameters.getCatchAll().joined(separator: "/"))
+            try badge(decoded(context, "repo"), context.parameters.getCatchAll().map { $0.removingPercentEncoding ?? String($0) }.joined(separator: "/"))
         }
         router.get("/static/devci.css") { _, _ in asset(Assets.css, "text/css; charset=utf-8") }
         router.get("/static/devci.js") { _, _ in asset(Assets.js, "text/javascript; charset=utf-8") }
@@ -102,6 +110,7 @@ public struct Reporter: Sendable {
             "statuses": Self.statuses.map { ["value": $0, "selected": $0 == status] as [String: Any] },
             "page": pageNumber, "newer": pageNumber > 1 ? link(pageNumber - 1) : false, "older": hasOlder ? link(pageNumber + 1) : false,
             "fragmentURL": "/?" + query(repo: repo, branch: branch, status: status, page: pageNumber) + "&fragment=rows",
+            "seen": try DashboardSnapshot(store, filter, size: config.pageSize).fingerprint,
         ]
         return page(title: "Builds", summary: summary, content: Templates.render("dashboard", model))
     }
@@ -119,7 +128,9 @@ public struct Reporter: Sendable {
             let model: [String: Any] = [
                 "id": job.id, "name": job.name, "status": job.status.replacingOccurrences(of: "_", with: " "), "statusClass": job.status,
                 "allowFailure": job.allowFailure, "runner": job.runner ?? "–", "attempt": job.attempt,
-                "started": Self.time(job.startedAt), "duration": Self.duration(job.startedAt, job.finishedAt), "reason": job.reason ?? false,
+                "started": Self.time(job.startedAt), "duration": Self.duration(job.startedAt, job.finishedAt), "reason": job.reason ?? "",
+                "startedMillis": Self.epochMillis(job.startedAt).map(String.init) ?? "",
+                "finishedMillis": Self.epochMillis(job.finishedAt).map(String.init) ?? "",
                 "history": history.isEmpty ? false : ["events": history.map { e in
                     ["at": Self.time(e.at), "state": e.state, "runner": e.runner ?? false, "reason": e.reason ?? false] as [String: Any]
                 }] as Any,
@@ -133,9 +144,12 @@ public struct Reporter: Sendable {
         }
         let model: [String: Any] = [
             "id": id, "status": build.displayStatus, "statusClass": statusClass(build), "repo": build.repo, "repoName": Self.repoName(build.repo),
+            "repoPath": Self.pathEncoded(Self.repoName(build.repo)),
             "branch": build.branch, "commit": build.commit, "title": build.title.isEmpty ? false : build.title,
             "author": build.author.isEmpty ? false : build.author, "created": Self.time(build.createdAt), "started": Self.time(build.startedAt),
             "duration": Self.duration(build.startedAt, build.finishedAt),
+            "startedMillis": Self.epochMillis(build.startedAt).map(String.init) ?? "",
+            "finishedMillis": Self.epochMillis(build.finishedAt).map(String.init) ?? "",
             "stages": stages.map { ["name": $0.0, "jobs": $0.1] as [String: Any] },
             "after": try store.lastLogID(build: id),
         ]
@@ -175,6 +189,7 @@ public struct Reporter: Sendable {
         }
         let model: [String: Any] = [
             "name": name, "repo": repo, "branch": builds.first?.branch ?? "main", "passRate": passRate, "count": finished.count,
+            "badgeURL": "/badge/\(Self.pathEncoded(name))/\(Self.pathEncoded(builds.first?.branch ?? "main")).svg",
             "svg": Charts.durations(builds.reversed()),
             "query": repo.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "",
         ]
@@ -184,20 +199,29 @@ public struct Reporter: Sendable {
     func badge(_ name: String, _ rest: String) throws -> Response {
         guard rest.hasSuffix(".svg") else { throw HTTPError(.notFound, message: "Badges end in .svg.") }
         let branch = String(rest.dropLast(4))
+        let store: SQLiteStore
+        do {
+            store = try self.store
+        } catch is DatabaseUnavailable {
+            // A badge is an image in someone's README: while there is no database it says "unknown", not an HTML page.
+            return badgeResponse(nil, status: .serviceUnavailable)
+        }
         let repos = try store.repositories().filter { Self.repoName($0) == name }
         var latest: BuildSummary?
         for repo in repos {
             if let b = try store.builds(BuildFilter(repo: repo, branch: branch), offset: 0, limit: 1).first, b.id > (latest?.id ?? 0) { latest = b }
         }
-        var response = Response(status: .ok, headers: [.contentType: "image/svg+xml", .cacheControl: "no-cache"],
-                                body: .init(byteBuffer: ByteBuffer(string: Charts.badge(latest))))
-        if latest == nil { response.status = .notFound }
-        return response
+        return badgeResponse(latest, status: latest == nil ? .notFound : .ok)
+    }
+
+    func badgeResponse(_ latest: BuildSummary?, status: HTTPResponse.Status) -> Response {
+        Response(status: status, headers: [.contentType: "image/svg+xml", .cacheControl: "no-cache"],
+                 body: .init(byteBuffer: ByteBuffer(string: Charts.badge(latest))))
     }
 
     func logText(_ job: Int64) throws -> Response {
+        let store = try self.store
         guard try store.job(job) != nil else { throw HTTPError(.notFound, message: "There is no job \(job).") }
-        let store = self.store
         // Streamed in batches: a 50 MB log is never held in memory at once.
         return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init { writer in
             var after: Int64 = 0
@@ -213,85 +237,5 @@ public struct Reporter: Sendable {
             }
             try await writer.finish(nil)
         })
-    }
-
-    // MARK: Live
-
-    func buildEvents(_ id: Int64, _ request: Request) throws -> Response {
-        guard let first = try store.build(id) else { throw HTTPError(.notFound, message: "There is no build \(id).") }
-        let after = try positiveInt(request.uri.queryParameters["after"].map(String.init), name: "after", allowZero: true)
-        let store = self.store, stopping = self.stopping
-        return sse { writer in
-            var cursor = Int64(after ?? 0)
-            var states: [Int64: String] = [:]
-            var buildStatus = first.displayStatus
-            var quiet = 0
-            while true {
-                var out = ""
-                let lines = try store.logs(build: id, after: cursor, limit: 2000)
-                for l in lines {
-                    out += Self.event("log", ["job": l.job, "attempt": l.attempt, "stream": l.stream.rawValue, "ts": l.timestampMillis, "text": l.text])
-                }
-                cursor = lines.last?.id ?? cursor
-                for job in try store.jobs(build: id) where states[job.id] != job.status {
-                    out += Self.event("job", ["id": job.id, "status": job.status])
-                    states[job.id] = job.status
-                }
-                guard let build = try store.build(id) else { break }
-                if build.displayStatus != buildStatus {
-                    buildStatus = build.displayStatus
-                    out += Self.event("build", ["id": id, "status": build.status, "display": build.displayStatus])
-                }
-                let finished = JobState(rawValue: build.status)?.isFinal ?? false
-                if finished && lines.isEmpty { out += Self.event("end", ["id": id]) }
-                quiet = out.isEmpty ? quiet + 1 : 0
-                if quiet >= 60 { out = ": keep-alive\n\n"; quiet = 0 }
-                if !out.isEmpty { try await writer.write(ByteBuffer(string: out)) }
-                if (finished && lines.isEmpty) || stopping.isSet { break }
-                try await Task.sleep(for: .milliseconds(250))
-            }
-        }
-    }
-
-    func dashboardEvents(_ request: Request) throws -> Response {
-        let filter = try buildFilter(request)
-        let store = self.store, size = config.pageSize, stopping = self.stopping
-        return sse { writer in
-            var last = ""
-            var quiet = 0
-            while !stopping.isSet {
-                let summary = try store.summary()
-                let builds = try store.builds(filter, offset: 0, limit: size)
-                let print = "\(summary)" + builds.map { "\($0.id):\($0.status):\($0.runner ?? "")" }.joined(separator: ",")
-                if print != last {
-                    if !last.isEmpty {
-                        try await writer.write(ByteBuffer(string: Self.event("changed", ["queued": summary.queued, "running": summary.running,
-                                                                                         "runners": summary.runners])))
-                    }
-                    last = print
-                    quiet = 0
-                } else {
-                    quiet += 1
-                    if quiet >= 15 {
-                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                        quiet = 0
-                    }
-                }
-                try await Task.sleep(for: .seconds(1))
-            }
-        }
-    }
-
-    func sse(_ body: @escaping @Sendable (inout any ResponseBodyWriter) async throws -> Void) -> Response {
-        Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: .init { writer in
-            try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
-            try await body(&writer)
-            try await writer.finish(nil)
-        })
-    }
-
-    static func event(_ name: String, _ fields: [String: Any]) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return "event: \(name)\ndata: \(String(decoding: data, as: UTF8.self))\n\n"
     }
 }

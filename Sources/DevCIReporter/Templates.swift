@@ -1,7 +1,8 @@
 import Mustache
 
 /// The reporter's pages. Mustache escapes every `{{value}}` for HTML; only `{{{content}}}` (a page this
-/// reporter rendered itself) and `{{{svg}}}` (drawn here from numbers) are inserted raw.
+/// reporter rendered itself) and `{{{svg}}}` (drawn here from numbers) are inserted raw. No inline script or
+/// style: the Content-Security-Policy forbids them; what the script needs is in data- attributes.
 enum Templates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
@@ -19,7 +20,7 @@ enum Templates {
     static let layout = """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>{{title}} · DevCI</title><link rel="stylesheet" href="/static/devci.css"></head>
+        <title>{{title}} · DevCI</title><link rel="stylesheet" href="/static/devci.css">{{#reload}}<meta http-equiv="refresh" content="{{reload}}">{{/reload}}</head>
         <body data-live="{{live}}">
         <header><a class="brand" href="/">DevCI</a><nav><a href="/">Builds</a><a href="/runners">Runners</a></nav>
         <span class="summary" id="summary">{{#summary}}<b>{{queued}}</b> queued · <b>{{running}}</b> running · <b>{{runners}}</b> runner(s) connected{{/summary}}</span></header>
@@ -35,33 +36,32 @@ enum Templates {
           <label>Status <select name="status"><option value="">any</option>{{#statuses}}<option{{#selected}} selected{{/selected}}>{{value}}</option>{{/statuses}}</select></label>
           <button>Filter</button>
         </form>
-        <table class="builds"><thead><tr><th>Status</th><th>#</th><th>Repository</th><th>Branch</th><th>Commit</th><th>Runner</th><th>Started</th><th>Duration</th><th>Attempts</th></tr></thead>
-        <tbody id="rows" data-fragment="{{fragmentURL}}">{{> rows}}</tbody></table>
+        <table class="builds"><thead><tr><th>Status</th><th>#</th><th>Repository</th><th>Branch</th><th>Commit</th><th>Runner</th><th>Started</th><th>Duration</th><th title="The first try plus every retry and reassignment of the build's jobs (1: every job ran once)">Attempts</th></tr></thead>
+        <tbody id="rows" data-fragment="{{fragmentURL}}" data-seen="{{seen}}">{{> rows}}</tbody></table>
         <p class="pages">{{#newer}}<a href="{{newer}}">← newer</a>{{/newer}} page {{page}} {{#older}}<a href="{{older}}">older →</a>{{/older}}</p>
         """
 
     static let rows = """
         {{#builds}}<tr><td><span class="status s-{{statusClass}}">{{status}}</span></td><td><a href="/builds/{{id}}">{{id}}</a></td>
-        <td><a href="/repos/{{repoName}}">{{repoName}}</a></td><td>{{branch}}</td>
+        <td><a href="/repos/{{repoPath}}">{{repoName}}</a></td><td>{{branch}}</td>
         <td><code>{{shortCommit}}</code> <span class="title">{{title}}</span>{{#author}} <span class="author">— {{author}}</span>{{/author}}</td>
-        <td>{{runner}}</td><td>{{started}}</td><td>{{duration}}</td><td>{{attempts}}</td></tr>
+        <td>{{runner}}</td><td>{{started}}</td><td class="duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</td><td>{{attempts}}</td></tr>
         {{/builds}}{{^builds}}<tr><td colspan="9" class="empty">No builds yet.</td></tr>{{/builds}}
         """
 
     static let build = """
-        <h1><span class="status s-{{statusClass}}" id="build-status">{{status}}</span> Build {{id}}</h1>
-        <p class="meta"><a href="/repos/{{repoName}}">{{repo}}</a> · {{branch}} · <code>{{commit}}</code>{{#title}} · {{title}}{{/title}}{{#author}} — {{author}}{{/author}}</p>
-        <p class="meta">queued {{created}} · started {{started}} · duration {{duration}}</p>
+        <h1 data-build="{{id}}" data-after="{{after}}"><span class="status s-{{statusClass}}" id="build-status">{{status}}</span> Build {{id}}</h1>
+        <p class="meta"><a href="/repos/{{repoPath}}">{{repo}}</a> · {{branch}} · <code>{{commit}}</code>{{#title}} · {{title}}{{/title}}{{#author}} — {{author}}{{/author}}</p>
+        <p class="meta">queued {{created}} · started <span id="build-started">{{started}}</span> · duration <span class="duration" id="build-duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span></p>
         {{#stages}}<section class="stage"><h2>{{name}}</h2>
-        {{#jobs}}<article class="job" id="job-{{id}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}
+        {{#jobs}}<article class="job" id="job-{{id}}" data-attempt="{{attempt}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}
           {{#allowFailure}}<small>(allowed to fail)</small>{{/allowFailure}}</h3>
-          <p class="meta">runner {{runner}} · attempt {{attempt}} · started {{started}} · {{duration}}{{#reason}} · <span class="reason">{{reason}}</span>{{/reason}}</p>
+          <p class="meta">runner <span id="runner-{{id}}">{{runner}}</span> · attempt <span id="attempt-{{id}}">{{attempt}}</span> · started <span id="started-{{id}}">{{started}}</span> · <span class="duration" id="duration-{{id}}" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span><span class="reason" id="reason-{{id}}">{{reason}}</span></p>
           {{#history}}<ul class="history">{{#events}}<li>{{at}} {{state}}{{#runner}} on {{runner}}{{/runner}}{{#reason}}: {{reason}}{{/reason}}</li>{{/events}}</ul>{{/history}}
           <p class="meta">{{#truncated}}Showing the last {{shown}} lines. {{/truncated}}<a href="/jobs/{{id}}/log.txt">Whole log as text</a></p>
-          <pre class="log" id="log-{{id}}">{{#lines}}<span class="l {{stream}}"><time>{{time}}</time>{{#attemptTag}}<i>#{{attempt}}</i>{{/attemptTag}} {{text}}
+          <pre class="log" id="log-{{id}}">{{#lines}}<span class="l {{stream}}" data-attempt="{{attempt}}"><time>{{time}}</time>{{#attemptTag}}<i>#{{attempt}}</i>{{/attemptTag}} {{text}}
         </span>{{/lines}}</pre></article>{{/jobs}}
         </section>{{/stages}}
-        <script>window.devciBuild = {{id}}; window.devciAfter = {{after}};</script>
         """
 
     static let runners = """
@@ -74,7 +74,7 @@ enum Templates {
         """
 
     static let repo = """
-        <h1>{{name}}</h1><p class="meta">{{repo}} · <img alt="status" src="/badge/{{name}}/{{branch}}.svg"> · pass rate {{passRate}} over the last {{count}} finished builds</p>
+        <h1>{{name}}</h1><p class="meta">{{repo}} · <img alt="status" src="{{badgeURL}}"> · pass rate {{passRate}} over the last {{count}} finished builds</p>
         <figure class="chart">{{{svg}}}<figcaption>Duration of the last builds (bar height), coloured by status.</figcaption></figure>
         <p><a href="/?repo={{query}}">All builds of {{name}}</a></p>
         """

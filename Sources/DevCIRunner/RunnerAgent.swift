@@ -20,6 +20,9 @@ public struct RunnerConfig: Sendable {
     public var maxBackoff: Duration
     /// How many jobs run at once, each in its own workspace.
     public var parallel: Int
+    /// How long the dispatcher may take to greet and register this runner before it reconnects (a connection
+    /// that completed on this side only, in an overflowing listen backlog, would otherwise wait for ever).
+    public var registrationTimeout: Duration = .seconds(10)
 
     public init(clonePath: String, host: String, port: Int, token: String? = nil, name: String,
                 testCommand: String = RunnerConfig.defaultTestCommand, maxBackoff: Duration = .seconds(5), parallel: Int = 1) {
@@ -46,6 +49,8 @@ public final class RunnerAgent: @unchecked Sendable {
 
     private var channel: Channel?
     private var heartbeatTask: RepeatedTask?
+    private var registrationDeadline: Scheduled<Void>?
+    private var outage = OutageNotice()
     private var backoff: Duration = .milliseconds(100)
     private var stopping = false
     /// Jobs in progress, each in its own workspace.
@@ -112,9 +117,15 @@ public final class RunnerAgent: @unchecked Sendable {
                 switch result {
                 case .success(let ch):
                     self.channel = ch
-                    self.logger.info("connected to dispatcher \(self.config.host):\(self.config.port)")
+                    self.logger.debug("connected to dispatcher \(self.config.host):\(self.config.port)")
+                    let timeout = self.config.registrationTimeout
+                    self.registrationDeadline = self.loop.scheduleTask(in: .init(timeout)) {
+                        guard self.channel === ch else { return }
+                        self.logger.warning("the dispatcher at \(self.config.host):\(self.config.port) did not register this runner within \(timeout); reconnecting")
+                        ch.close(promise: nil)
+                    }
                 case .failure(let error):
-                    self.logger.warning("cannot reach dispatcher \(self.config.host):\(self.config.port): \(error); retrying in \(self.backoff)")
+                    self.unreachable(ConnectionTrouble.describe(error))
                     self.scheduleReconnect()
                 }
             }
@@ -128,13 +139,24 @@ public final class RunnerAgent: @unchecked Sendable {
         loop.scheduleTask(in: .nanoseconds(Int64(delay.seconds * jitter * 1e9))) { self.connect() }
     }
 
+    /// Says an outage once, in plain words; the retries that follow are quiet (debug).
+    private func unreachable(_ why: String) {
+        if let first = outage.failed(why) {
+            logger.warning("cannot reach the dispatcher at \(config.host):\(config.port): \(first); retrying with backoff (up to \(config.maxBackoff)) until it is back")
+        } else {
+            logger.debug("still cannot reach the dispatcher: \(why)")
+        }
+    }
+
     func disconnected() {
         heartbeatTask?.cancel()
         heartbeatTask = nil
+        registrationDeadline?.cancel()
+        registrationDeadline = nil
         let wasConnected = channel != nil
         channel = nil
         if wasConnected && !stopping {
-            logger.warning("lost the dispatcher; reconnecting (jobs in progress: \(current.isEmpty ? "none" : current.keys.sorted().map(String.init).joined(separator: ", ")))")
+            unreachable("the connection closed (jobs in progress: \(current.isEmpty ? "none" : current.keys.sorted().map(String.init).joined(separator: ", ")))")
         }
         scheduleReconnect()
     }
@@ -171,7 +193,10 @@ public final class RunnerAgent: @unchecked Sendable {
             channel?.flush()
         case .registered(let name, let heartbeatMillis, _):
             backoff = .milliseconds(100)
-            logger.info("registered as \(name); heartbeat every \(heartbeatMillis) ms")
+            registrationDeadline?.cancel()
+            registrationDeadline = nil
+            if let back = outage.recovered() { logger.notice("the dispatcher is back \(back)") }
+            logger.info("registered as \(name) with \(config.host):\(config.port); heartbeat every \(heartbeatMillis) ms")
             heartbeatTask?.cancel()
             let interval = TimeAmount.milliseconds(Int64(max(50, heartbeatMillis)))
             heartbeatTask = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
@@ -190,6 +215,11 @@ public final class RunnerAgent: @unchecked Sendable {
             unacknowledged[job] = nil
             logger.warning("result of job \(job) attempt \(attempt) discarded: \(reason)")
         case .error(let code, let message):
+            if code == "busy" || code == "timeout" {
+                // The dispatcher closes the connection itself; the retry is quiet.
+                logger.debug("dispatcher says \(code): \(message)")
+                return
+            }
             logger.error("dispatcher says \(code): \(message)")
             // Not registered: start over (the dispatcher frees a silent runner's name once its lease expires).
             if code == "name_in_use" { channel?.close(promise: nil) }

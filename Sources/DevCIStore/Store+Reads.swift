@@ -111,6 +111,15 @@ extension SQLiteStore {
         try read { db in try String.fetchAll(db, sql: "SELECT DISTINCT repo FROM branch_heads ORDER BY repo") }
     }
 
+    /// Whether the file at `path` holds no table yet: a dispatcher has just created it and is still migrating
+    /// it, so a read-only open that fails now means "not yet", not "another version".
+    public static func isBeingCreated(path: String) -> Bool {
+        var config = Configuration()
+        config.readonly = true
+        guard let queue = try? DatabaseQueue(path: path, configuration: config) else { return false }
+        return (try? queue.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM sqlite_master") }) == 0
+    }
+
     static func logRecord(_ r: Row) -> LogRecord {
         LogRecord(id: r["id"], job: r["job_id"], attempt: r["attempt"], stream: LogStream(rawValue: r["stream"]) ?? .out,
                   timestampMillis: r["ts"], text: r["text"])

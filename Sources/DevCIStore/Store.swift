@@ -6,9 +6,10 @@ import GRDB
 /// PostgreSQL backend can stand in for SQLite on installations that outgrow one host.
 public protocol BuildStore: AnyObject, Sendable {
     /// Records a build of `commit` with these jobs, all `pending`, or returns the existing build of that repository and commit.
-    func enqueue(repo: String, branch: String, commit: String, jobs: [NewJob], at: Date) throws -> EnqueueResult
+    /// `mark` moves the branch's last-dispatched mark to the commit; without it the mark is only set where there is none.
+    func enqueue(repo: String, branch: String, commit: String, jobs: [NewJob], mark: Bool, at: Date) throws -> EnqueueResult
     /// Records a build whose pipeline file is invalid: one job, `pipeline`, failed at once with `details` as its log.
-    func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], at: Date) throws -> EnqueueResult
+    func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: Bool, at: Date) throws -> EnqueueResult
     /// Every job of a build, in creation order.
     func jobs(build: Int64) throws -> [JobSummary]
     /// Writes a job's new state and an event row, and rolls the build's status up. A job already in a final
@@ -22,6 +23,15 @@ public protocol BuildStore: AnyObject, Sendable {
     func recordRunner(name: String, state: String, host: String?, at: Date) throws
     /// Notes a runner's latest heartbeat.
     func recordHeartbeat(runner: String, at: Date) throws
+    /// Notes many runners' connection states and latest heartbeats in one transaction (a herd of runners
+    /// registering costs one write, not one each).
+    func recordRunners(_ changes: [RunnerChange], heartbeats: [String: Date]) throws
+    /// Throws when the store is no longer the one that was opened (its file deleted or replaced), so that
+    /// nothing is acknowledged into a database that is gone.
+    func verify() throws
+    /// Runs `body`, and every store call it makes on this thread, in one transaction: all of it is written, or
+    /// none (group commit: the dispatcher's writer turns a burst of writes into one commit).
+    func batch<T>(_ body: () throws -> T) throws -> T
     /// Stores a build's commit title and author, for people.
     func describe(build: Int64, title: String, author: String) throws
     /// The newest builds, newest first.
@@ -37,23 +47,72 @@ public protocol BuildStore: AnyObject, Sendable {
 /// Why the store cannot be used.
 public struct StoreError: Error, CustomStringConvertible {
     public var description: String
-    init(_ d: String) { description = d }
+    /// The database is locked by someone else: the same call may succeed later.
+    public var isBusy = false
+    public init(_ d: String, busy: Bool = false) {
+        description = d
+        isBusy = busy
+    }
+}
+
+/// A runner's connection state, for the runners table.
+public struct RunnerChange: Equatable, Sendable {
+    public var name: String
+    public var state: String
+    /// The runner's address, on connecting.
+    public var host: String?
+    public var at: Date
+
+    public init(name: String, state: String, host: String?, at: Date) {
+        self.name = name
+        self.state = state
+        self.host = host
+        self.at = at
+    }
 }
 
 /// The SQLite store, through GRDB, in WAL mode.
 public final class SQLiteStore: BuildStore, @unchecked Sendable {
     private let db: DatabaseQueue
     public let path: String
+    /// The database file's identity when it was opened (device, inode); nil when opened read-only.
+    private let identity: FileIdentity?
 
-    /// A read of the database, for the reporter's queries (Store+Reads.swift).
-    func read<T>(_ body: (Database) throws -> T) throws -> T { try db.read(body) }
+    /// The transaction a `batch` holds open, and the thread running it: store calls made inside the batch
+    /// join it (GRDB's queue is not reentrant).
+    private let batchLock = NSLock()
+    private var batchDatabase: Database?
+    private var batchThread: pthread_t?
+
+    /// A read of the database, for the reporter's queries (Store+Reads.swift); inside a batch, in its transaction.
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        if let open = openBatch() { return try body(open) }
+        return try db.read(body)
+    }
+
+    private func openBatch() -> Database? {
+        batchLock.withLock {
+            guard let thread = batchThread, pthread_equal(thread, pthread_self()) != 0 else { return nil }
+            return batchDatabase
+        }
+    }
+
+    public func batch<T>(_ body: () throws -> T) throws -> T {
+        if openBatch() != nil { return try body() }
+        return try write { db in
+            batchLock.withLock { (batchDatabase, batchThread) = (db, pthread_self()) }
+            defer { batchLock.withLock { (batchDatabase, batchThread) = (nil, nil) } }
+            return try body()
+        }
+    }
 
     /// Opens (creating and migrating when `readOnly` is false) the database at `path`.
     public init(path: String, readOnly: Bool = false) throws {
         self.path = path
         var config = Configuration()
         config.readonly = readOnly
-        config.busyMode = .timeout(5)
+        // The dispatcher's writer retries a locked database itself, saying so; a reader waits longer.
+        config.busyMode = .timeout(readOnly ? 5 : 1)
         if !readOnly {
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -68,7 +127,18 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
             // WAL lets the reporter and CLI read while the dispatcher writes.
             _ = try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA journal_mode = WAL") }
             try Self.migrator.migrate(db)
-        } else if try !db.read({ try Self.migrator.hasCompletedMigrations($0) }) {
+            // A real write now: a read-only file or folder is refused at start, not at the first dispatch.
+            do {
+                try db.write { try $0.execute(sql: "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('opened_at', ?)",
+                                              arguments: [String(Date().timeIntervalSince1970)]) }
+            } catch {
+                throw StoreError("the database at \(path) cannot be written: \(error)")
+            }
+            identity = FileIdentity(path: path)
+            return
+        }
+        identity = nil
+        if try !db.read({ try Self.migrator.hasCompletedMigrations($0) }) {
             throw StoreError("the database at \(path) is from an older or newer DevCI: start this version's dispatcher on it once to upgrade it")
         }
     }
@@ -142,12 +212,15 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
                 CREATE INDEX job_events_lost ON job_events(state, at) WHERE state = 'queued' AND reason IS NOT NULL;
                 """)
         }
+        m.registerMigration("v4: meta") { db in
+            try db.execute(sql: "CREATE TABLE store_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        }
         return m
     }
 
-    public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], at: Date) throws -> EnqueueResult {
-        try db.write { db in
-            try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, at: at)
+    public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], mark: Bool = true, at: Date) throws -> EnqueueResult {
+        try write { db in
+            try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, move: mark, at: at)
             if let existing = try existingBuild(db, repo: repo, commit: commit) { return existing }
             let build = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, at: at)
             var specs: [JobSpec] = []
@@ -159,9 +232,10 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
         }
     }
 
-    public func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], at: Date) throws -> EnqueueResult {
-        try db.write { db in
-            try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, at: at)
+    public func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: Bool = true,
+                               at: Date) throws -> EnqueueResult {
+        try write { db in
+            try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, move: mark, at: at)
             if let existing = try existingBuild(db, repo: repo, commit: commit) { return existing }
             let build = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, at: at)
             let job = NewJob(name: "pipeline", stage: "pipeline")
@@ -170,7 +244,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
             for line in details {
                 try db.execute(sql: "INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, 0, 'system', ?, ?)", arguments: [id, ms, line])
             }
-            try Self.transition(db, JobTransition(job: id, state: .failed, attempt: 0, reason: reason, at: at))
+            _ = try Self.transition(db, JobTransition(job: id, state: .failed, attempt: 0, reason: reason, at: at))
             return EnqueueResult(build: build, jobs: [JobSpec(id: id, build: build, name: job.name, repo: repo, commit: commit, branch: branch, job: job)],
                                  created: true)
         }
@@ -187,10 +261,10 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
         return EnqueueResult(build: id, jobs: jobs, created: false)
     }
 
-    private static func noteBranchHead(_ db: Database, repo: String, branch: String, commit: String, at: Date) throws {
+    private static func noteBranchHead(_ db: Database, repo: String, branch: String, commit: String, move: Bool, at: Date) throws {
         try db.execute(sql: """
             INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
-            ON CONFLICT(repo, branch) DO UPDATE SET commit_id = excluded.commit_id, at = excluded.at
+            ON CONFLICT(repo, branch) DO \(move ? "UPDATE SET commit_id = excluded.commit_id, at = excluded.at" : "NOTHING")
             """, arguments: [repo, branch, commit, at.timeIntervalSince1970])
     }
 
@@ -215,7 +289,27 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
 
     @discardableResult
     public func record(_ tr: JobTransition) throws -> Bool {
-        try db.write { db in try Self.transition(db, tr) }
+        try write { db in try Self.transition(db, tr) }
+    }
+
+    /// A write transaction; a database locked by another process is reported as busy, so the caller may retry.
+    private func write<T>(_ body: (Database) throws -> T) throws -> T {
+        if let open = openBatch() { return try body(open) }
+        do {
+            return try db.write(body)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
+            throw StoreError("the database at \(path) is locked by another process: \(error.message ?? "busy")", busy: true)
+        }
+    }
+
+    public func verify() throws {
+        guard let identity else { return }
+        guard let now = FileIdentity(path: path) else {
+            throw StoreError("the database file \(path) was deleted while the dispatcher was running")
+        }
+        guard now == identity else {
+            throw StoreError("the database file \(path) was replaced by another file while the dispatcher was running")
+        }
     }
 
     private static func transition(_ db: Database, _ tr: JobTransition) throws -> Bool {
@@ -269,7 +363,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
 
     public func appendLogs(_ lines: [LogRecord]) throws {
         guard !lines.isEmpty else { return }
-        try db.write { db in
+        try write { db in
             let stmt = try db.cachedStatement(sql: "INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, ?, ?, ?, ?)")
             for l in lines {
                 try stmt.execute(arguments: [l.job, l.attempt, l.stream.rawValue, l.timestampMillis, l.text])
@@ -278,7 +372,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
     }
 
     public func activeJobs() throws -> [ActiveJob] {
-        try db.read { db in
+        try read { db in
             try Row.fetchAll(db, sql: """
                 SELECT j.*, b.repo, b.commit_id, b.branch
                 FROM jobs j JOIN builds b ON b.id = j.build_id
@@ -299,7 +393,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
     }
 
     public func jobs(build: Int64) throws -> [JobSummary] {
-        try db.read { db in
+        try read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE build_id = ? ORDER BY id", arguments: [build]).map(Self.jobSummary)
         }
     }
@@ -313,25 +407,35 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
     }
 
     public func recordRunner(name: String, state: String, host: String?, at: Date) throws {
-        let t = at.timeIntervalSince1970
-        try db.write { db in
-            try db.execute(sql: """
+        try recordRunners([RunnerChange(name: name, state: state, host: host, at: at)], heartbeats: [:])
+    }
+
+    public func recordHeartbeat(runner: String, at: Date) throws {
+        try recordRunners([], heartbeats: [runner: at])
+    }
+
+    public func recordRunners(_ changes: [RunnerChange], heartbeats: [String: Date]) throws {
+        guard !changes.isEmpty || !heartbeats.isEmpty else { return }
+        try write { db in
+            let upsert = try db.cachedStatement(sql: """
                 INSERT INTO runners(name, state, first_seen, last_change, host, connected_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change,
                     host = COALESCE(excluded.host, host),
                     connected_at = CASE WHEN excluded.state = 'connected' AND state != 'lost' THEN excluded.connected_at ELSE connected_at END
-                """, arguments: [name, state, t, t, host, t, t])
-        }
-    }
-
-    public func recordHeartbeat(runner: String, at: Date) throws {
-        try db.write { db in
-            try db.execute(sql: "UPDATE runners SET last_heartbeat = ? WHERE name = ?", arguments: [at.timeIntervalSince1970, runner])
+                """)
+            for c in changes {
+                let t = c.at.timeIntervalSince1970
+                try upsert.execute(arguments: [c.name, c.state, t, t, c.host, t, t])
+            }
+            let beat = try db.cachedStatement(sql: "UPDATE runners SET last_heartbeat = ? WHERE name = ?")
+            for (name, at) in heartbeats.sorted(by: { $0.key < $1.key }) {
+                try beat.execute(arguments: [at.timeIntervalSince1970, name])
+            }
         }
     }
 
     public func describe(build: Int64, title: String, author: String) throws {
-        try db.write { db in
+        try write { db in
             try db.execute(sql: "UPDATE builds SET title = ?, author = ? WHERE id = ?", arguments: [title, author, build])
         }
     }
@@ -349,10 +453,15 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
         if let id = filter.id { conditions.append("b.id = ?"); args.append(id) }
         args += [limit, offset]
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        return try db.read { db in
+        // `attempts` is one for the first try plus every second chance (retries and reassignments over its jobs),
+        // so a build that ran each job once shows 1 however many jobs it has, and one that has not started 0. `runner` is the runner of the job whose
+        // latest event is the newest: the one that changed last. Each is an index seek per job (jobs_build,
+        // then job_events_job), so a page costs the same on 100,000 builds as on ten.
+        return try read { db in
             try Row.fetchAll(db, sql: """
-                SELECT b.*, (SELECT COALESCE(SUM(attempt), 0) FROM jobs WHERE build_id = b.id) AS attempts,
-                       (SELECT runner FROM jobs WHERE build_id = b.id AND runner IS NOT NULL ORDER BY id DESC LIMIT 1) AS runner,
+                SELECT b.*, (SELECT CASE WHEN MAX(attempt) > 0 THEN 1 + SUM(retries_used + reassignments) ELSE 0 END FROM jobs WHERE build_id = b.id) AS attempts,
+                       (SELECT j.runner FROM jobs j WHERE j.build_id = b.id AND j.runner IS NOT NULL
+                        ORDER BY (SELECT MAX(e.id) FROM job_events e WHERE e.job_id = j.id) DESC LIMIT 1) AS runner,
                        (SELECT reason FROM jobs WHERE build_id = b.id AND reason IS NOT NULL ORDER BY id DESC LIMIT 1) AS reason
                 FROM builds b \(whereClause) ORDER BY b.id DESC LIMIT ? OFFSET ?
                 """, arguments: StatementArguments(args)).map(Self.buildSummary)
@@ -369,7 +478,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
     }
 
     public func events(job: Int64) throws -> [JobEvent] {
-        try db.read { db in
+        try read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM job_events WHERE job_id = ? ORDER BY id", arguments: [job]).map { r in
                 JobEvent(job: job, state: r["state"], attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
                          at: Date(timeIntervalSince1970: r["at"]))
@@ -378,13 +487,13 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
     }
 
     public func logs(job: Int64) throws -> [LogRecord] {
-        try db.read { db in
+        try read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM log_lines WHERE job_id = ? ORDER BY id", arguments: [job]).map(Self.logRecord)
         }
     }
 
     public func lastDispatched(repo: String, branch: String) throws -> String? {
-        try db.read { db in
+        try read { db in
             try String.fetchOne(db, sql: "SELECT commit_id FROM branch_heads WHERE repo = ? AND branch = ?", arguments: [repo, branch])
         }
     }

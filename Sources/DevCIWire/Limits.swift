@@ -13,3 +13,8 @@ public enum WireLimits {
     /// Bad lines a connection may send before the dispatcher closes it.
     public static let maxErrorsPerConnection = 5
 }
+
+/// This build of DevCI, for `devci --version`.
+public enum DevCIVersion {
+    public static let current = "0.3.0 (protocol \(WireLimits.protocolVersion))"
+}

@@ -30,8 +30,9 @@ public enum LineCodec {
         case .result(let job, let attempt, let outcome, let exitCode, let reason):
             return line("result", ("job", String(job)), ("attempt", String(attempt)), ("status", outcome.rawValue),
                         ("exit", String(exitCode)), ("reason", reason))
-        case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author):
+        case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
             var base = line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
+            if !mark { base += " mark=0" }
             if !title.isEmpty { base += " title=" + percentEncode(String(title.prefix(200))) }
             if !author.isEmpty { base += " author=" + percentEncode(String(author.prefix(200))) }
             switch pipeline {
@@ -112,7 +113,9 @@ public enum LineCodec {
                 pipeline = .none
             }
             let title = String(try f.string("title", default: "").prefix(200)), author = String(try f.string("author", default: "").prefix(200))
-            message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author)
+            let mark = try f.string("mark", default: "1")
+            guard mark == "0" || mark == "1" else { throw WireError("bad_field", "mark must be 0 or 1") }
+            message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark == "1")
         case "status": message = .status
         case "last":
             let repo = try f.string("repo"), branch = try f.string("branch")

@@ -16,7 +16,10 @@ public enum ClientMessage: Equatable, Sendable {
     case result(job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
     /// Enqueue a build of one commit, with its `.devci.yml` as the dispatcher should see it.
     /// `title` and `author` (the commit's first line and author) are for people; empty when unknown.
-    case dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText, title: String = "", author: String = "")
+    /// `mark` false: do not move the branch's last-dispatched mark to this commit (a manual dispatch of a
+    /// commit that is not newer than the mark), so the observer never goes backwards.
+    case dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText, title: String = "", author: String = "",
+                  mark: Bool = true)
     /// Ask for the one-line summary of the dispatcher's state.
     case status
     /// Ask for the last commit dispatched for a repository and branch (empty when none).

@@ -17,19 +17,33 @@ struct DispatchCommand: ParsableCommand {
     @Option(help: "Branch the commit is on.") var branch = "main"
     @OptionGroup var server: DispatcherAddress
 
-    func run() throws {
+    func validate() throws {
         guard Validate.isCommitID(commit) else { throw ValidationError("commit must be a full lowercase hex id, got '\(commit)'") }
         guard Validate.isBranchName(branch) else { throw ValidationError("'\(branch)' is not a valid branch name") }
-        // A local path is sent absolute, so runners anywhere on this machine find it.
+        guard Validate.isRepository(repo) else { throw ValidationError("--repo must be a path or URL") }
+    }
+
+    /// A URL (`https://…`, `ssh://…`) or scp-like address (`git@host:path`), which only the runners can reach.
+    static func isRemote(_ repo: String) -> Bool {
+        if repo.contains("://") { return true }
+        guard let colon = repo.firstIndex(of: ":") else { return false }
+        return !repo[..<colon].contains("/")
+    }
+
+    func run() throws {
+        // A local path must be a repository here (and is sent absolute, so runners anywhere on this machine find it):
+        // a mistyped path is an error, not a build of whatever the runners' clones hold.
         var repository = repo
-        if !repo.contains("://"), !repo.contains("@"), FileManager.default.fileExists(atPath: repo) {
+        var local: GitRepository?
+        if !Self.isRemote(repo) {
             repository = URL(fileURLWithPath: repo).standardizedFileURL.path
+            guard FileManager.default.fileExists(atPath: repository) else { throw Failure("--repo \(repo): no such file or directory") }
+            do { local = try GitRepository(path: repository) } catch { throw Failure("--repo \(repo) is not a git repository: \(error)") }
         }
-        guard Validate.isRepository(repository) else { throw ValidationError("--repo must be a path or URL") }
         // The pipeline file travels with the dispatch, read from a local repository at the commit.
         var pipeline = PipelineText.none
         var info = (title: "", author: "")
-        if let local = try? GitRepository(path: repository) {
+        if let local {
             guard local.hasCommit(commit) else { throw Failure("\(repository) has no commit \(commit)") }
             pipeline = PipelineText.read(from: local, at: commit)
             info = (try? local.summary(of: commit)) ?? info
@@ -38,14 +52,36 @@ struct DispatchCommand: ParsableCommand {
         }
         let client = try server.connect()
         defer { client.close() }
-        switch try client.request(.dispatch(repo: repository, commit: commit, branch: branch, pipeline: pipeline,
-                                            title: info.title, author: info.author)) {
-        case .queued(let build, let jobs, let created):
-            print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
-        case .error(let code, let message):
-            throw Failure("dispatcher refused: \(code): \(message)")
-        case let other:
-            throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        let mark = try movesMark(client, local: local, repository: repository)
+        let message = ClientMessage.dispatch(repo: repository, commit: commit, branch: branch, pipeline: pipeline,
+                                             title: info.title, author: info.author, mark: mark)
+        // A busy database is waited out: the dispatcher records the build when it frees, and asking again is idempotent.
+        var delay = 0.5
+        for attempt in 1...5 {
+            switch try client.request(message) {
+            case .queued(let build, let jobs, let created):
+                print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
+                return
+            case .error("store", let message) where attempt < 5:
+                FileHandle.standardError.write(Data("note: the dispatcher could not record the build yet (\(message)); asking again in \(delay) s\n".utf8))
+                Thread.sleep(forTimeInterval: delay)
+                delay *= 2
+            case .error(let code, let message):
+                throw Failure("dispatcher refused: \(code): \(message)")
+            case let other:
+                throw Failure("unexpected reply: \(LineCodec.encode(other))")
+            }
+        }
+    }
+
+    /// Whether this dispatch may move the branch's last-dispatched mark (which the observer builds from): only
+    /// forward, to a descendant of the mark, and only where that can be checked (a local repository).
+    func movesMark(_ client: WireClient, local: GitRepository?, repository: String) throws -> Bool {
+        guard let local else { return false }
+        switch try client.request(.lastDispatched(repo: repository, branch: branch)) {
+        case .last(_, _, let mark): return mark.isEmpty || local.isDescendant(commit, of: mark)
+        case .error(let code, let message): throw Failure("dispatcher refused: \(code): \(message)")
+        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
         }
     }
 }
@@ -85,7 +121,7 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         if local { return try runLocal() }
-        let path = db ?? SQLiteStore.defaultPath()
+        let path = try databasePath(db)
         guard FileManager.default.fileExists(atPath: path) else {
             throw Failure("no database at \(path): start the dispatcher first, or pass --db")
         }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import DevCIProcess
+import DevCIStore
 import DevCIWire
 import Foundation
 import Logging
@@ -8,6 +10,7 @@ struct DevCI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "devci",
         abstract: "A small distributed CI: dispatcher, runners and the tools around them.",
+        version: DevCIVersion.current,
         subcommands: [UpCommand.self, DispatcherCommand.self, RunnerCommand.self, RunnerManagerCommand.self, ObserverCommand.self,
                       DispatchCommand.self, StatusCommand.self, ReportCommand.self, RunCommand.self, LintCommand.self, ReporterCommand.self]
     )
@@ -17,6 +20,12 @@ struct DevCI: AsyncParsableCommand {
 struct LoggingOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. Also DEVCI_LOG_LEVEL.")
     var logLevel: String = ProcessInfo.processInfo.environment["DEVCI_LOG_LEVEL"] ?? "info"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("unknown log level '\(logLevel)': say trace, debug, info, notice, warning, error or critical")
+        }
+    }
 
     func bootstrap(_ label: String) throws -> Logger {
         guard let level = Logger.Level(rawValue: logLevel) else {
@@ -39,6 +48,10 @@ struct DispatcherAddress: ParsableArguments {
     @Option(help: "Shared token (default: DEVCI_TOKEN).")
     var token: String?
 
+    func validate() throws {
+        _ = try address
+    }
+
     var address: HostPort {
         get throws {
             guard let a = HostPort(dispatcherServer) else {
@@ -53,12 +66,21 @@ struct DispatcherAddress: ParsableArguments {
         return t?.isEmpty == false ? t : nil
     }
 
+    /// The token, taken out of this process's environment and command line, so that the jobs a runner (or a
+    /// runner manager's runner) starts cannot read it from /proc.
+    func takeToken() -> String? {
+        let t = resolvedToken
+        Secrets.scrub("DEVCI_TOKEN")
+        Secrets.scrubArgument("--token")
+        return t
+    }
+
     func connect() throws -> WireClient {
         let address = try self.address
         do {
             return try WireClient(address: address, token: resolvedToken)
         } catch {
-            throw CleanExit.message("error: cannot talk to the dispatcher at \(address): \(error)")
+            throw Failure("cannot talk to the dispatcher at \(address): \(ConnectionTrouble.describe(error))")
         }
     }
 }
@@ -71,22 +93,69 @@ func timeFlag(_ text: String, _ name: String) throws -> Duration {
     return d
 }
 
+/// What a long-running command waits on: SIGINT, SIGTERM, or a fatal error of its own.
+final class Termination: @unchecked Sendable {
+    private let received = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var fatalMessage: String?
+
+    /// Ends the wait with a failure: the process then exits non-zero.
+    func fail(_ message: String) {
+        lock.lock()
+        let first = fatalMessage == nil
+        if first { fatalMessage = message }
+        lock.unlock()
+        if first { received.signal() }
+    }
+
+    /// Blocks until SIGINT or SIGTERM or `fail`, then runs `stop`; throws `Failure` when it was `fail`.
+    func wait(_ logger: Logger, stop: () -> Void) throws {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { self.received.signal() }
+            source.resume()
+            return source
+        }
+        received.wait()
+        lock.lock()
+        let fatal = fatalMessage
+        lock.unlock()
+        if fatal == nil { logger.info("shutting down") }
+        stop()
+        sources.forEach { $0.cancel() }
+        if let fatal { throw Failure(fatal) }
+    }
+}
+
 /// Blocks until SIGINT or SIGTERM, then runs `stop`.
 func waitForTermination(_ logger: Logger, stop: () -> Void) {
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
-    signal(SIGPIPE, SIG_IGN)
-    let received = DispatchSemaphore(value: 0)
-    let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler { received.signal() }
-        source.resume()
-        return source
+    try? Termination().wait(logger, stop: stop)
+}
+
+/// The SQLite file a `--db` names (default: `DEVCI_DB`, else `~/.devci/devci.sqlite`). An address is refused:
+/// there is no PostgreSQL store yet, and `postgres://…` must not quietly become a folder called `postgres:`.
+func databasePath(_ db: String?) throws -> String {
+    let path = db ?? SQLiteStore.defaultPath()
+    if let scheme = path.range(of: "://").map({ String(path[..<$0.lowerBound]) }) {
+        throw ValidationError("--db (or DEVCI_DB) takes the path of a SQLite file; '\(scheme)://' addresses are not supported yet")
     }
-    received.wait()
-    logger.info("shutting down")
-    stop()
-    sources.forEach { $0.cancel() }
+    return path
+}
+
+/// Raises the soft limit on open files to the hard one (a dispatcher holds one per runner); returns the new soft limit.
+@discardableResult
+func raiseFileLimit() -> UInt64 {
+    var limit = rlimit()
+    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    return UInt64(limit.rlim_cur)
 }
 
 /// Fails with a message on standard error and exit status 1.

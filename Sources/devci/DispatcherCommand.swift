@@ -1,5 +1,6 @@
 import ArgumentParser
 import DevCIDispatcher
+import DevCIProcess
 import DevCIStore
 import DevCIWire
 import Foundation
@@ -18,15 +19,33 @@ struct DispatcherCommand: ParsableCommand {
     @Option(help: "How often runners heartbeat.") var heartbeat = "1s"
     @Option(help: "How long a lease lasts without a heartbeat.") var lease = "3s"
     @Option(help: "How many times a job may lose its runner before it ends as error.") var maxReassignments = 3
+    @Option(help: "Listen backlog: how many connections may wait to be accepted (capped by net.core.somaxconn).") var listenBacklog = 8192
+    @Option(help: "How long a new connection may take to authenticate (or, without a token, to send a request).") var authTimeout = "5s"
+    @Option(help: "How many connections may be waiting to authenticate at once; more are refused (default: half the open-file limit, which the dispatcher raises to its hard limit at start).")
+    var maxPendingConnections: Int?
     @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        _ = try timeFlag(heartbeat, "--heartbeat")
+        _ = try timeFlag(authTimeout, "--auth-timeout")
+        guard try timeFlag(lease, "--lease") > timeFlag(heartbeat, "--heartbeat") else { throw ValidationError("--lease must be longer than --heartbeat") }
+        guard maxReassignments >= 0 else { throw ValidationError("--max-reassignments must be 0 or more") }
+        guard (1...1_000_000).contains(listenBacklog) else { throw ValidationError("--listen-backlog must be from 1 to 1000000") }
+        guard (maxPendingConnections ?? 1) >= 1 else { throw ValidationError("--max-pending-connections must be 1 or more") }
+        _ = try databasePath(db)
+    }
 
     func run() throws {
         let logger = try logging.bootstrap("devci.dispatcher")
         let heartbeat = try timeFlag(self.heartbeat, "--heartbeat"), lease = try timeFlag(self.lease, "--lease")
-        guard lease > heartbeat else { throw ValidationError("--lease must be longer than --heartbeat") }
-        guard maxReassignments >= 0 else { throw ValidationError("--max-reassignments must be 0 or more") }
         let token = (token ?? ProcessInfo.processInfo.environment["DEVCI_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
-        let path = db ?? SQLiteStore.defaultPath()
+        Secrets.scrub("DEVCI_TOKEN")
+        Secrets.scrubArgument("--token")
+        let path = try databasePath(db)
+        let files = raiseFileLimit()
+        // One dispatcher per database: a second one would write beside the first.
+        let lock: DatabaseLock
+        do { lock = try DatabaseLock(databasePath: path) } catch { throw Failure("\(error)") }
         let store: SQLiteStore
         do {
             store = try SQLiteStore(path: path)
@@ -37,12 +56,22 @@ struct DispatcherCommand: ParsableCommand {
         if token == nil && !["127.0.0.1", "localhost", "::1"].contains(host) {
             logger.warning("listening on \(host) without a token: anyone who can reach this port can register runners and dispatch work; set --token or DEVCI_TOKEN")
         }
+        let somaxconn = (try? String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        if let somaxconn, somaxconn < listenBacklog {
+            logger.notice("listen backlog \(listenBacklog) is capped by the kernel at \(somaxconn) (net.core.somaxconn)")
+        }
+        // Half the descriptors: a whole fleet reconnecting at once fits (10,000 runners under the usual hard limits),
+        // and idle sockets can never take the other half, which registered runners and the database use.
+        let pendingCap = maxPendingConnections ?? max(16, Int(files / 2))
+        let termination = Termination()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let dispatcher = Dispatcher(
             config: DispatcherConfig(host: host, port: port, token: token,
                                      scheduler: SchedulerConfig(heartbeatInterval: heartbeat, leaseDuration: lease,
-                                                                maxReassignments: maxReassignments)),
-            store: store, loop: group.next(), logger: logger)
+                                                                maxReassignments: maxReassignments),
+                                     listenBacklog: listenBacklog, identifyTimeout: try timeFlag(authTimeout, "--auth-timeout"),
+                                     maxPendingConnections: pendingCap),
+            store: store, loop: group.next(), logger: logger, onFatal: { termination.fail($0) })
         let address: String
         do {
             let bound = try dispatcher.start()
@@ -50,10 +79,12 @@ struct DispatcherCommand: ParsableCommand {
         } catch {
             throw Failure("cannot listen on \(host):\(port): \(error)")
         }
-        logger.info("listening on \(address) (protocol \(WireLimits.protocolVersion), heartbeat \(heartbeat), lease \(lease), token \(token == nil ? "off" : "on"))")
-        waitForTermination(logger) {
+        lock.describe("dispatcher pid \(getpid()) listening on \(address), started \(ISO8601DateFormatter().string(from: Date()))")
+        logger.info("listening on \(address) (protocol \(WireLimits.protocolVersion), heartbeat \(heartbeat), lease \(lease), token \(token == nil ? "off" : "on"), open files \(files), waiting connections at most \(pendingCap))")
+        defer { try? group.syncShutdownGracefully() }
+        try termination.wait(logger) {
             dispatcher.shutdown()
         }
-        try? group.syncShutdownGracefully()
+        withExtendedLifetime(lock) {}
     }
 }

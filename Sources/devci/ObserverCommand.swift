@@ -15,11 +15,15 @@ struct ObserverCommand: ParsableCommand {
     @Option(help: "The most new commits of one branch dispatched in one poll; older ones are skipped, and said so.") var maxBacklog = 50
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+        guard maxBacklog >= 1 else { throw ValidationError("--max-backlog must be at least 1") }
+        _ = try timeFlag(interval, "--interval")
+    }
+
     func run() throws {
         let logger = try logging.bootstrap("devci.observer")
-        guard maxBacklog >= 1 else { throw ValidationError("--max-backlog must be at least 1") }
         let config = ObserverConfig(clonePaths: clonePaths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, branches: branch,
-                                    dispatcher: try server.address, token: server.resolvedToken,
+                                    dispatcher: try server.address, token: server.takeToken(),
                                     interval: try timeFlag(interval, "--interval"), maxBacklog: maxBacklog)
         let observer: Observer
         do {

@@ -38,8 +38,11 @@ struct RunCommand: ParsableCommand {
     @Argument(help: "The pipeline file (its folder is where jobs run).") var file = pipelineFileName
     @Option(help: "Where reports are saved (default: ~/.devci/reports).") var reports: String?
 
-    func run() throws {
+    func validate() throws {
         guard local else { throw ValidationError("say --local: devci run --local [file]") }
+    }
+
+    func run() throws {
         let pipeline = try loadPipeline(file)
         let directory = URL(fileURLWithPath: file).standardizedFileURL.deletingLastPathComponent().path
         let repo = try? GitRepository(path: directory)

@@ -16,7 +16,15 @@ struct RunnerCommand: ParsableCommand {
     @Option(help: "Unique runner name (default: HOST-PID).") var name: String?
     @Option(help: "Command run for a job of a commit without a pipeline file, through /bin/sh -c.") var testCommand = RunnerConfig.defaultTestCommand
     @Option(help: "How many jobs to run at once, each in its own workspace (the first in the clone itself, the others in <clone>.workspaces/N).") var parallel = 1
+    @Option(help: "How long the dispatcher may take to greet and register this runner before it dials again.") var registrationTimeout = "10s"
     @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
+        if let name, !Validate.isRunnerName(name) { throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'") }
+        _ = try timeFlag(registrationTimeout, "--registration-timeout")
+        _ = try server.address
+    }
 
     func run() throws {
         let logger = try logging.bootstrap("devci.runner")
@@ -27,16 +35,15 @@ struct RunnerCommand: ParsableCommand {
         } catch {
             throw Failure("\(clone) is not a git clone: \(error)")
         }
-        guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
         let runnerName = name ?? Self.defaultName()
         guard Validate.isRunnerName(runnerName) else {
             throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'")
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let agent = RunnerAgent(
-            config: RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.resolvedToken,
-                                 name: runnerName, testCommand: testCommand, parallel: parallel),
-            loop: group.next(), logger: logger)
+        var config = RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.takeToken(),
+                                  name: runnerName, testCommand: testCommand, parallel: parallel)
+        config.registrationTimeout = try timeFlag(registrationTimeout, "--registration-timeout")
+        let agent = RunnerAgent(config: config, loop: group.next(), logger: logger)
         logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), test command: \(testCommand)")
         agent.start()
         waitForTermination(logger) { agent.shutdown() }

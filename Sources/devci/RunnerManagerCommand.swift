@@ -21,6 +21,12 @@ struct RunnerManagerCommand: ParsableCommand {
     @Option(help: "Passed to every runner.") var testCommand = RunnerConfig.defaultTestCommand
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+        if let namePrefix, !Validate.isRunnerName(namePrefix + "-000") {
+            throw ValidationError("--name-prefix must be letters, digits, '.', '_', '-'")
+        }
+    }
+
     func run() throws {
         let logger = try logging.bootstrap("devci.runner-manager")
         guard desiredCount >= 0 else { throw ValidationError("--desired-count must be 0 or more") }
@@ -32,14 +38,14 @@ struct RunnerManagerCommand: ParsableCommand {
             ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.devci/runners"
         let address = try server.address
         // The token reaches runners through the environment (DEVCI_TOKEN), never their command line.
-        if let token = server.resolvedToken { setenv("DEVCI_TOKEN", token, 1) }
+        if let token = server.takeToken() { setenv("DEVCI_TOKEN", token, 1) }
         let manager = RunnerManager(
             config: RunnerManagerConfig(
                 clonePath: clone, workDirectory: work, desiredCount: desiredCount, namePrefix: prefix,
                 executable: currentExecutablePath(),
                 runnerArguments: ["--dispatcher-server", address.description, "--test-command", testCommand, "--log-level", logging.logLevel]),
             logger: logger)
-        logger.info("runner manager: \(desiredCount) runner(s) from \(clone), working copies in \(work), dispatcher \(address); SIGUSR1 adds one, SIGUSR2 removes one")
+        logger.info("runner manager: \(desiredCount) runner(s) from \(clone), working copies in \(work), dispatcher \(address); pid \(getpid()): `kill -USR1 \(getpid())` adds a runner, `kill -USR2 \(getpid())` removes one")
         signal(SIGUSR1, SIG_IGN)
         signal(SIGUSR2, SIG_IGN)
         let scaling = [(SIGUSR1, 1), (SIGUSR2, -1)].map { sig, delta -> DispatchSourceSignal in

@@ -143,31 +143,82 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.queuedCount, 1)
     }
 
-    func testDisconnectedRunnerThatReconnectsAndClaimsKeepsItsJob() {
+    func testADeadRunnersWorkMovesOnTheMomentItsConnectionCloses() {
         join(1, "a")
         on(.enqueued([spec(1)]))
-        on(.disconnected(1))
-        advance(.seconds(2))
-        on(.registered(7, name: "a", slots: 1))
-        XCTAssertTrue(on(.claim(7, job: 1, attempt: 1)).contains(.send(7, .ok(what: "claim"))))
-        advance(.seconds(2))
-        on(.heartbeat(7))
-        XCTAssertTrue(records(on(.tick)).isEmpty)
-        XCTAssertEqual(records(on(.result(7, job: 1, attempt: 1, outcome: .success, exitCode: 0, reason: ""))).map(\.state), [.success])
+        join(2, "b")
+        // No time passes: the kernel closed the killed runner's socket.
+        let d = on(.disconnected(1))
+        XCTAssertEqual(records(d).map(\.state), [.queued, .assigned])
+        XCTAssertTrue(records(d)[0].reason?.contains("runner a disconnected") ?? false, records(d)[0].reason ?? "")
+        XCTAssertEqual(assignments(d).map { [Int64($0.conn), $0.job, Int64($0.attempt)] }, [[2, 1, 2]])
+        XCTAssertTrue(d.contains(.runnerState(name: "a", state: "disconnected")))
     }
 
-    func testRestartedRunnerThatDoesNotClaimLosesTheLeaseDespiteHeartbeats() {
+    func testARunnerThatWasOnlyCutOffIsToldToDropTheAttemptItClaims() {
         join(1, "a")
         on(.enqueued([spec(1)]))
         on(.disconnected(1))
-        on(.registered(2, name: "a", slots: 1))
-        var requeued = false
-        for _ in 0..<4 {
-            advance(.seconds(1))
-            on(.heartbeat(2))
-            requeued = requeued || records(on(.tick)).contains { $0.state == .queued }
+        XCTAssertEqual(s.queuedCount, 1, "requeued at once")
+        on(.registered(7, name: "a", slots: 1))
+        XCTAssertTrue(on(.claim(7, job: 1, attempt: 1)).contains(.send(7, .cancel(job: 1, attempt: 1, reason: "lease is no longer yours"))))
+        XCTAssertTrue(assignments(on(.heartbeat(7))).isEmpty, "its slot holds the attempt it is dropping")
+        let r = on(.result(7, job: 1, attempt: 1, outcome: .success, exitCode: 0, reason: ""))
+        XCTAssertTrue(r.contains { if case .send(7, .discarded(1, 1, _)) = $0 { return true } else { return false } })
+        XCTAssertEqual(assignments(r).map(\.attempt), [2], "the job's next attempt")
+    }
+
+    /// Issue 8: a runner restarted under its own name (as the runner manager does) gets work; the slot is held
+    /// by the connection, which starts with what it claims.
+    func testARunnerRestartedUnderItsOwnNameWithinTheLeaseGetsWork() {
+        for gap in [Duration.milliseconds(200), .seconds(1), .milliseconds(2500)] {
+            setUp()
+            join(1, "a")
+            on(.enqueued([spec(1)]))
+            on(.disconnected(1))
+            advance(gap)
+            on(.tick)
+            let back = join(2, "a")
+            XCTAssertEqual(assignments(back).map { [Int64($0.conn), $0.job, Int64($0.attempt)] }, [[2, 1, 2]], "restart after \(gap)")
+            XCTAssertTrue(back.allSatisfy { if case .send(2, .cancel) = $0 { return false } else { return true } })
+            XCTAssertEqual(records(on(.result(2, job: 1, attempt: 2, outcome: .success, exitCode: 0, reason: ""))).map(\.state), [.success])
+            on(.enqueued([spec(2)]))
+            XCTAssertEqual(s.leaseHolder(job: 2), "a", "and keeps getting work after \(gap)")
         }
-        XCTAssertTrue(requeued)
+    }
+
+    func testAHalfOpenRunnerReplacedByANewProcessHasItsUnclaimedWorkRequeuedAtTheFirstHeartbeat() {
+        join(1, "a")
+        on(.enqueued([spec(1)]))
+        advance(.milliseconds(3100))
+        on(.tick)  // silent (frozen, or its cable cut): lost, its lease gone
+        XCTAssertEqual(s.queuedCount, 1)
+        // A new process under the same name takes the half-open connection's place and claims nothing.
+        let r = on(.registered(2, name: "a", slots: 1))
+        XCTAssertTrue(r.contains(.close(1)))
+        XCTAssertEqual(assignments(on(.heartbeat(2))).map { [Int64($0.conn), $0.job] }, [[2, 1]])
+    }
+
+    func testARestartedRunnerThatClaimsNothingAfterADispatcherRestartGetsWorkAtOnce() {
+        on(.restored([ActiveJob(spec: spec(1), state: .running, attempt: 1, reassignments: 0, runner: "a")]))
+        on(.registered(1, name: "a", slots: 1))
+        let hb = on(.heartbeat(1))
+        XCTAssertEqual(records(hb).map(\.state), [.queued, .assigned], "not claimed: requeued without waiting out the lease")
+        XCTAssertTrue(records(hb)[0].reason?.contains("came back without it") ?? false)
+        XCTAssertEqual(assignments(hb).map(\.attempt), [2])
+    }
+
+    func testAnUnclaimedLeaseThatExpiresIsNotCountedAgainstTheNewConnection() {
+        // The runner re-registers after a dispatcher restart but its first heartbeat comes only after the lease:
+        // the attempt it never claimed is requeued without a cancel, and never fills the new connection's slot.
+        on(.restored([ActiveJob(spec: spec(1), state: .running, attempt: 1, reassignments: 0, runner: "a")]))
+        on(.registered(1, name: "a", slots: 1))
+        advance(.milliseconds(3100))
+        let t = on(.tick)
+        XCTAssertEqual(records(t).map(\.state), [.queued])
+        XCTAssertTrue(records(t)[0].reason?.contains("did not claim it") ?? false, "\(records(t))")
+        XCTAssertFalse(t.contains { if case .send(_, .cancel) = $0 { return true } else { return false } }, "\(t)")
+        XCTAssertEqual(assignments(on(.heartbeat(1))).map { [Int64($0.conn), $0.job, Int64($0.attempt)] }, [[1, 1, 2]])
     }
 
     func testRestoreAfterDispatcherRestart() {
@@ -216,9 +267,7 @@ final class SchedulerTests: XCTestCase {
         join(1, "a")
         on(.enqueued([spec(1)]))
         on(.disconnected(1))
-        advance(.seconds(4))
-        on(.tick)  // lease expired while away: job 1 is queued again
-        XCTAssertEqual(s.queuedCount, 1)
+        XCTAssertEqual(s.queuedCount, 1, "job 1 is queued again at once")
         // It reconnects still running attempt 1: told to cancel, and offered nothing meanwhile.
         XCTAssertTrue(assignments(on(.registered(2, name: "a", slots: 1))).isEmpty, "no work before its claims are in")
         XCTAssertTrue(on(.claim(2, job: 1, attempt: 1)).contains(.send(2, .cancel(job: 1, attempt: 1, reason: "lease is no longer yours"))))

@@ -4,17 +4,7 @@ import Foundation
 import XCTest
 
 /// The core issue end to end: real `devci` processes on loopback, a real git repository and SQLite file.
-final class CoreTests: XCTestCase {
-    var h: Harness!
-
-    override func setUpWithError() throws {
-        h = try Harness(name)
-    }
-
-    override func tearDown() {
-        h?.tearDown()
-    }
-
+final class CoreTests: HarnessTestCase {
     func testPassingAndFailingCommitsAreRecordedWithTheirLogs() throws {
         let origin = try h.makeOrigin()
         let pass = try h.commit("echo hello from the tests\necho 'warning: <b>&' >&2\nexit 0", to: origin)

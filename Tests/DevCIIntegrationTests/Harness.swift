@@ -7,6 +7,8 @@ import XCTest
 final class Harness {
     let dir: URL
     let binary: String
+    /// The package's root folder (scripts and benchmarks live there).
+    let root: URL
     private(set) var processes: [Process] = []
     private var logs: [ObjectIdentifier: URL] = [:]
 
@@ -14,10 +16,11 @@ final class Harness {
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("devci-\(name)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         // Tests/DevCIIntegrationTests/Harness.swift → the package root → .build/debug/devci
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        binary = root.appendingPathComponent(".build/debug/devci").path
+        root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        binary = ProcessInfo.processInfo.environment["DEVCI_BINARY"] ?? root.appendingPathComponent(".build/debug/devci").path
+        // A missing binary is a failure, never a skip: CI must not pass by testing nothing.
         guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw XCTSkip("no devci binary at \(binary): run `swift build --build-tests` first")
+            throw Failure("no devci binary at \(binary): run `swift build --build-tests` first (or set DEVCI_BINARY)")
         }
     }
 
@@ -81,8 +84,12 @@ final class Harness {
 
     @discardableResult
     func spawn(_ name: String, _ args: [String], environment: [String: String] = [:]) throws -> Process {
+        try spawnProgram(name, binary, args, environment: environment)
+    }
+
+    func spawnProgram(_ name: String, _ program: String, _ args: [String], environment: [String: String] = [:]) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
+        p.executableURL = URL(fileURLWithPath: program)
         p.arguments = args
         p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let log = dir.appendingPathComponent("\(name)-\(processes.count).log")
@@ -94,6 +101,46 @@ final class Harness {
         processes.append(p)
         logs[ObjectIdentifier(p)] = log
         return p
+    }
+
+    /// Like `spawn`, as another user (for a database this process may read but not write, when tests run as root).
+    func spawnAs(uid: Int, _ name: String, _ args: [String]) throws -> Process {
+        try spawnProgram(name, "/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", binary] + args)
+    }
+
+    /// A Python script of the package (`bench/herd.py`), run to completion.
+    func runScript(_ path: String, _ args: [String]) throws -> (status: Int32, output: String) {
+        let p = try spawnProgram("script", "/usr/bin/env", ["python3", root.appendingPathComponent(path).path] + args)
+        p.waitUntilExit()
+        return (p.terminationStatus, log(of: p))
+    }
+
+    /// A Python program given as text, left running (a peer that misbehaves on purpose).
+    func spawnScript(_ name: String, _ code: String) throws -> Process {
+        try spawnProgram(name, "/usr/bin/env", ["python3", "-u", "-c", code])
+    }
+
+    /// A plain TCP connection to a loopback port that says nothing; returns its descriptor.
+    func rawConnect(_ port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard fd >= 0, rc == 0 else { throw Failure("cannot connect to port \(port): \(String(cString: strerror(errno)))") }
+        return fd
+    }
+
+    /// Whether the peer has closed this socket (whatever it sent before is read and dropped).
+    func isClosedByPeer(_ fd: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if n > 0 { continue }
+            if n == 0 { return true }
+            return errno != EAGAIN && errno != EWOULDBLOCK
+        }
     }
 
     func log(of p: Process) -> String {
@@ -210,4 +257,17 @@ final class Harness {
 struct Failure: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
+}
+
+/// A test case with a fresh `Harness` (temporary folder, processes it starts) for each test, torn down after it.
+class HarnessTestCase: XCTestCase {
+    var h: Harness!
+
+    override func setUpWithError() throws {
+        h = try Harness(name)
+    }
+
+    override func tearDown() {
+        h?.tearDown()
+    }
 }

@@ -4,17 +4,7 @@ import Foundation
 import XCTest
 
 /// Issue 3 end to end: the observer, the runner manager and the sample repository's scripts.
-final class ObserverAndManagerTests: XCTestCase {
-    var h: Harness!
-
-    override func setUpWithError() throws {
-        h = try Harness(name)
-    }
-
-    override func tearDown() {
-        h?.tearDown()
-    }
-
+final class ObserverAndManagerTests: HarnessTestCase {
     func commits(_ n: Int, to origin: String, from: Int = 0) throws -> [String] {
         try (from..<(from + n)).map { try h.commit("echo commit \($0)", to: origin, message: "commit \($0)") }
     }
@@ -68,14 +58,15 @@ final class ObserverAndManagerTests: XCTestCase {
         _ = try h.commit("exit 0", to: origin)
         let (dispatcher, address) = try h.startDispatcher()
         try h.startRunner(try h.clone(origin, as: "clone-runner"), address, name: "a")
-        let observer = try h.startObserver([try h.clone(origin, as: "clone-obs")], address)
+        let observer = try h.startObserver([try h.clone(origin, as: "clone-obs")], address, extra: ["--log-level", "debug"])
         _ = try waitForBuilds(1)
         kill(dispatcher.processIdentifier, SIGKILL)
         dispatcher.waitUntilExit()
         let pushed = try commits(3, to: origin)
-        try h.waitUntil("the observer notices") { h.log(of: observer).contains("unreachable") }
-        Thread.sleep(forTimeInterval: 1)  // several polls while down
-        XCTAssertEqual(h.log(of: observer).components(separatedBy: "unreachable").count - 1, 1, "said once")
+        try h.waitUntil("the observer notices") { h.log(of: observer).contains("cannot reach the dispatcher") }
+        // Several polls while down (each retry is a debug line), and the warning still said once.
+        try h.waitUntil("three more failed polls") { h.log(of: observer).components(separatedBy: "still cannot reach").count - 1 >= 3 }
+        XCTAssertEqual(h.log(of: observer).components(separatedBy: "cannot reach the dispatcher at").count - 1, 1, "said once")
         XCTAssertTrue(observer.isRunning)
         _ = try h.startDispatcher(port: address.port)
         let all = try waitForBuilds(4)
@@ -212,5 +203,19 @@ final class UpTests: XCTestCase {
         up.waitUntilExit()
         XCTAssertEqual(up.terminationStatus, 0, h.log(of: up))
         XCTAssertEqual(try h.pids(matching: "devci (dispatcher|runner-manager|observer|runner) .*\(port)"), [], "nothing left behind")
+    }
+
+    func testUpStopsEverythingAndFailsWhenItsDispatcherCannotRun() throws {
+        let h = try Harness(name)
+        defer { h.tearDown() }
+        // Another dispatcher (on its own database) holds the port: up's own dispatcher cannot listen.
+        let (_, taken) = try h.startDispatcher()
+        let up = try h.spawn("up", ["up", "--port", String(taken.port), "--sample-dir", h.dir.appendingPathComponent("sample").path,
+                                    "--db", h.dir.appendingPathComponent("up.sqlite").path, "--runners", "1", "--reporter-port", "0"],
+                             environment: ["HOME": h.dir.path])
+        try h.waitUntil("up gives up", timeout: 60) { !up.isRunning }
+        XCTAssertNotEqual(up.terminationStatus, 0, h.log(of: up))
+        XCTAssertTrue(h.log(of: up).contains("the dispatcher exited"), h.log(of: up))
+        XCTAssertEqual(try h.pids(matching: "devci (runner-manager|observer|runner) .*\(taken.port)"), [], "nothing left behind")
     }
 }

@@ -4,17 +4,7 @@ import Foundation
 import XCTest
 
 /// Issue 4 end to end: `.devci.yml` through the dispatcher and runners, and `devci run --local`.
-final class PipelineTests: XCTestCase {
-    var h: Harness!
-
-    override func setUpWithError() throws {
-        h = try Harness(name)
-    }
-
-    override func tearDown() {
-        h?.tearDown()
-    }
-
+final class PipelineTests: HarnessTestCase {
     /// Commits a pipeline file and dispatches the commit the way a person would, with `devci dispatch`.
     func build(_ pipeline: String, runners: Int = 2) throws -> (build: Int64, jobs: [JobSummary]) {
         let origin = try h.makeOrigin()

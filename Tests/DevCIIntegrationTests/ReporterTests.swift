@@ -4,17 +4,7 @@ import Foundation
 import XCTest
 
 /// Issue 5: the reporter as a real process on loopback, reading a real SQLite file filled through the store.
-final class ReporterTests: XCTestCase {
-    var h: Harness!
-
-    override func setUpWithError() throws {
-        h = try Harness(name)
-    }
-
-    override func tearDown() {
-        h?.tearDown()
-    }
-
+final class ReporterTests: HarnessTestCase {
     @discardableResult
     func startReporter() throws -> Int {
         try startReporterProcess().port
@@ -122,6 +112,165 @@ final class ReporterTests: XCTestCase {
         XCTAssertEqual(reporter.terminationStatus, 0)
     }
 
+    func testADashboardOpenedAfterAChangeIsToldAtOnce() throws {
+        // A real page: rendered, then a build changes, then the page's script opens the stream with what it saw.
+        let store = try SQLiteStore(path: h.dbPath)
+        _ = try fill(store)
+        let (_, port) = try startReporterProcess()
+        let page = try HTTP.get(port, "/?branch=dev").body
+        let seen = try XCTUnwrap(page.range(of: "data-seen=\"").map { page[$0.upperBound...].prefix { $0 != "\"" } })
+        _ = try store.enqueue(repo: "/srv/git/shop.git", branch: "dev", commit: String(repeating: "c", count: 40), jobs: [NewJob(name: "test")], at: Date())
+        // Nothing changes after the stream opens, so only the page's stale fingerprint can bring this event.
+        let opened = try HTTP.Stream(port, "/events?branch=dev&seen=\(seen)")
+        try opened.wait(until: "event: changed", timeout: 10)
+        XCTAssertTrue(try HTTP.get(port, "/?branch=dev&fragment=rows").body.contains(String(repeating: "c", count: 10)))
+    }
+
+    // MARK: Issue 8
+
+    func testTheReporterWaitsForTheDatabaseAndServesItOnceItExists() throws {
+        let (reporter, port) = try startReporterProcess()
+        XCTAssertTrue(h.log(of: reporter).contains("no database at \(h.dbPath) yet: serving a waiting page until the dispatcher creates it"))
+        let waiting = try HTTP.get(port, "/")
+        XCTAssertEqual(waiting.status, 503)
+        XCTAssertTrue(waiting.body.contains("waiting for the dispatcher to create the database at \(h.dbPath)"), waiting.body)
+        XCTAssertTrue(waiting.body.contains("<meta http-equiv=\"refresh\""), "the waiting page reloads itself")
+        let api = try HTTP.get(port, "/api/builds")
+        XCTAssertEqual(api.status, 503)
+        XCTAssertEqual(api.headers["content-type"], "application/json")
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(api.body.utf8)) as? [String: Any])
+        XCTAssertTrue((json["error"] as? String)?.contains("waiting for the dispatcher") ?? false, api.body)
+        XCTAssertEqual(try HTTP.get(port, "/builds/1", accept: "application/json").headers["content-type"], "application/json")
+        let badge = try HTTP.get(port, "/badge/shop/main.svg")
+        XCTAssertEqual(badge.status, 503)
+        XCTAssertEqual(badge.headers["content-type"], "image/svg+xml", "a badge stays an image")
+
+        let store = try SQLiteStore(path: h.dbPath)
+        let (build, _) = try fill(store)
+        var home = waiting
+        try h.waitUntil("the reporter serves the new database", timeout: 10) {
+            home = try HTTP.get(port, "/")
+            return home.status == 200
+        }
+        XCTAssertTrue(home.body.contains("/builds/\(build)\"") && home.body.contains("Fix &lt;script&gt;"), home.body)
+        XCTAssertEqual(try HTTP.get(port, "/builds/\(build)").status, 200)
+        XCTAssertTrue(reporter.isRunning, "served without a restart")
+        XCTAssertEqual(h.log(of: reporter).components(separatedBy: "no database at").count - 1, 1, "said once")
+    }
+
+    func testADatabaseItCannotReadGetsAPageThatSaysWhy() throws {
+        try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: h.dbPath))
+        let (reporter, port) = try startReporterProcess()
+        // Requests over more than one retry interval: each retries the open, the log says it once.
+        let start = Date()
+        var reply = try HTTP.get(port, "/")
+        while Date().timeIntervalSince(start) < 0.6 { reply = try HTTP.get(port, "/runners") }
+        XCTAssertEqual(reply.status, 503)
+        XCTAssertTrue(reply.body.contains("cannot read the database at \(h.dbPath)"), reply.body)
+        XCTAssertEqual(h.log(of: reporter).components(separatedBy: "cannot read the database at").count - 1, 1, h.log(of: reporter))
+        XCTAssertTrue(reporter.isRunning)
+    }
+
+    func testRepositoryPagesAndBadgesDecodeTheirPath() throws {
+        let store = try SQLiteStore(path: h.dbPath)
+        let r = try store.enqueue(repo: "/srv/git/my repo.git", branch: "main", commit: String(repeating: "c", count: 40),
+                                  jobs: [NewJob(name: "test")], at: Date())
+        try store.record(JobTransition(job: r.jobs[0].id, state: .success, attempt: 1, runner: "r1", exitCode: 0))
+        let port = try startReporter()
+        let page = try HTTP.get(port, "/repos/my%20repo")
+        XCTAssertEqual(page.status, 200, page.body)
+        XCTAssertTrue(page.body.contains("<h1>my repo</h1>") && page.body.contains("src=\"/badge/my%20repo/main.svg\""), page.body)
+        XCTAssertEqual(try HTTP.get(port, "/api/repos/my%20repo").status, 200)
+        let badge = try HTTP.get(port, "/badge/my%20repo/main.svg")
+        XCTAssertEqual(badge.status, 200)
+        XCTAssertTrue(badge.body.contains("passing"), badge.body)
+        XCTAssertTrue(try HTTP.get(port, "/").body.contains("href=\"/repos/my%20repo\""), "the dashboard links to it encoded")
+        XCTAssertEqual(try HTTP.get(port, "/repos/my%20other").status, 404)
+    }
+
+    func testEveryResponseCarriesSecurityHeadersAndNoPageNeedsInlineCode() throws {
+        let store = try SQLiteStore(path: h.dbPath)
+        let (build, jobs) = try fill(store)
+        let port = try startReporter()
+        let policy = "default-src 'none'; script-src 'self'; style-src 'self'"
+        for path in ["/", "/api/builds", "/builds/\(build)", "/api/builds/\(build)", "/runners", "/repos/shop", "/badge/shop/main.svg",
+                     "/jobs/\(jobs[0])/log.txt", "/static/devci.js", "/static/devci.css", "/builds/999", "/nowhere", "/?page=0"] {
+            let reply = try HTTP.get(port, path)
+            XCTAssertEqual(reply.headers["x-content-type-options"], "nosniff", path)
+            XCTAssertTrue(reply.headers["content-security-policy"]?.hasPrefix(policy) ?? false, "\(path): \(reply.headers)")
+            if reply.headers["content-type"]?.hasPrefix("text/html") ?? false {
+                XCTAssertFalse(reply.body.contains("<script>") || reply.body.contains(" style="), "\(path): inline code")
+            }
+        }
+        let stream = try HTTP.Stream(port, "/builds/\(build)/events?after=0")
+        try stream.wait(until: "retry: 1000", timeout: 10)
+        XCTAssertTrue(stream.text.lowercased().contains("x-content-type-options: nosniff"), stream.text)
+        XCTAssertTrue(stream.text.lowercased().contains("content-security-policy: default-src 'none'"), stream.text)
+        let page = try HTTP.get(port, "/builds/\(build)").body
+        XCTAssertTrue(page.contains("data-build=\"\(build)\""), "what the script needs is in data- attributes")
+    }
+
+    func testTheDashboardCountsRetriesAndShowsTheRunnerThatChangedLast() throws {
+        let store = try SQLiteStore(path: h.dbPath)
+        let once = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "d", count: 40),
+                                     jobs: (1...4).map { NewJob(name: "j\($0)") }, at: Date())
+        for job in once.jobs { try store.record(JobTransition(job: job.id, state: .success, attempt: 1, runner: "r1", exitCode: 0)) }
+        let retried = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "e", count: 40),
+                                        jobs: [NewJob(name: "first"), NewJob(name: "second")], at: Date())
+        let (first, second) = (retried.jobs[0].id, retried.jobs[1].id)
+        try store.record(JobTransition(job: second, state: .running, attempt: 1, runner: "r2"))
+        try store.record(JobTransition(job: first, state: .queued, attempt: 1, runner: "r9", reason: "lease expired", reassignments: 1))
+        try store.record(JobTransition(job: first, state: .queued, attempt: 2, reason: "retry 1 of 1", retriesUsed: 1))
+        try store.record(JobTransition(job: first, state: .running, attempt: 3, runner: "r3"))
+        let port = try startReporter()
+        let api = try HTTP.get(port, "/api/builds")
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(api.body.utf8)) as? [String: Any])
+        let builds = try XCTUnwrap(json["builds"] as? [[String: Any]])
+        let byID = Dictionary(uniqueKeysWithValues: builds.map { (HTTP.number($0["id"]) ?? 0, $0) })
+        XCTAssertEqual(HTTP.number(byID[once.build]?["attempts"]), 1, "four jobs that ran once: one attempt, not four")
+        XCTAssertEqual(HTTP.number(byID[retried.build]?["attempts"]), 3, "the first try, one reassignment and one retry")
+        XCTAssertEqual(byID[retried.build]?["runner"] as? String, "r3", "the job that changed last, not the highest job id")
+        XCTAssertTrue(try HTTP.get(port, "/").body.contains(">Attempts</th>"))
+    }
+
+    func testTheBuildStreamSendsAttemptsRunnersAndTimesOfJobs() throws {
+        let store = try SQLiteStore(path: h.dbPath)
+        let r = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "f", count: 40),
+                                  jobs: [NewJob(name: "test")], at: Date())
+        let job = r.jobs[0].id
+        let port = try startReporter()
+        let stream = try HTTP.Stream(port, "/builds/\(r.build)/events?after=0")
+        func jobEvent(_ condition: @escaping ([String: Any]) -> Bool) throws -> [String: Any] {
+            try stream.wait(timeout: 10) { text in HTTP.events("job", in: text).contains { HTTP.number($0["id"]) == job && condition($0) } }
+            return HTTP.events("job", in: stream.text).last { HTTP.number($0["id"]) == job && condition($0) }!
+        }
+        let t0 = Date(timeIntervalSince1970: 1_700_000_000)
+        let queued = try jobEvent { _ in true }
+        XCTAssertTrue(queued["started"] is NSNull && queued["finished"] is NSNull && queued["runner"] is NSNull, "\(queued)")
+
+        try store.record(JobTransition(job: job, state: .running, attempt: 1, runner: "r1", at: t0))
+        let running = try jobEvent { $0["status"] as? String == "running" }
+        XCTAssertEqual(HTTP.number(running["attempt"]), 1)
+        XCTAssertEqual(running["runner"] as? String, "r1")
+        XCTAssertEqual(HTTP.number(running["started"]), 1_700_000_000_000)
+
+        try store.record(JobTransition(job: job, state: .queued, attempt: 1, runner: "r1", reason: "lease on attempt 1 expired",
+                                       reassignments: 1, at: t0.addingTimeInterval(5)))
+        try store.record(JobTransition(job: job, state: .running, attempt: 2, runner: "r2", at: t0.addingTimeInterval(6)))
+        let second = try jobEvent { HTTP.number($0["attempt"]) == 2 && $0["status"] as? String == "running" }
+        XCTAssertEqual(second["runner"] as? String, "r2")
+        XCTAssertEqual(second["reason"] as? String, "lease on attempt 1 expired")
+
+        try store.record(JobTransition(job: job, state: .success, attempt: 2, runner: "r2", exitCode: 0, at: t0.addingTimeInterval(30)))
+        let done = try jobEvent { $0["status"] as? String == "success" }
+        XCTAssertEqual(HTTP.number(done["finished"]), 1_700_000_030_000)
+        try stream.wait(until: "event: end", timeout: 10)
+        let build = try XCTUnwrap(HTTP.events("build", in: stream.text).last)
+        XCTAssertEqual(build["status"] as? String, "success")
+        XCTAssertEqual(HTTP.number(build["started"]), 1_700_000_000_000)
+        XCTAssertEqual(HTTP.number(build["finished"]), 1_700_000_030_000)
+    }
+
     func testARunningBuildsLogLinesArriveOverServerSentEvents() throws {
         let origin = try h.makeOrigin()
         let sha = try h.commit("for i in 1 2 3 4 5 6; do echo \"tick $i\"; sleep 0.5; done", to: origin)
@@ -196,6 +345,21 @@ enum HTTP {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// A JSON number as a whole number, however JSONSerialization typed it.
+    static func number(_ value: Any?) -> Int64? {
+        (value as? Int).map(Int64.init) ?? (value as? Int64) ?? (value as? NSNumber)?.int64Value
+    }
+
+    /// The data of every Server-Sent Event of this name in a stream's text, oldest first.
+    static func events(_ name: String, in text: String) -> [[String: Any]] {
+        // A chunk's "\r\n" is one Character in Swift and would hide its "\n": made plain first.
+        text.replacingOccurrences(of: "\r\n", with: "\n").components(separatedBy: "\n\n").compactMap { block in
+            let lines = block.split(separator: "\n")
+            guard lines.contains("event: \(name)"), let data = lines.first(where: { $0.hasPrefix("data: ") })?.dropFirst(6) else { return nil }
+            return try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+        }
+    }
+
     /// An open response read as it arrives.
     final class Stream {
         let fd: Int32
@@ -211,10 +375,15 @@ enum HTTP {
         deinit { close(fd) }
 
         func wait(until needle: String, timeout: TimeInterval) throws {
+            try wait(timeout: timeout, what: "'\(needle)'") { $0.contains(needle) }
+        }
+
+        /// Reads until what arrived so far satisfies `condition`, or the deadline passes.
+        func wait(timeout: TimeInterval, what: String = "the expected events", _ condition: (String) -> Bool) throws {
             let deadline = Date(timeIntervalSinceNow: timeout)
             var buf = [UInt8](repeating: 0, count: 65_536)
-            while !text.contains(needle) {
-                guard Date() < deadline else { throw Failure("no '\(needle)' within \(timeout) s; got:\n\(text.suffix(2000))") }
+            while !condition(text) {
+                guard Date() < deadline else { throw Failure("no \(what) within \(timeout) s; got:\n\(text.suffix(2000))") }
                 let n = recv(fd, &buf, buf.count, 0)
                 if n > 0 { text += String(decoding: buf[0..<n], as: UTF8.self) } else if n == 0 { throw Failure("stream closed; got:\n\(text)") }
             }
