@@ -180,29 +180,31 @@ static int kill_round(void) {
 // a killed process's own children are re-parented to us (the subreaper) and fall in the next round, so
 // whole trees go. Ends when no child is left, when nothing left can be signalled (say, a process that
 // changed its user), or after SWEEP_MILLIS / SWEEP_MAX_ROUNDS, so a job that forks without end cannot
-// hold the leader for ever.
-static void sweep(pid_t command, int *status, int *command_done) {
+// hold the leader for ever. Returns -1 when /proc cannot be read (nothing was swept), else 0.
+static int sweep(pid_t command, int *status, int *command_done) {
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     int64_t deadline = now_millis() + SWEEP_MILLIS;
     for (int round = 0; round < SWEEP_MAX_ROUNDS; round++) {
-        if (reap_ready(command, status, command_done)) return;
+        if (reap_ready(command, status, command_done)) return 0;
         int64_t left = deadline - now_millis();
-        if (left <= 0) return;
+        if (left <= 0) return 0;
         int signalled = kill_round();
+        if (signalled < 0 && round == 0) return -1;
         if (signalled <= 0) {
             // Nothing we may signal is left: grant what remains a last moment to be reaped, then go.
             struct timespec t = {0, 20 * 1000000};
             sigtimedwait(&chld, NULL, &t);
             reap_ready(command, status, command_done);
-            return;
+            return 0;
         }
         // Wait for a death (or a short while) before scanning again for the orphans it left us.
         if (left > 10) left = 10;
         struct timespec t = {0, (long)left * 1000000};
         sigtimedwait(&chld, NULL, &t);
     }
+    return 0;
 }
 
 // Exit with the command's status, or die of the same signal, so the runner sees "killed by signal N".
@@ -241,7 +243,15 @@ static void leader(pid_t parent, pid_t command) {
         }
         if (s == LEADER_STOP_SIGNAL && si.si_code == SI_USER && si.si_pid == parent) break;
     }
-    sweep(command, &status, &command_done);
+    if (sweep(command, &status, &command_done) < 0) {
+        // No /proc to find what left the group: fall back to the group itself. After the runner died, the whole
+        // group goes, this leader with it; otherwise the command goes now and the runner kills the group once
+        // this leader has exited.
+        if (parent_died) kill(0, SIGKILL);
+        if (!command_done) kill(command, SIGKILL);
+        int st;
+        while (!command_done && waitpid(command, &st, 0) == command) { status = st; command_done = 1; }
+    }
     if (parent_died) _exit(137);
     if (!command_done) {
         // The command outlived the sweep (stuck in the kernel): it was sent SIGKILL, so say so.
@@ -332,3 +342,5 @@ int devci_spawn(const char *path, char *const argv[], char *const envp[], const 
 int devci_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int devci_leader_stop_signal(void) { return LEADER_STOP_SIGNAL; }
+
+int devci_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : errno; }

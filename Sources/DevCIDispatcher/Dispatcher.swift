@@ -26,6 +26,9 @@ public struct DispatcherConfig: Sendable {
     /// How long a `dispatch` waits for a locked database before it is answered `store` (the build is still
     /// recorded once the database frees; dispatching again is idempotent).
     public var dispatchReplyTimeout: Duration
+    /// How long a connection that is not a registered runner (a client: the observer, `devci dispatch`) may
+    /// stay silent before it is closed, so idle sockets cannot pile up after they authenticated.
+    public var idleTimeout: Duration = .seconds(60)
 
     public init(host: String = "127.0.0.1", port: Int = 8888, token: String? = nil,
                 scheduler: SchedulerConfig = SchedulerConfig(), tickInterval: Duration = .milliseconds(100),
@@ -206,6 +209,9 @@ public final class Dispatcher: @unchecked Sendable {
         pendingConnections -= 1
     }
 
+    /// Whether this connection is a registered runner (runners are watched by their leases, not by idleness).
+    func isRunner(_ id: ConnectionID) -> Bool { scheduler.runnerName(id) != nil }
+
     func disconnected(_ id: ConnectionID) {
         channels[id] = nil
         sendTail[id] = nil
@@ -234,8 +240,8 @@ public final class Dispatcher: @unchecked Sendable {
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
             dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark, replyTo: id)
         case .lastDispatched(let repo, let branch):
-            writer.submit("read the last dispatched commit", verify: false) { try $0.lastDispatched(repo: repo, branch: branch) }
-                .whenSuccess { self.send(id, .last(repo: repo, branch: branch, commit: $0 ?? "")) }
+            answer(id, writer.submit("read the last dispatched commit", verify: false) { try $0.lastDispatched(repo: repo, branch: branch) },
+                   busy: "the database is busy; ask again") { .last(repo: repo, branch: branch, commit: $0 ?? "") }
         case .heartbeat, .claim, .started, .log, .result:
             guard scheduler.runnerName(id) != nil else {
                 send(id, .error(code: "not_registered", message: "register before sending runner messages"))
@@ -246,22 +252,31 @@ public final class Dispatcher: @unchecked Sendable {
         return true
     }
 
-    /// Records a build of the commit and answers `queued` once it is written. A database that stays locked gets
-    /// the peer a `store` error after `dispatchReplyTimeout` (the write still happens; dispatching again finds it).
+    /// Records a build of the commit and answers `queued` once it is written (the write still happens when the
+    /// answer was `store` for a busy database; dispatching again finds it).
     private func dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText, title: String, author: String,
-                          mark: Bool, replyTo id: ConnectionID) {
+                          mark: MarkUpdate, replyTo id: ConnectionID) {
+        answer(id, enqueue(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark),
+               busy: "the database is busy; the build is recorded when it frees: dispatch again to see it") {
+            .queued(build: $0.build, jobs: $0.jobs.map(\.id), created: $0.created)
+        }
+    }
+
+    /// Answers a request with what a store call returned, or with a `store` error when the database stays
+    /// locked longer than `dispatchReplyTimeout` (so a peer never waits past its own read timeout) or failed.
+    private func answer<T>(_ id: ConnectionID, _ result: EventLoopFuture<T>, busy: String, _ reply: @escaping (T) -> ServerMessage) {
         var answered = false
         let timeout = loop.scheduleTask(in: .init(config.dispatchReplyTimeout)) {
             answered = true
-            self.send(id, .error(code: "store", message: "the database is busy; the build is recorded when it frees: dispatch again to see it"))
+            self.send(id, .error(code: "store", message: busy))
             self.flushWrites()
         }
-        enqueue(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark).whenComplete { result in
+        result.whenComplete { result in
             timeout.cancel()
             guard !answered else { return }
             switch result {
-            case .success(let r): self.send(id, .queued(build: r.build, jobs: r.jobs.map(\.id), created: r.created))
-            case .failure: self.send(id, .error(code: "store", message: "could not record the build"))
+            case .success(let value): self.send(id, reply(value))
+            case .failure: self.send(id, .error(code: "store", message: "the database could not be used"))
             }
             self.flushWrites()
         }
@@ -269,7 +284,7 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Records a build of the commit from its pipeline (or the default single job) and starts what may start.
     private func enqueue(repo: String, commit: String, branch: String, pipeline text: PipelineText, title: String, author: String,
-                         mark: Bool) -> EventLoopFuture<EnqueueResult> {
+                         mark: MarkUpdate) -> EventLoopFuture<EnqueueResult> {
         let at = Date()
         func invalid(_ reason: String, _ details: [String]) -> EventLoopFuture<EnqueueResult> {
             logger.warning("build of \(repo) \(commit.prefix(12)) fails: \(reason)")
@@ -483,6 +498,8 @@ final class DispatcherConnection: ChannelInboundHandler {
     /// Counted among the connections waiting to authenticate (or, without a token, to say anything valid).
     private var pending = false
     private var identifyTimer: Scheduled<Void>?
+    /// Armed while the connection is identified but not a registered runner; every line re-arms it.
+    private var idleTimer: Scheduled<Void>?
 
     init(id: ConnectionID, dispatcher: Dispatcher) {
         self.id = id
@@ -510,6 +527,7 @@ final class DispatcherConnection: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         identify()
+        idleTimer?.cancel()
         dispatcher.disconnected(id)
         context.fireChannelInactive()
     }
@@ -558,6 +576,7 @@ final class DispatcherConnection: ChannelInboundHandler {
             identify()
             lines = 0
             dispatcher.send(id, .ok(what: "auth"))
+            watchIdleness(context)
             return
         }
         identify()
@@ -565,6 +584,23 @@ final class DispatcherConnection: ChannelInboundHandler {
             countError(context: context)
         } else if lines == 1, case .status = message {
             // A one-shot query by hand (`echo status | nc localhost 8888`): answer and hang up.
+            context.flush()
+            hangUp(context)
+            return
+        }
+        watchIdleness(context)
+    }
+
+    /// A client that stays silent for `idleTimeout` is closed; a registered runner is not watched here.
+    private func watchIdleness(_ context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        guard !closing, !dispatcher.isRunner(id) else { return }
+        let timeout = dispatcher.config.idleTimeout
+        idleTimer = context.eventLoop.scheduleTask(in: .init(timeout)) { [self] in
+            guard !closing, !dispatcher.isRunner(id) else { return }
+            dispatcher.logger.debug("closing connection \(id): no request for \(timeout) and not a runner")
+            dispatcher.send(id, .error(code: "timeout", message: "idle for \(timeout)"))
             context.flush()
             hangUp(context)
         }

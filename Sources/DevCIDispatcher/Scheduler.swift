@@ -193,6 +193,11 @@ public struct Scheduler {
     }
 
     private mutating func register(_ conn: ConnectionID, name: String, slots: Int, now: Instant, into actions: inout [Action]) {
+        // Refusals first: a refused `register` changes nothing.
+        if let previous = connections[conn], previous != name {
+            actions.append(.send(conn, .error(code: "already_registered", message: "this connection is runner \(previous)")))
+            return
+        }
         if let existing = runners[name], let other = existing.connection, other != conn {
             guard existing.lost else {
                 actions.append(.send(conn, .error(code: "name_in_use", message: "a runner named \(name) is connected")))
@@ -201,10 +206,6 @@ public struct Scheduler {
             // The old connection went silent (half-open after a network cut): the newcomer takes the name.
             connections[other] = nil
             actions.append(.close(other))
-        }
-        if let previous = connections[conn], previous != name {
-            actions.append(.send(conn, .error(code: "already_registered", message: "this connection is runner \(previous)")))
-            return
         }
         var runner = runners[name] ?? Runner(name: name, slots: slots, lastHeartbeat: now)
         runner.connection = conn

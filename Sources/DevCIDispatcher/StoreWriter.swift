@@ -31,6 +31,7 @@ final class StoreWriter: @unchecked Sendable {
     private let lock = NSLock()
     private var waiting: [Call] = []
     private var scheduled = false
+    private var draining = false
     private var failed: String?
 
     init(store: BuildStore, loop: EventLoop, logger: Logger, onFatal: @escaping @Sendable (String) -> Void) {
@@ -57,10 +58,18 @@ final class StoreWriter: @unchecked Sendable {
         return promise.futureResult
     }
 
-    /// Waits until everything submitted so far is done (never call it on the loop).
+    /// Waits until everything submitted so far is written (never call it on the loop). From now on a locked
+    /// database is waited for `shutdownPatience` at most, so a stop request is never held up for ever.
     func drain() {
-        queue.sync {}
+        lock.withLock { draining = true }
+        while true {
+            queue.sync {}
+            if lock.withLock({ waiting.isEmpty && !scheduled }) { return }
+        }
     }
+
+    /// How long a write waits for a locked database once the dispatcher is stopping.
+    static let shutdownPatience = 10.0
 
     /// Writes what waits, in one transaction; on the writer's queue.
     private func writeWaiting() {
@@ -93,17 +102,20 @@ final class StoreWriter: @unchecked Sendable {
     private func retryingWhileBusy<T>(_ what: String, _ body: () throws -> T) throws -> T {
         var delay = 0.05
         var said = false
+        var waited = 0.0
         while true {
             do {
                 let value = try body()
                 if said { logger.notice("the database is free again; \(what) done") }
                 return value
             } catch let error as StoreError where error.isBusy {
+                if lock.withLock({ draining }) && waited >= Self.shutdownPatience { throw error }
                 if !said {
                     logger.warning("\(error); waiting for it before I \(what) (heartbeats and leases go on)")
                     said = true
                 }
                 Thread.sleep(forTimeInterval: delay)
+                waited += delay
                 delay = min(delay * 2, 1)
             }
         }

@@ -186,11 +186,21 @@ public final class Observer: @unchecked Sendable {
     /// One request on the kept connection, reconnecting when needed. Nil when the dispatcher is unreachable.
     private func request(_ message: ClientMessage) -> ServerMessage? {
         for _ in 0..<2 {
+            // A kept connection may have been closed by the dispatcher meanwhile (idle clients are): its failure
+            // is no outage, and the request is simply sent again on a new one.
+            var reused = false
             do {
                 if client == nil || client?.isOpen == false {
                     client = try WireClient(address: config.dispatcher, token: config.token, timeout: 5)
+                } else {
+                    reused = true
                 }
                 let reply = try client!.request(message)
+                if reused, case .error("timeout", _) = reply {
+                    client?.close()
+                    client = nil
+                    continue
+                }
                 if dispatcherDown {
                     // Nothing to re-ask: a dispatch counts only once it is acknowledged, after the database has it.
                     dispatcherDown = false
@@ -200,6 +210,7 @@ public final class Observer: @unchecked Sendable {
             } catch {
                 client?.close()
                 client = nil
+                if reused { continue }
                 if !dispatcherDown {
                     dispatcherDown = true
                     logger.warning("cannot reach the dispatcher at \(config.dispatcher): \(ConnectionTrouble.describe(error)); polling on and dispatching when it is back")

@@ -1,3 +1,4 @@
+import CDevCISpawn
 import Foundation
 
 #if canImport(Glibc)
@@ -9,6 +10,16 @@ import Glibc
 /// memory the process was started with, which `unsetenv` alone leaves in place. So the secret's bytes are
 /// overwritten where the kernel shows them, once it has been read.
 public enum Secrets {
+    /// Takes the token (or any secret) out of reach of the jobs this process starts: scrubs the variable and
+    /// the option, and makes this process non-dumpable, so that a job of the same user cannot read this
+    /// process's memory (`/proc/<pid>/mem`, ptrace) where the secret still lives. The job leader, a fork,
+    /// inherits that; the job itself, after its `execve`, is an ordinary process again.
+    public static func guardSecret(variable: String, option: String) {
+        scrub(variable)
+        scrubArgument(option)
+        _ = devci_make_undumpable()
+    }
+
     /// Removes `name` from the environment and zeroes its original bytes.
     public static func scrub(_ name: String) {
         let prefix = name + "="

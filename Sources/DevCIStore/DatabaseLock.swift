@@ -11,11 +11,12 @@ public final class DatabaseLock: @unchecked Sendable {
     private let fd: Int32
     public let path: String
 
-    /// Takes the lock, or throws naming the dispatcher that holds it.
+    /// Takes the lock, or throws naming the dispatcher that holds it. The lock file sits beside the database's
+    /// real path, so a second dispatcher reaching the same file through a symbolic link is refused too.
     public init(databasePath: String) throws {
-        path = databasePath + ".lock"
         let dir = URL(fileURLWithPath: databasePath).deletingLastPathComponent().path
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        path = Self.realPath(databasePath) + ".lock"
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw StoreError("cannot create the lock file \(path) beside the database: \(String(cString: strerror(errno)))")
@@ -36,4 +37,16 @@ public final class DatabaseLock: @unchecked Sendable {
     }
 
     deinit { close(fd) }
+
+    /// The path with every symbolic link resolved: the file's own when it exists, else its folder's.
+    static func realPath(_ path: String) -> String {
+        if let resolved = realpath(path, nil) {
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        let url = URL(fileURLWithPath: path)
+        guard let dir = realpath(url.deletingLastPathComponent().path, nil) else { return path }
+        defer { free(dir) }
+        return URL(fileURLWithPath: String(cString: dir)).appendingPathComponent(url.lastPathComponent).path
+    }
 }

@@ -6,10 +6,10 @@ import GRDB
 /// PostgreSQL backend can stand in for SQLite on installations that outgrow one host.
 public protocol BuildStore: AnyObject, Sendable {
     /// Records a build of `commit` with these jobs, all `pending`, or returns the existing build of that repository and commit.
-    /// `mark` moves the branch's last-dispatched mark to the commit; without it the mark is only set where there is none.
-    func enqueue(repo: String, branch: String, commit: String, jobs: [NewJob], mark: Bool, at: Date) throws -> EnqueueResult
+    /// `mark` says whether the commit becomes the branch's last-dispatched mark (see `MarkUpdate`).
+    func enqueue(repo: String, branch: String, commit: String, jobs: [NewJob], mark: MarkUpdate, at: Date) throws -> EnqueueResult
     /// Records a build whose pipeline file is invalid: one job, `pipeline`, failed at once with `details` as its log.
-    func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: Bool, at: Date) throws -> EnqueueResult
+    func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: MarkUpdate, at: Date) throws -> EnqueueResult
     /// Every job of a build, in creation order.
     func jobs(build: Int64) throws -> [JobSummary]
     /// Writes a job's new state and an event row, and rolls the build's status up. A job already in a final
@@ -218,7 +218,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
         return m
     }
 
-    public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], mark: Bool = true, at: Date) throws -> EnqueueResult {
+    public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], mark: MarkUpdate = .always, at: Date) throws -> EnqueueResult {
         try write { db in
             try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, move: mark, at: at)
             if let existing = try existingBuild(db, repo: repo, commit: commit) { return existing }
@@ -232,7 +232,7 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
         }
     }
 
-    public func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: Bool = true,
+    public func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: MarkUpdate = .always,
                                at: Date) throws -> EnqueueResult {
         try write { db in
             try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, move: mark, at: at)
@@ -261,11 +261,20 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
         return EnqueueResult(build: id, jobs: jobs, created: false)
     }
 
-    private static func noteBranchHead(_ db: Database, repo: String, branch: String, commit: String, move: Bool, at: Date) throws {
+    private static func noteBranchHead(_ db: Database, repo: String, branch: String, commit: String, move: MarkUpdate, at: Date) throws {
+        let onConflict: String
+        var args: [DatabaseValueConvertible] = [repo, branch, commit, at.timeIntervalSince1970]
+        switch move {
+        case .always: onConflict = "UPDATE SET commit_id = excluded.commit_id, at = excluded.at"
+        case .never: onConflict = "NOTHING"
+        case .ifStill(let expected):
+            onConflict = "UPDATE SET commit_id = excluded.commit_id, at = excluded.at WHERE branch_heads.commit_id = ?"
+            args.append(expected)
+        }
         try db.execute(sql: """
             INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
-            ON CONFLICT(repo, branch) DO \(move ? "UPDATE SET commit_id = excluded.commit_id, at = excluded.at" : "NOTHING")
-            """, arguments: [repo, branch, commit, at.timeIntervalSince1970])
+            ON CONFLICT(repo, branch) DO \(onConflict)
+            """, arguments: StatementArguments(args))
     }
 
     private static func insertBuild(_ db: Database, repo: String, branch: String, commit: String, at: Date) throws -> Int64 {

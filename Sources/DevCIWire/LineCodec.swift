@@ -32,7 +32,11 @@ public enum LineCodec {
                         ("exit", String(exitCode)), ("reason", reason))
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
             var base = line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
-            if !mark { base += " mark=0" }
+            switch mark {
+            case .always: break
+            case .never: base += " mark=0"
+            case .ifStill(let expected): base += " mark=" + expected
+            }
             if !title.isEmpty { base += " title=" + percentEncode(String(title.prefix(200))) }
             if !author.isEmpty { base += " author=" + percentEncode(String(author.prefix(200))) }
             switch pipeline {
@@ -113,9 +117,15 @@ public enum LineCodec {
                 pipeline = .none
             }
             let title = String(try f.string("title", default: "").prefix(200)), author = String(try f.string("author", default: "").prefix(200))
-            let mark = try f.string("mark", default: "1")
-            guard mark == "0" || mark == "1" else { throw WireError("bad_field", "mark must be 0 or 1") }
-            message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark == "1")
+            let markText = try f.string("mark", default: "1")
+            let mark: MarkUpdate
+            switch markText {
+            case "1": mark = .always
+            case "0": mark = .never
+            case let expected where Validate.isCommitID(expected): mark = .ifStill(expected)
+            default: throw WireError("bad_field", "mark must be 0, 1 or a full commit id")
+            }
+            message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark)
         case "status": message = .status
         case "last":
             let repo = try f.string("repo"), branch = try f.string("branch")

@@ -16,10 +16,9 @@ public enum ClientMessage: Equatable, Sendable {
     case result(job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
     /// Enqueue a build of one commit, with its `.devci.yml` as the dispatcher should see it.
     /// `title` and `author` (the commit's first line and author) are for people; empty when unknown.
-    /// `mark` false: do not move the branch's last-dispatched mark to this commit (a manual dispatch of a
-    /// commit that is not newer than the mark), so the observer never goes backwards.
+    /// `mark`: whether the build also becomes the branch's last-dispatched commit, which the observer builds from.
     case dispatch(repo: String, commit: String, branch: String, pipeline: PipelineText, title: String = "", author: String = "",
-                  mark: Bool = true)
+                  mark: MarkUpdate = .always)
     /// Ask for the one-line summary of the dispatcher's state.
     case status
     /// Ask for the last commit dispatched for a repository and branch (empty when none).
@@ -86,3 +85,16 @@ public struct JobAssignment: Equatable, Sendable {
         self.script = script
     }
 }
+
+/// What a dispatch does to its branch's last-dispatched mark (the commit the observer builds onwards from).
+/// On the wire: `mark=1` (the default, omitted), `mark=0`, or `mark=<commit id>`.
+public enum MarkUpdate: Equatable, Sendable {
+    /// The commit becomes the mark (the observer: it dispatches each branch's commits oldest first).
+    case always
+    /// The mark stays; the commit becomes the mark only where the branch has none yet.
+    case never
+    /// The commit becomes the mark only while the mark is still this commit (its ancestor, checked by the
+    /// sender): a compare-and-set, so a newer mark set meanwhile by the observer is never moved backwards.
+    case ifStill(String)
+}
+

@@ -52,37 +52,45 @@ struct DispatchCommand: ParsableCommand {
         }
         let client = try server.connect()
         defer { client.close() }
-        let mark = try movesMark(client, local: local, repository: repository)
+        let mark = try markUpdate(client, local: local, repository: repository)
         let message = ClientMessage.dispatch(repo: repository, commit: commit, branch: branch, pipeline: pipeline,
                                              title: info.title, author: info.author, mark: mark)
-        // A busy database is waited out: the dispatcher records the build when it frees, and asking again is idempotent.
-        var delay = 0.5
-        for attempt in 1...5 {
-            switch try client.request(message) {
-            case .queued(let build, let jobs, let created):
-                print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
-                return
-            case .error("store", let message) where attempt < 5:
-                FileHandle.standardError.write(Data("note: the dispatcher could not record the build yet (\(message)); asking again in \(delay) s\n".utf8))
-                Thread.sleep(forTimeInterval: delay)
-                delay *= 2
-            case .error(let code, let message):
-                throw Failure("dispatcher refused: \(code): \(message)")
-            case let other:
-                throw Failure("unexpected reply: \(LineCodec.encode(other))")
-            }
+        switch try Self.request(client, message, "record the build") {
+        case .queued(let build, let jobs, let created):
+            print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
+        case .error(let code, let message):
+            throw Failure("dispatcher refused: \(code): \(message)")
+        case let other:
+            throw Failure("unexpected reply: \(LineCodec.encode(other))")
         }
     }
 
-    /// Whether this dispatch may move the branch's last-dispatched mark (which the observer builds from): only
-    /// forward, to a descendant of the mark, and only where that can be checked (a local repository).
-    func movesMark(_ client: WireClient, local: GitRepository?, repository: String) throws -> Bool {
-        guard let local else { return false }
-        switch try client.request(.lastDispatched(repo: repository, branch: branch)) {
-        case .last(_, _, let mark): return mark.isEmpty || local.isDescendant(commit, of: mark)
+    /// What this dispatch does to the branch's last-dispatched mark (which the observer builds from): it moves
+    /// only forward, to a descendant of the mark, and only if the mark is still the one checked; where that
+    /// cannot be checked (a URL), never.
+    func markUpdate(_ client: WireClient, local: GitRepository?, repository: String) throws -> MarkUpdate {
+        guard let local else { return .never }
+        switch try Self.request(client, .lastDispatched(repo: repository, branch: branch), "read the last dispatched commit") {
+        case .last(_, _, let mark):
+            if mark.isEmpty { return .never }  // sets it where there is none, and leaves one set meanwhile
+            return local.isDescendant(commit, of: mark) ? .ifStill(mark) : .never
         case .error(let code, let message): throw Failure("dispatcher refused: \(code): \(message)")
         case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
         }
+    }
+
+    /// One request; a `store` answer (the database is busy for now) is asked again with backoff, up to five
+    /// times. Asking again is safe: `dispatch` is idempotent and `last` only reads.
+    static func request(_ client: WireClient, _ message: ClientMessage, _ what: String) throws -> ServerMessage {
+        var delay = 0.5
+        for attempt in 1...5 {
+            let reply = try client.request(message)
+            guard case .error("store", let why) = reply, attempt < 5 else { return reply }
+            FileHandle.standardError.write(Data("note: the dispatcher could not \(what) yet (\(why)); asking again in \(delay) s\n".utf8))
+            Thread.sleep(forTimeInterval: delay)
+            delay *= 2
+        }
+        preconditionFailure("not reached")
     }
 }
 

@@ -70,8 +70,7 @@ struct DispatcherAddress: ParsableArguments {
     /// runner manager's runner) starts cannot read it from /proc.
     func takeToken() -> String? {
         let t = resolvedToken
-        Secrets.scrub("DEVCI_TOKEN")
-        Secrets.scrubArgument("--token")
+        Secrets.guardSecret(variable: "DEVCI_TOKEN", option: "--token")
         return t
     }
 

@@ -21,6 +21,7 @@ struct DispatcherCommand: ParsableCommand {
     @Option(help: "How many times a job may lose its runner before it ends as error.") var maxReassignments = 3
     @Option(help: "Listen backlog: how many connections may wait to be accepted (capped by net.core.somaxconn).") var listenBacklog = 8192
     @Option(help: "How long a new connection may take to authenticate (or, without a token, to send a request).") var authTimeout = "5s"
+    @Option(help: "How long a connection that is not a registered runner may stay silent before it is closed.") var idleTimeout = "60s"
     @Option(help: "How many connections may be waiting to authenticate at once; more are refused (default: half the open-file limit, which the dispatcher raises to its hard limit at start).")
     var maxPendingConnections: Int?
     @OptionGroup var logging: LoggingOptions
@@ -28,6 +29,7 @@ struct DispatcherCommand: ParsableCommand {
     func validate() throws {
         _ = try timeFlag(heartbeat, "--heartbeat")
         _ = try timeFlag(authTimeout, "--auth-timeout")
+        _ = try timeFlag(idleTimeout, "--idle-timeout")
         guard try timeFlag(lease, "--lease") > timeFlag(heartbeat, "--heartbeat") else { throw ValidationError("--lease must be longer than --heartbeat") }
         guard maxReassignments >= 0 else { throw ValidationError("--max-reassignments must be 0 or more") }
         guard (1...1_000_000).contains(listenBacklog) else { throw ValidationError("--listen-backlog must be from 1 to 1000000") }
@@ -39,8 +41,7 @@ struct DispatcherCommand: ParsableCommand {
         let logger = try logging.bootstrap("devci.dispatcher")
         let heartbeat = try timeFlag(self.heartbeat, "--heartbeat"), lease = try timeFlag(self.lease, "--lease")
         let token = (token ?? ProcessInfo.processInfo.environment["DEVCI_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
-        Secrets.scrub("DEVCI_TOKEN")
-        Secrets.scrubArgument("--token")
+        Secrets.guardSecret(variable: "DEVCI_TOKEN", option: "--token")
         let path = try databasePath(db)
         let files = raiseFileLimit()
         // One dispatcher per database: a second one would write beside the first.
@@ -65,12 +66,14 @@ struct DispatcherCommand: ParsableCommand {
         let pendingCap = maxPendingConnections ?? max(16, Int(files / 2))
         let termination = Termination()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var config = DispatcherConfig(host: host, port: port, token: token,
+                                      scheduler: SchedulerConfig(heartbeatInterval: heartbeat, leaseDuration: lease,
+                                                                 maxReassignments: maxReassignments),
+                                      listenBacklog: listenBacklog, identifyTimeout: try timeFlag(authTimeout, "--auth-timeout"),
+                                      maxPendingConnections: pendingCap)
+        config.idleTimeout = try timeFlag(idleTimeout, "--idle-timeout")
         let dispatcher = Dispatcher(
-            config: DispatcherConfig(host: host, port: port, token: token,
-                                     scheduler: SchedulerConfig(heartbeatInterval: heartbeat, leaseDuration: lease,
-                                                                maxReassignments: maxReassignments),
-                                     listenBacklog: listenBacklog, identifyTimeout: try timeFlag(authTimeout, "--auth-timeout"),
-                                     maxPendingConnections: pendingCap),
+            config: config,
             store: store, loop: group.next(), logger: logger, onFatal: { termination.fail($0) })
         let address: String
         do {

@@ -22,9 +22,10 @@ struct RunnerManagerCommand: ParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
-        if let namePrefix, !Validate.isRunnerName(namePrefix + "-000") {
-            throw ValidationError("--name-prefix must be letters, digits, '.', '_', '-'")
+        guard Validate.isRunnerName((namePrefix ?? RunnerCommand.hostName()) + "-000") else {
+            throw ValidationError("--name-prefix must be letters, digits, '.', '_', '-'" + (namePrefix == nil ? " (this host's name is not: pass --name-prefix)" : ""))
         }
+        _ = try server.address
     }
 
     func run() throws {
@@ -33,7 +34,6 @@ struct RunnerManagerCommand: ParsableCommand {
         let clone = URL(fileURLWithPath: clonePath).standardizedFileURL.path
         do { _ = try GitRepository(path: clone) } catch { throw Failure("\(clone) is not a git clone: \(error)") }
         let prefix = namePrefix ?? RunnerCommand.hostName()
-        guard Validate.isRunnerName(prefix + "-000") else { throw ValidationError("--name-prefix must be letters, digits, '.', '_', '-'") }
         let work = workDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
             ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.devci/runners"
         let address = try server.address

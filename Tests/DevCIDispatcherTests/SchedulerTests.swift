@@ -221,6 +221,18 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(assignments(on(.heartbeat(1))).map { [Int64($0.conn), $0.job, Int64($0.attempt)] }, [[1, 1, 2]])
     }
 
+    func testARefusedRegisterTakesNoNameOver() {
+        join(1, "r1")
+        join(2, "r2")
+        advance(.milliseconds(3100))
+        on(.heartbeat(2))
+        on(.tick)  // r1 is lost
+        let r = on(.registered(2, name: "r1", slots: 1))
+        XCTAssertTrue(r.contains(.send(2, .error(code: "already_registered", message: "this connection is runner r2"))), "\(r)")
+        XCTAssertFalse(r.contains(.close(1)), "r1's connection stays r1's")
+        XCTAssertEqual(s.runnerName(1), "r1")
+    }
+
     func testRestoreAfterDispatcherRestart() {
         let active = [
             ActiveJob(spec: spec(1), state: .running, attempt: 2, reassignments: 1, runner: "a"),

@@ -212,6 +212,12 @@ final class NeverSilentTests: HarnessTestCase {
         XCTAssertNotEqual(second.status, 0)
         XCTAssertTrue(second.output.contains("another dispatcher") && second.output.contains("pid \(first.processIdentifier)")
                       && second.output.contains(address.description), second.output)
+        // The same file through a symbolic link is the same database.
+        let link = h.dir.appendingPathComponent("link.sqlite").path
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: h.dbPath)
+        let viaLink = try h.run(["dispatcher", "--port", "0", "--db", link])
+        XCTAssertNotEqual(viaLink.status, 0)
+        XCTAssertTrue(viaLink.output.contains("another dispatcher"), viaLink.output)
         XCTAssertTrue(first.isRunning)
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
@@ -323,6 +329,35 @@ final class NeverSilentTests: HarnessTestCase {
         // After the timeout every idle socket is closed by the dispatcher, and a real peer gets in.
         try h.waitUntil("every idle socket is closed", timeout: 15) { idle.allSatisfy { h.isClosedByPeer($0) } }
         XCTAssertEqual(try WireClient(address: address, token: "t").request(.status), .status(queued: 0, running: 0, runners: 0))
+    }
+
+    func testClientsThatSaidSomethingAndThenIdleAreClosedButRunnersAndTheObserverCarryOn() throws {
+        // Without a token, one valid line identifies a connection; a client that then stays silent is closed
+        // after --idle-timeout, so sockets that each send one line cannot pile up either.
+        let origin = try h.makeOrigin()
+        _ = try h.commit("echo one", to: origin)
+        let (dispatcher, address) = try h.startDispatcher(extra: ["--idle-timeout", "1s", "--log-level", "debug"])
+        var idle: [Int32] = []
+        defer { idle.forEach { close($0) } }
+        for _ in 0..<20 {
+            let fd = try h.rawConnect(address.port)
+            _ = "last repo=/r branch=main\n".withCString { send(fd, $0, strlen($0), 0) }
+            idle.append(fd)
+        }
+        try h.waitUntil("every idle client is closed", timeout: 15) { idle.allSatisfy { h.isClosedByPeer($0) } }
+        // A runner stays registered however long it idles; the observer's kept connection, closed while the
+        // observer had nothing to say, is replaced quietly for the next commit.
+        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        let observer = try h.startObserver([try h.clone(origin, as: "clone-obs")], address)
+        try h.waitUntil("the first build") { try h.builds().first?.status == "success" }
+        let closes = h.log(of: dispatcher).components(separatedBy: "not a runner").count
+        try h.waitUntil("the observer's idle connection is closed", timeout: 15) {
+            h.log(of: dispatcher).components(separatedBy: "not a runner").count > closes
+        }
+        let second = try h.commit("echo two", to: origin)
+        try h.waitUntil("the next commit is built", timeout: 20) { try h.builds().contains { $0.commit == second && $0.status == "success" } }
+        XCTAssertFalse(h.log(of: observer).contains("cannot reach the dispatcher"), h.log(of: observer))
+        XCTAssertEqual(try status(address), .status(queued: 0, running: 0, runners: 1))
     }
 
     // MARK: 8. What a new user tripped over

@@ -28,3 +28,7 @@ int devci_pipe_cloexec(int fds[2]);
 
 /// The signal that asks a leader to end its job now: kill what is left, sweep, exit (SIGUSR1).
 int devci_leader_stop_signal(void);
+
+/// prctl(PR_SET_DUMPABLE, 0): other processes of the same user can no longer read this one's memory
+/// (/proc/<pid>/mem, ptrace) or environment. Inherited across fork, reset by execve. Returns 0 or an errno value.
+int devci_make_undumpable(void);
