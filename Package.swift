@@ -95,7 +95,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
-        .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore"]),
+        .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore", "DevCIPipeline"]),
         .testTarget(name: "DevCIPipelineTests", dependencies: ["DevCIPipeline", "DevCIWire"]),
         .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
         .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIRunnerManager", "DevCIWire"]),

@@ -46,7 +46,8 @@ public struct DispatcherConfig: Sendable {
     }
 }
 
-/// The hub: accepts connections, feeds the scheduler and carries out its actions against the store and the sockets.
+/// The hub: accepts connections, hands each event to the `BuildCoordinator` and carries out its actions against the
+/// store and the sockets.
 /// Everything but the store runs on one event loop; store calls go through `StoreWriter`, off the loop, and a
 /// message that reports a write (`accepted`, `assign`, `queued`) is sent only once that write is done.
 public final class Dispatcher: @unchecked Sendable {
@@ -54,7 +55,8 @@ public final class Dispatcher: @unchecked Sendable {
     let store: BuildStore
     let logger: Logger
     let loop: EventLoop
-    private var scheduler: Scheduler
+    private var coordinator: BuildCoordinator
+    private var scheduler: Scheduler { coordinator.scheduler }
     private var writer: StoreWriter!
     private var channels: [ConnectionID: Channel] = [:]
     private var nextConnection: ConnectionID = 1
@@ -72,16 +74,8 @@ public final class Dispatcher: @unchecked Sendable {
     private var lastVerify = ContinuousClock.now
     private var stopping = false
     private var tickTask: RepeatedTask?
-    /// The plan of every build with unfinished jobs, and where each of their jobs belongs.
-    private var plans: [Int64: BuildState] = [:]
-    private var jobIndex: [Int64: (build: Int64, name: String)] = [:]
     private var runnerHosts: [String: String] = [:]
     private var heartbeatWritten: [String: ContinuousClock.Instant] = [:]
-
-    struct BuildState {
-        var plan: BuildPlan
-        var specs: [String: JobSpec]
-    }
     private var serverChannel: Channel?
 
     /// `onFatal` is called (once, from another thread) when the store fails for good: the dispatcher has then
@@ -92,7 +86,7 @@ public final class Dispatcher: @unchecked Sendable {
         self.store = store
         self.loop = loop
         self.logger = logger
-        self.scheduler = Scheduler(config: config.scheduler)
+        self.coordinator = BuildCoordinator(config: config.scheduler)
         self.writer = StoreWriter(store: store, loop: loop, logger: logger) { [weak self] message in
             logger.critical("\(message); stopping: nothing more is acknowledged")
             self?.loop.execute { self?.stopServing() }
@@ -104,23 +98,10 @@ public final class Dispatcher: @unchecked Sendable {
     /// Returns the bound address.
     public func start() throws -> SocketAddress {
         let active = try store.activeJobs()
-        var restoredPlans: [Int64: BuildState] = [:]
-        for build in Set(active.map(\.spec.build)) {
-            let jobs = try store.jobs(build: build)
-            var states: [String: JobState] = [:]
-            for j in jobs where j.status != JobState.pending.rawValue { states[j.name] = JobState(rawValue: j.status) }
-            let plan = BuildPlan(jobs: jobs.map { PlannedJob(name: $0.name, stage: $0.stage, dependencies: $0.dependencies, allowFailure: $0.allowFailure) },
-                                 states: states)
-            restoredPlans[build] = BuildState(plan: plan, specs: Dictionary(active.filter { $0.spec.build == build }.map { ($0.spec.name, $0.spec) },
-                                                                           uniquingKeysWith: { a, _ in a }))
-        }
+        var builds: [Int64: [JobSummary]] = [:]
+        for build in Set(active.map(\.spec.build)) { builds[build] = try store.jobs(build: build) }
         let server = try loop.submit { () throws -> Void in
-            self.apply(self.scheduler.handle(.restored(active.filter { $0.state != .pending }), now: .now))
-            for (build, state) in restoredPlans {
-                self.track(build, state)
-                // Jobs whose dependencies ended while the dispatcher was down start now.
-                self.advance(build)
-            }
+            self.apply(self.coordinator.handle(.restored(active: active, builds: builds), now: .now))
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
                 .serverChannelOption(.backlog, value: Int32(clamping: self.config.listenBacklog))
@@ -149,7 +130,7 @@ public final class Dispatcher: @unchecked Sendable {
 
     private func tick() {
         let now = ContinuousClock.now
-        apply(scheduler.handle(.tick, now: now))
+        apply(coordinator.handle(.runner(.tick), now: now))
         flushRunnerChanges()
         flushWrites()
         // A database deleted or replaced under an idle dispatcher is noticed within a second, too.
@@ -217,7 +198,7 @@ public final class Dispatcher: @unchecked Sendable {
         sendTail[id] = nil
         // Closed by our own shutdown: the runner is alive and keeps its job for the next dispatcher.
         guard !stopping else { return }
-        apply(scheduler.handle(.disconnected(id), now: .now))
+        apply(coordinator.handle(.runner(.disconnected(id)), now: .now))
         flushWrites()
     }
 
@@ -234,7 +215,7 @@ public final class Dispatcher: @unchecked Sendable {
             send(id, .ok(what: "auth"))
         case .register(let name, let slots):
             runnerHosts[name] = channels[id]?.remoteAddress?.ipAddress
-            apply(scheduler.handle(.registered(id, name: name, slots: slots), now: now))
+            apply(coordinator.handle(.runner(.registered(id, name: name, slots: slots)), now: now))
         case .status:
             send(id, .status(queued: scheduler.queuedCount, running: scheduler.leasedCount, runners: scheduler.connectedRunnerCount))
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
@@ -320,9 +301,9 @@ public final class Dispatcher: @unchecked Sendable {
             }
         }
         // What may start at once is stored `queued` in the same transaction as the build.
-        let first = Set(plan.next().compactMap { if case .start(let name) = $0 { return name } else { return nil } })
+        let (planned, first) = BuildCoordinator.firstJobs(plan)
         for i in jobs.indices { jobs[i].startsQueued = first.contains(jobs[i].name) }
-        let newJobs = jobs, planned = plan
+        let newJobs = jobs
         return writer.submit("record the build of \(commit.prefix(12))") { store in
             let result = try store.enqueue(repo: repo, branch: branch, commit: commit, jobs: newJobs, mark: mark, at: at)
             if result.created && !(title.isEmpty && author.isEmpty) {
@@ -332,63 +313,32 @@ public final class Dispatcher: @unchecked Sendable {
         }.map { result in
             if result.created {
                 self.logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12)), \(newJobs.count) job(s)")
-                self.track(result.build, BuildState(plan: planned, specs: Dictionary(result.jobs.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })))
-                self.apply(self.scheduler.handle(.enqueued(result.jobs.filter { first.contains($0.name) }), now: .now))
+                self.apply(self.coordinator.handle(.created(build: result.build, plan: planned, jobs: result.jobs, queued: first), now: .now))
             }
             return result
         }
     }
 
-    private func track(_ build: Int64, _ state: BuildState) {
-        plans[build] = state
-        for (name, spec) in state.specs { jobIndex[spec.id] = (build, name) }
-    }
-
-    /// Starts or skips what the build's plan says is due.
-    private func advance(_ build: Int64, after update: (name: String, state: JobState)? = nil) {
-        guard var state = plans[build] else { return }
-        let actions = update.map { state.plan.update($0.name, to: $0.state) } ?? state.plan.next()
-        plans[build] = state
-        var starting: [JobSpec] = []
-        for action in actions {
-            switch action {
-            case .start(let name):
-                guard let spec = state.specs[name] else { continue }
-                record(Scheduler.Record(job: spec.id, state: .queued, attempt: 0))
-                starting.append(spec)
-            case .skip(let name, let reason):
-                guard let spec = state.specs[name] else { continue }
-                record(Scheduler.Record(job: spec.id, state: .skipped, attempt: 0, reason: reason))
-            }
-        }
-        if state.plan.isFinished {
-            plans[build] = nil
-            for spec in state.specs.values { jobIndex[spec.id] = nil }
-            logger.info("build \(build) \(state.plan.outcome.rawValue)")
-        }
-        if !starting.isEmpty { apply(scheduler.handle(.enqueued(starting), now: .now)) }
-    }
-
     private func runnerMessage(_ message: ClientMessage, from id: ConnectionID, now: ContinuousClock.Instant) {
         switch message {
         case .heartbeat:
-            apply(scheduler.handle(.heartbeat(id), now: now))
+            apply(coordinator.handle(.runner(.heartbeat(id)), now: now))
             // The runners page shows the last heartbeat; writing it every few seconds is enough.
             if let name = scheduler.runnerName(id), now - (heartbeatWritten[name] ?? now - .seconds(60)) >= .seconds(5) {
                 heartbeatWritten[name] = now
                 heartbeats[name] = Date()
             }
         case .claim(let job, let attempt):
-            apply(scheduler.handle(.claim(id, job: job, attempt: attempt), now: now))
+            apply(coordinator.handle(.runner(.claim(id, job: job, attempt: attempt)), now: now))
         case .started(let job, let attempt):
-            apply(scheduler.handle(.started(id, job: job, attempt: attempt), now: now))
+            apply(coordinator.handle(.runner(.started(id, job: job, attempt: attempt)), now: now))
         case .log(let job, let attempt, let stream, let ts, let text):
             if scheduler.holdsLease(id, job: job, attempt: attempt) {
                 pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(text)))
                 if pendingLogs.count >= 2048 { flushLogs() }
             }
         case .result(let job, let attempt, let outcome, let exitCode, let reason):
-            apply(scheduler.handle(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason), now: now))
+            apply(coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason)), now: now))
         default:
             break
         }
@@ -423,17 +373,16 @@ public final class Dispatcher: @unchecked Sendable {
 
     // MARK: Carrying out actions
 
-    /// Performs the scheduler's actions in order. A `send` that follows a `record` goes out only once that
+    /// Performs the coordinator's actions in order. A `send` that follows a `record` goes out only once that
     /// record is written (and never if it could not be).
-    private func apply(_ actions: [Scheduler.Action]) {
+    private func apply(_ actions: [BuildCoordinator.Action]) {
         var written: EventLoopFuture<Void>?
         for action in actions {
             switch action {
             case .record(let r):
                 written = record(r)
-                if r.state.isFinal, let (build, name) = jobIndex[r.job] {
-                    advance(build, after: (name, r.state))
-                }
+            case .buildEnded(let build, let status):
+                logger.info("build \(build) \(status.display)")
             case .send(let id, let message):
                 send(id, message, after: written)
             case .close(let id):
@@ -454,7 +403,7 @@ public final class Dispatcher: @unchecked Sendable {
                                        exitCode: r.exitCode, reassignments: r.reassignments, retriesUsed: r.retriesUsed, at: Date())
         let written = writer.submit("record job \(r.job) → \(r.state.rawValue)") { _ = try $0.record(transition) }
         let level: Logger.Level = r.state == .error || (r.state == .queued && r.reason != nil) ? .warning : .info
-        logger.log(level: level, "job \(r.job)\(jobIndex[r.job].map { " (\($0.name))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")
+        logger.log(level: level, "job \(r.job)\(coordinator.jobName(r.job).map { " (\($0))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")
         return written
     }
 

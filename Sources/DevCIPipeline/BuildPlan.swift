@@ -16,15 +16,6 @@ public struct PlannedJob: Equatable, Sendable {
     }
 }
 
-/// The build's state, rolled up from its jobs.
-public enum BuildOutcome: String, Equatable, Sendable {
-    case running
-    case success
-    /// Every job passed or was allowed to fail, and at least one allowed failure failed.
-    case passedWithAllowedFailures = "passed with allowed failures"
-    case failed
-}
-
 /// Which jobs of a build may start, which must be skipped, and how the build stands. Pure: the dispatcher
 /// and `devci run --local` feed it job endings and carry out what it returns.
 public struct BuildPlan: Equatable, Sendable {
@@ -67,7 +58,7 @@ public struct BuildPlan: Equatable, Sendable {
                     }
                     let depJob = jobs.first { $0.name == dep }
                     if depState != .success && !(depJob?.allowFailure ?? false) {
-                        let reason = depState == .skipped ? "'\(dep)' was skipped" : "'\(dep)' \(depState.rawValue.replacingOccurrences(of: "_", with: " "))"
+                        let reason = depState == .skipped ? "'\(dep)' was skipped" : "'\(dep)' \(depState.display)"
                         states[job.name] = .skipped
                         actions.append(.skip(job.name, reason: "skipped: \(reason)"))
                         changed = true
@@ -92,12 +83,8 @@ public struct BuildPlan: Equatable, Sendable {
 
     public var isFinished: Bool { jobs.allSatisfy { states[$0.name]?.isFinal ?? false } }
 
-    public var outcome: BuildOutcome {
-        guard isFinished else { return .running }
-        var allowed = false
-        for job in jobs where states[job.name] != .success {
-            if job.allowFailure { allowed = true } else { return .failed }
-        }
-        return allowed ? .passedWithAllowedFailures : .success
+    /// The build's status from its jobs' (the one roll-up, `BuildStatus.rollUp`); jobs not started count as pending.
+    public var outcome: BuildStatus {
+        BuildStatus.rollUp(jobs.map { BuildStatus.Job(state: states[$0.name] ?? .pending, allowFailure: $0.allowFailure) })
     }
 }

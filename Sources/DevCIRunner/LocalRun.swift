@@ -39,12 +39,13 @@ public struct LocalRunReport: Codable, Equatable, Sendable {
     public var directory: String
     public var startedAt: Date
     public var finishedAt: Date
-    /// `success`, `passed with allowed failures` or `failed`.
+    /// A `BuildStatus` raw value: `success`, `passed_with_allowed_failures`, `failed`, `timed_out`, …
     public var status: String
     public var stages: [String]
     public var jobs: [Job]
 
-    public var passed: Bool { status != BuildOutcome.failed.rawValue }
+    /// Reports written before the statuses were typed said `passed with allowed failures`.
+    public var passed: Bool { BuildStatus(rawValue: status)?.passed ?? (status == "passed with allowed failures") }
 }
 
 /// Runs a pipeline on this machine, no dispatcher: jobs in plan order, one at a time, each with the same
@@ -95,7 +96,7 @@ public final class LocalRun {
                                     startedAt: started, finishedAt: Date(), status: outcome.rawValue, stages: pipeline.stages,
                                     jobs: pipeline.jobs.compactMap { jobs[$0.name] })
         let seconds = report.finishedAt.timeIntervalSince(started)
-        say("\(report.passed ? "✓" : "✗") pipeline \(outcome.rawValue) in \(Self.format(seconds))")
+        say("\(report.passed ? "✓" : "✗") pipeline \(outcome.display) in \(Self.format(seconds))")
         return report
     }
 

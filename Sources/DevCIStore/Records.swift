@@ -140,10 +140,14 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     public var title: String = ""
     public var author: String = ""
 
-    /// The status as people read it: `passed with allowed failures` for a success with allowed failures.
-    public var displayStatus: String {
-        status == "success" && allowedFailures > 0 ? "passed with allowed failures" : status.replacingOccurrences(of: "_", with: " ")
+    /// The status, typed: a stored `success` with allowed failures is `passedWithAllowedFailures`.
+    public var buildStatus: BuildStatus {
+        let stored = BuildStatus(rawValue: status) ?? .error
+        return stored == .success && allowedFailures > 0 ? .passedWithAllowedFailures : stored
     }
+
+    /// The status as people read it: `passed with allowed failures`, `timed out`.
+    public var displayStatus: String { buildStatus.display }
 
     /// Seconds from the first start to the end, or to now while running.
     public var duration: Double? {

@@ -345,23 +345,15 @@ public final class SQLiteStore: BuildStore, @unchecked Sendable {
         return true
     }
 
-    /// A build's status from its jobs': active while any job is, else the worst final state.
+    /// A build's status from its jobs' (`BuildStatus.rollUp`, the one definition). Stored as the schema has it:
+    /// passed with allowed failures is `success` with a count of `allowed_failures`.
     static func rollUp(_ db: Database, build: Int64, at t: Double) throws {
         let rows = try Row.fetchAll(db, sql: "SELECT status, allow_failure FROM jobs WHERE build_id = ?", arguments: [build])
-        let jobs = rows.map { (state: JobState(rawValue: $0["status"]) ?? .error, allowed: $0["allow_failure"] as Bool) }
-        let status: String
-        if jobs.contains(where: { $0.state.isLeased }) {
-            status = "running"
-        } else if jobs.contains(where: { !$0.state.isFinal }) {
-            status = jobs.contains(where: { $0.state.isFinal }) ? "running" : "queued"
-        } else {
-            // The worst state among the jobs not allowed to fail; a skipped job means something upstream failed.
-            let counted = jobs.filter { !$0.allowed }.map(\.state)
-            let order: [JobState] = [.error, .timedOut, .failed, .cancelled]
-            status = order.first(where: counted.contains)?.rawValue ?? (counted.contains(.skipped) ? "failed" : "success")
-        }
-        let allowedFailures = jobs.filter { $0.allowed && $0.state.isFinal && $0.state != .success }.count
-        let final = !jobs.contains { !$0.state.isFinal }
+        let jobs = rows.map { BuildStatus.Job(state: JobState(rawValue: $0["status"]) ?? .error, allowFailure: $0["allow_failure"]) }
+        let rolled = BuildStatus.rollUp(jobs)
+        let status = rolled == .passedWithAllowedFailures ? BuildStatus.success.rawValue : rolled.rawValue
+        let allowedFailures = BuildStatus.allowedFailures(jobs)
+        let final = rolled.isFinal
         try db.execute(sql: """
             UPDATE builds SET status = ?, allowed_failures = ?,
                 started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,

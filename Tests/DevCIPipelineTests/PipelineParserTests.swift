@@ -195,7 +195,8 @@ final class BuildPlanTests: XCTestCase {
         var p = try plan("jobs:\n  a: {run: x, timeout: 1s}\n  b: {run: y, needs: [a]}\n")
         _ = p.next()
         XCTAssertEqual(p.update("a", to: .timedOut), [.skip("b", reason: "skipped: 'a' timed out")])
-        XCTAssertEqual(p.outcome, .failed)
+        XCTAssertEqual(p.outcome, .timedOut, "the worst state, as the store and the reporter say it")
+        XCTAssertFalse(p.outcome.passed)
     }
 
     func testASkippedJobSkipsItsDependantsInTurn() throws {
