@@ -33,14 +33,14 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         // The pipeline file: parse, validate, plan.
-        .target(name: "DevCIPipeline", dependencies: ["DevCIWire", "DevCIGit", .product(name: "Yams", package: "Yams")]),
+        .target(name: "DevCIPipeline", dependencies: ["DevCIWire", .product(name: "Yams", package: "Yams")]),
         // The store: SQLite through GRDB behind a narrow interface.
         .target(
             name: "DevCIStore",
             dependencies: ["DevCIWire", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // Git access through libgit2.
-        .target(name: "DevCIGit", dependencies: ["CLibGit2"]),
+        .target(name: "DevCIGit", dependencies: ["CLibGit2", "DevCIWire"]),
         // The one process spawner: a command under a leader in its own process group, output line by line.
         .target(name: "DevCIProcess", dependencies: ["CDevCISpawn", "DevCIWire"]),
         // The repository observer: what is new since last dispatched (pure), and the polling loop.
@@ -98,7 +98,9 @@ let package = Package(
         .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore", "DevCIPipeline"]),
         .testTarget(name: "DevCIPipelineTests", dependencies: ["DevCIPipeline", "DevCIWire"]),
         .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
-        .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIRunnerManager", "DevCIWire"]),
+        .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIWire"]),
+        .testTarget(name: "DevCIRunnerManagerTests", dependencies: ["DevCIRunnerManager", "DevCIWire"]),
+        .testTarget(name: "DevCIStoreTests", dependencies: ["DevCIStore", "DevCIWire"]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
     ],
     swiftLanguageModes: [.v5]

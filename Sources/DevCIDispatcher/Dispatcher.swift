@@ -52,7 +52,7 @@ public struct DispatcherConfig: Sendable {
 /// message that reports a write (`accepted`, `assign`, `queued`) is sent only once that write is done.
 public final class Dispatcher: @unchecked Sendable {
     public let config: DispatcherConfig
-    let store: BuildStore
+    let store: BuildWriter
     let logger: Logger
     let loop: EventLoop
     private var coordinator: BuildCoordinator
@@ -80,7 +80,7 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// `onFatal` is called (once, from another thread) when the store fails for good: the dispatcher has then
     /// stopped answering and the process should exit non-zero.
-    public init(config: DispatcherConfig, store: BuildStore, loop: EventLoop, logger: Logger,
+    public init(config: DispatcherConfig, store: BuildWriter, loop: EventLoop, logger: Logger,
                 onFatal: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config
         self.store = store

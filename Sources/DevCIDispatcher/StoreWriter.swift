@@ -15,14 +15,14 @@ final class StoreWriter: @unchecked Sendable {
     private struct Call {
         let what: String
         let verify: Bool
-        let run: (BuildStore) throws -> () -> Void
+        let run: (BuildWriter) throws -> () -> Void
         let fail: (Error) -> Void
     }
 
     /// The most calls written in one transaction; more wait for the next.
     static let maxBatch = 1024
 
-    private let store: BuildStore
+    private let store: BuildWriter
     private let queue = DispatchQueue(label: "devci.store-writer")
     private let loop: EventLoop
     private let logger: Logger
@@ -34,7 +34,7 @@ final class StoreWriter: @unchecked Sendable {
     private var draining = false
     private var failed: String?
 
-    init(store: BuildStore, loop: EventLoop, logger: Logger, onFatal: @escaping @Sendable (String) -> Void) {
+    init(store: BuildWriter, loop: EventLoop, logger: Logger, onFatal: @escaping @Sendable (String) -> Void) {
         self.store = store
         self.loop = loop
         self.logger = logger
@@ -43,7 +43,7 @@ final class StoreWriter: @unchecked Sendable {
 
     /// Runs `body` against the store after everything submitted before it; the future completes on the loop.
     /// `verify`: check afterwards that the database file is still the one opened, before anyone is told.
-    func submit<T: Sendable>(_ what: String, verify: Bool = true, _ body: @escaping @Sendable (BuildStore) throws -> T) -> EventLoopFuture<T> {
+    func submit<T: Sendable>(_ what: String, verify: Bool = true, _ body: @escaping @Sendable (BuildWriter) throws -> T) -> EventLoopFuture<T> {
         let promise = loop.makePromise(of: T.self)
         let call = Call(what: what, verify: verify, run: { store in
             let value = try body(store)

@@ -1,4 +1,5 @@
 import CLibGit2
+import DevCIWire
 import Foundation
 
 /// A libgit2 failure, with libgit2's own message.
@@ -37,7 +38,9 @@ public final class GitRepository {
 
     /// Parses a full hex object id; nil unless `sha` is exactly that.
     private func oid(_ sha: String) -> git_oid? {
-        guard sha.utf8.count == 40, sha.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) else { return nil }
+        // The one commit-id rule is `Validate.isCommitID`; this libgit2 reads SHA-1 ids only, so a SHA-256 id is
+        // not found (rather than cut to its first 40 digits).
+        guard Validate.isCommitID(sha), sha.utf8.count == 40 else { return nil }
         var id = git_oid()
         return git_oid_fromstr(&id, sha) == 0 ? id : nil
     }

@@ -160,10 +160,7 @@ public final class Observer: @unchecked Sendable {
         }
         for commit in plan.dispatch {
             // The pipeline travels with the commit: the dispatcher never needs to reach the repository.
-            let pipeline = PipelineText.read(from: w.repository, at: commit)
-            let info = (try? w.repository.summary(of: commit)) ?? (title: "", author: "")
-            guard let reply = request(.dispatch(repo: w.repo, commit: commit, branch: w.branch, pipeline: pipeline,
-                                                title: info.title, author: info.author)) else { return }
+            guard let reply = request(DispatchBuilder.dispatch(of: commit, in: w.repository, repo: w.repo, branch: w.branch)) else { return }
             switch reply {
             case .queued(let build, _, let created):
                 w.last = .some(commit)

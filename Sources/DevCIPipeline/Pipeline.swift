@@ -1,4 +1,3 @@
-import DevCIGit
 import DevCIWire
 
 /// A repository's `.devci.yml`, parsed and validated.
@@ -45,33 +44,10 @@ public struct PipelineErrors: Error, Equatable, Sendable, CustomStringConvertibl
     public var description: String { errors.map(\.description).joined(separator: "\n") }
 }
 
-/// The name of the pipeline file at a repository's root.
-public let pipelineFileName = ".devci.yml"
-
-/// The largest pipeline file sent with a dispatch: it must fit in one line of the wire once percent-encoded.
-public let pipelineFileLimit = 24_576
-
 extension JobDefinition {
     /// What a runner needs to run this job, for the wire.
     public func script(pipelineEnv: [String: String]) -> JobScript {
         JobScript(steps: steps, env: pipelineEnv.merging(env) { $1 }, workdir: workdir,
                   timeoutSeconds: timeout?.seconds)
-    }
-}
-
-extension PipelineText {
-    /// The pipeline file of `commit` as a dispatch carries it.
-    public static func read(from repository: GitRepository, at commit: String) -> PipelineText {
-        do {
-            guard let text = try repository.file(pipelineFileName, at: commit, limit: pipelineFileLimit) else { return .none }
-            // It must fit in one line of the wire once percent-encoded (spaces and newlines take three bytes each).
-            let encoded = LineCodec.percentEncode(text).utf8.count
-            guard encoded <= WireLimits.maxPipelineBytes else {
-                return .unreadable("\(pipelineFileName) is too large to send: \(encoded) bytes encoded, over \(WireLimits.maxPipelineBytes)")
-            }
-            return .text(text)
-        } catch {
-            return .unreadable("\(pipelineFileName) could not be read: \(error)")
-        }
     }
 }

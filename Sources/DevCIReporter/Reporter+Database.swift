@@ -15,7 +15,7 @@ final class LazyStore: @unchecked Sendable {
     let path: String
     private let logger: Logger
     private let lock = NSLock()
-    private var store: SQLiteStore?
+    private var store: (any BuildReader)?
     private var failure: DatabaseUnavailable?
     private var triedAt: ContinuousClock.Instant?
     static let retryInterval = Duration.milliseconds(200)
@@ -28,7 +28,7 @@ final class LazyStore: @unchecked Sendable {
     }
 
     /// The store, or `DatabaseUnavailable` saying why there is none yet.
-    func open() throws -> SQLiteStore {
+    func open() throws -> any BuildReader {
         try lock.withLock {
             if let store { return store }
             let now = ContinuousClock.now
@@ -52,13 +52,13 @@ final class LazyStore: @unchecked Sendable {
         DatabaseUnavailable(description: "DevCI is waiting for the dispatcher to create the database at \(path).")
     }
 
-    private func attempt() throws -> SQLiteStore {
+    private func attempt() throws -> any BuildReader {
         guard FileManager.default.fileExists(atPath: path) else { throw waiting }
         do {
-            return try SQLiteStore(path: path, readOnly: true)
+            return try openReader(at: path)
         } catch {
             // A dispatcher that created the file a moment ago may not have made its tables yet.
-            if SQLiteStore.isBeingCreated(path: path) { throw waiting }
+            if storeIsBeingCreated(at: path) { throw waiting }
             throw DatabaseUnavailable(description: error is StoreError ? "\(error)" : "cannot read the database at \(path): \(error)")
         }
     }

@@ -112,7 +112,7 @@ struct DashboardSnapshot: Equatable {
     var summary: SystemSummary
     var builds: [BuildSummary]
 
-    init(_ store: SQLiteStore, _ filter: BuildFilter, size: Int) throws {
+    init(_ store: any BuildReader, _ filter: BuildFilter, size: Int) throws {
         summary = try store.summary()
         builds = try store.builds(filter, offset: 0, limit: size)
     }

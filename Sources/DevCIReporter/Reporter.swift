@@ -39,7 +39,7 @@ public struct Reporter: Sendable {
     }
 
     /// The read-only store, or `DatabaseUnavailable` (a 503 page) while there is none to read.
-    var store: SQLiteStore {
+    var store: any BuildReader {
         get throws { try database.open() }
     }
 
@@ -199,7 +199,7 @@ public struct Reporter: Sendable {
     func badge(_ name: String, _ rest: String) throws -> Response {
         guard rest.hasSuffix(".svg") else { throw HTTPError(.notFound, message: "Badges end in .svg.") }
         let branch = String(rest.dropLast(4))
-        let store: SQLiteStore
+        let store: any BuildReader
         do {
             store = try self.store
         } catch is DatabaseUnavailable {

@@ -3,53 +3,6 @@ import DevCIProcess
 import DevCIWire
 import Foundation
 
-/// The saved record of one `devci run --local`.
-public struct LocalRunReport: Codable, Equatable, Sendable {
-    public struct LogLine: Codable, Equatable, Sendable {
-        public var ts: Int64
-        public var stream: String
-        public var text: String
-    }
-
-    public struct Attempt: Codable, Equatable, Sendable {
-        public var number: Int
-        public var status: String
-        public var exitCode: Int
-        public var reason: String
-        public var startedAt: Date
-        public var finishedAt: Date
-        public var log: [LogLine]
-    }
-
-    public struct Job: Codable, Equatable, Sendable {
-        public var name: String
-        public var stage: String
-        public var status: String
-        public var allowFailure: Bool
-        public var reason: String?
-        public var startedAt: Date?
-        public var finishedAt: Date?
-        public var attempts: [Attempt]
-    }
-
-    public var repository: String
-    public var pipeline: String
-    public var run: Int
-    public var commit: String?
-    public var directory: String
-    public var startedAt: Date
-    public var finishedAt: Date
-    /// A `BuildStatus` raw value: `success`, `passed_with_allowed_failures`, `failed`, `timed_out`, …
-    public var status: String
-    public var stages: [String]
-    public var jobs: [Job]
-
-    /// Reports written before the statuses were typed said `passed with allowed failures`.
-    public var passed: Bool { BuildStatus(rawValue: status)?.passed ?? (status == "passed with allowed failures") }
-}
-
-/// Runs a pipeline on this machine, no dispatcher: jobs in plan order, one at a time, each with the same
-/// executor as a runner's (steps, timeout, retries), in the current checkout.
 public final class LocalRun {
     public let pipeline: Pipeline
     public let file: String
@@ -147,52 +100,5 @@ public final class LocalRun {
         private var collected: [OutputLine] = []
         func add(_ l: [OutputLine]) { lock.withLock { collected += l } }
         var lines: [OutputLine] { lock.withLock { collected } }
-    }
-}
-
-/// Saved local runs: `~/.devci/reports/<repository>/<run number>.json`.
-public struct LocalReports {
-    public let root: String
-
-    public init(root: String) {
-        self.root = root
-    }
-
-    public static func defaultRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        (environment["HOME"] ?? NSHomeDirectory()) + "/.devci/reports"
-    }
-
-    /// The next run number for a repository: one more than the highest saved.
-    public func nextRun(repository: String) -> Int {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: "\(root)/\(repository)")) ?? []
-        return (names.compactMap { Int($0.replacingOccurrences(of: ".json", with: "")) }.max() ?? 0) + 1
-    }
-
-    public func save(_ report: LocalRunReport) throws -> String {
-        let dir = "\(root)/\(report.repository)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let path = "\(dir)/\(report.run).json"
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        try encoder.encode(report).write(to: URL(fileURLWithPath: path))
-        return path
-    }
-
-    /// Every saved report, oldest first per repository.
-    public func all() -> [LocalRunReport] {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        var out: [LocalRunReport] = []
-        for repo in ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted() {
-            let files = ((try? FileManager.default.contentsOfDirectory(atPath: "\(root)/\(repo)")) ?? []).filter { $0.hasSuffix(".json") }
-            for f in files.sorted(by: { (Int($0.dropLast(5)) ?? 0) < (Int($1.dropLast(5)) ?? 0) }) {
-                if let data = FileManager.default.contents(atPath: "\(root)/\(repo)/\(f)"),
-                   let report = try? decoder.decode(LocalRunReport.self, from: data) {
-                    out.append(report)
-                }
-            }
-        }
-        return out
     }
 }

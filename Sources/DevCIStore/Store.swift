@@ -2,48 +2,6 @@ import DevCIWire
 import Foundation
 import GRDB
 
-/// The narrow interface the dispatcher writes through and the reporter and CLI read through, so that a
-/// PostgreSQL backend can stand in for SQLite on installations that outgrow one host.
-public protocol BuildStore: AnyObject, Sendable {
-    /// Records a build of `commit` with these jobs, all `pending`, or returns the existing build of that repository and commit.
-    /// `mark` says whether the commit becomes the branch's last-dispatched mark (see `MarkUpdate`).
-    func enqueue(repo: String, branch: String, commit: String, jobs: [NewJob], mark: MarkUpdate, at: Date) throws -> EnqueueResult
-    /// Records a build whose pipeline file is invalid: one job, `pipeline`, failed at once with `details` as its log.
-    func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: MarkUpdate, at: Date) throws -> EnqueueResult
-    /// Every job of a build, in creation order.
-    func jobs(build: Int64) throws -> [JobSummary]
-    /// Writes a job's new state and an event row, and rolls the build's status up. A job already in a final
-    /// state is never changed again: each job ends with exactly one recorded result. Returns false when refused.
-    @discardableResult func record(_ transition: JobTransition) throws -> Bool
-    /// Appends log lines in one transaction.
-    func appendLogs(_ lines: [LogRecord]) throws
-    /// Jobs that are pending, queued, assigned or running, oldest first.
-    func activeJobs() throws -> [ActiveJob]
-    /// Notes a runner's connection state (and, on connecting, its address) for the reporter.
-    func recordRunner(name: String, state: String, host: String?, at: Date) throws
-    /// Notes a runner's latest heartbeat.
-    func recordHeartbeat(runner: String, at: Date) throws
-    /// Notes many runners' connection states and latest heartbeats in one transaction (a herd of runners
-    /// registering costs one write, not one each).
-    func recordRunners(_ changes: [RunnerChange], heartbeats: [String: Date]) throws
-    /// Throws when the store is no longer the one that was opened (its file deleted or replaced), so that
-    /// nothing is acknowledged into a database that is gone.
-    func verify() throws
-    /// Runs `body`, and every store call it makes on this thread, in one transaction: all of it is written, or
-    /// none (group commit: the dispatcher's writer turns a burst of writes into one commit).
-    func batch<T>(_ body: () throws -> T) throws -> T
-    /// Stores a build's commit title and author, for people.
-    func describe(build: Int64, title: String, author: String) throws
-    /// The newest builds, newest first.
-    func recentBuilds(limit: Int) throws -> [BuildSummary]
-    /// The recorded transitions of a job, oldest first.
-    func events(job: Int64) throws -> [JobEvent]
-    /// The log of a job, oldest first.
-    func logs(job: Int64) throws -> [LogRecord]
-    /// The last commit dispatched on a repository's branch.
-    func lastDispatched(repo: String, branch: String) throws -> String?
-}
-
 /// Why the store cannot be used.
 public struct StoreError: Error, CustomStringConvertible {
     public var description: String
@@ -72,7 +30,7 @@ public struct RunnerChange: Equatable, Sendable {
 }
 
 /// The SQLite store, through GRDB, in WAL mode.
-public final class SQLiteStore: BuildStore, @unchecked Sendable {
+public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     private let db: DatabaseQueue
     public let path: String
     /// The database file's identity when it was opened (device, inode); nil when opened read-only.

@@ -52,6 +52,12 @@ public enum ServerMessage: Equatable, Sendable {
 }
 
 /// A commit's pipeline file as the dispatching peer found it.
+/// The name of the pipeline file at a repository's root.
+public let pipelineFileName = ".devci.yml"
+
+/// The largest pipeline file sent with a dispatch: it must fit in one line of the wire once percent-encoded.
+public let pipelineFileLimit = 24_576
+
 public enum PipelineText: Equatable, Sendable {
     /// The commit has no pipeline file: the runner's default test command runs as one job.
     case none

@@ -40,21 +40,17 @@ struct DispatchCommand: ParsableCommand {
             guard FileManager.default.fileExists(atPath: repository) else { throw Failure("--repo \(repo): no such file or directory") }
             do { local = try GitRepository(path: repository) } catch { throw Failure("--repo \(repo) is not a git repository: \(error)") }
         }
-        // The pipeline file travels with the dispatch, read from a local repository at the commit.
-        var pipeline = PipelineText.none
-        var info = (title: "", author: "")
         if let local {
             guard local.hasCommit(commit) else { throw Failure("\(repository) has no commit \(commit)") }
-            pipeline = PipelineText.read(from: local, at: commit)
-            info = (try? local.summary(of: commit)) ?? info
         } else {
             FileHandle.standardError.write(Data("note: \(repository) is not a local repository: its \(pipelineFileName) is not read, the runners' test command runs\n".utf8))
         }
         let client = try server.connect()
         defer { client.close() }
         let mark = try markUpdate(client, local: local, repository: repository)
-        let message = ClientMessage.dispatch(repo: repository, commit: commit, branch: branch, pipeline: pipeline,
-                                             title: info.title, author: info.author, mark: mark)
+        // The pipeline file travels with the dispatch, read from a local repository at the commit.
+        let message = local.map { DispatchBuilder.dispatch(of: commit, in: $0, repo: repository, branch: branch, mark: mark) }
+            ?? .dispatch(repo: repository, commit: commit, branch: branch, pipeline: .none, mark: mark)
         switch try Self.request(client, message, "record the build") {
         case .queued(let build, let jobs, let created):
             print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
@@ -133,7 +129,7 @@ struct ReportCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: path) else {
             throw Failure("no database at \(path): start the dispatcher first, or pass --db")
         }
-        let store = try SQLiteStore(path: path, readOnly: true)
+        let store = try openReader(at: path)
         let builds = try store.recentBuilds(limit: runNumber == nil ? max(1, limit) : 100_000)
             .filter { b in (repo.map { b.repo.contains($0) } ?? true) && (runNumber.map { b.id == $0 } ?? true) }
         if stage != nil || job != nil {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DevCIGit
 import DevCIPipeline
+import DevCIWire
 import DevCIRunner
 import Foundation
 
