@@ -103,5 +103,5 @@ let package = Package(
         .testTarget(name: "DevCIStoreTests", dependencies: ["DevCIStore", "DevCIWire"]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -89,7 +89,7 @@ public final class Dispatcher: @unchecked Sendable {
         self.coordinator = BuildCoordinator(config: config.scheduler)
         self.writer = StoreWriter(store: store, loop: loop, logger: logger) { [weak self] message in
             logger.critical("\(message); stopping: nothing more is acknowledged")
-            self?.loop.execute { self?.stopServing() }
+            if let dispatcher = self { dispatcher.loop.execute { dispatcher.stopServing() } }
             onFatal(message)
         }
     }
@@ -98,8 +98,9 @@ public final class Dispatcher: @unchecked Sendable {
     /// Returns the bound address.
     public func start() throws -> SocketAddress {
         let active = try store.activeJobs()
-        var builds: [Int64: [JobSummary]] = [:]
-        for build in Set(active.map(\.spec.build)) { builds[build] = try store.jobs(build: build) }
+        var jobsOfBuilds: [Int64: [JobSummary]] = [:]
+        for build in Set(active.map(\.spec.build)) { jobsOfBuilds[build] = try store.jobs(build: build) }
+        let builds = jobsOfBuilds
         let server = try loop.submit { () throws -> Void in
             self.apply(self.coordinator.handle(.restored(active: active, builds: builds), now: .now))
         }.flatMap { () -> EventLoopFuture<Channel> in
@@ -246,13 +247,14 @@ public final class Dispatcher: @unchecked Sendable {
     /// Answers a request with what a store call returned, or with a `store` error when the database stays
     /// locked longer than `dispatchReplyTimeout` (so a peer never waits past its own read timeout) or failed.
     private func answer<T>(_ id: ConnectionID, _ result: EventLoopFuture<T>, busy: String, _ reply: @escaping (T) -> ServerMessage) {
+        // On the loop: the timer and the completion below share `answered` without a lock.
         var answered = false
-        let timeout = loop.scheduleTask(in: .init(config.dispatchReplyTimeout)) {
+        let timeout = loop.assumeIsolated().scheduleTask(in: .init(config.dispatchReplyTimeout)) {
             answered = true
             self.send(id, .error(code: "store", message: busy))
             self.flushWrites()
         }
-        result.whenComplete { result in
+        result.assumeIsolated().whenComplete { result in
             timeout.cancel()
             guard !answered else { return }
             switch result {
@@ -463,7 +465,7 @@ final class DispatcherConnection: ChannelInboundHandler {
         }
         pending = true
         let timeout = dispatcher.config.identifyTimeout
-        identifyTimer = context.eventLoop.scheduleTask(in: .init(timeout)) { [self] in
+        identifyTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .init(timeout)) { [self] in
             guard pending, !closing else { return }
             dispatcher.logger.notice("closing connection \(id) from \(context.remoteAddress?.description ?? "?"): silent for \(timeout) without \(dispatcher.config.token == nil ? "a request" : "authenticating")")
             dispatcher.send(id, .error(code: "timeout", message: "\(dispatcher.config.token == nil ? "say something" : "authenticate") within \(timeout)"))
@@ -546,7 +548,7 @@ final class DispatcherConnection: ChannelInboundHandler {
         idleTimer = nil
         guard !closing, !dispatcher.isRunner(id) else { return }
         let timeout = dispatcher.config.idleTimeout
-        idleTimer = context.eventLoop.scheduleTask(in: .init(timeout)) { [self] in
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .init(timeout)) { [self] in
             guard !closing, !dispatcher.isRunner(id) else { return }
             dispatcher.logger.debug("closing connection \(id): no request for \(timeout) and not a runner")
             dispatcher.send(id, .error(code: "timeout", message: "idle for \(timeout)"))

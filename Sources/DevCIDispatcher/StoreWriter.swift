@@ -15,7 +15,7 @@ final class StoreWriter: @unchecked Sendable {
     private struct Call {
         let what: String
         let verify: Bool
-        let run: (BuildWriter) throws -> () -> Void
+        let run: (BuildWriter) throws -> @Sendable () -> Void
         let fail: (Error) -> Void
     }
 

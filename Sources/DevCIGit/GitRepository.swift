@@ -219,6 +219,6 @@ public final class GitRepository {
         var id = id
         var buf = [CChar](repeating: 0, count: 41)
         git_oid_tostr(&buf, 41, &id)
-        return String(cString: buf)
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

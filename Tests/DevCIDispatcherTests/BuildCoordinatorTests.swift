@@ -23,6 +23,7 @@ final class BuildCoordinatorTests: XCTestCase {
     }
 
     /// A build of jobs with these dependencies (in this order), ids 1, 2, …; `allowed` may fail.
+    @discardableResult
     func create(_ build: Int64, _ jobs: [(String, [String])], allowed: Set<String> = []) -> [BuildCoordinator.Action] {
         let planned = jobs.map { PlannedJob(name: $0.0, stage: "test", dependencies: $0.1, allowFailure: allowed.contains($0.0)) }
         let (plan, queued) = BuildCoordinator.firstJobs(BuildPlan(jobs: planned))

@@ -93,7 +93,7 @@ final class Harness {
         p.arguments = args
         p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let log = dir.appendingPathComponent("\(name)-\(processes.count).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         p.standardOutput = handle
         p.standardError = handle
@@ -163,15 +163,18 @@ final class Harness {
         return (p, try XCTUnwrap(address))
     }
 
+    @discardableResult
     func startRunner(_ clone: String, _ address: HostPort, name: String, extra: [String] = []) throws -> Process {
         try spawn("runner-\(name)", ["runner", clone, "--dispatcher-server", address.description, "--name", name,
                                      "--test-command", "sh ci.sh"] + extra)
     }
 
+    @discardableResult
     func startObserver(_ clones: [String], _ address: HostPort, extra: [String] = []) throws -> Process {
         try spawn("observer", ["observer"] + clones + ["--dispatcher-server", address.description, "--interval", "200ms"] + extra)
     }
 
+    @discardableResult
     func startManager(_ clone: String, _ address: HostPort, count: Int, prefix: String = "m") throws -> Process {
         try spawn("runner-manager", ["runner-manager", clone, "--dispatcher-server", address.description, "--desired-count", String(count),
                                      "--work-dir", dir.appendingPathComponent("work").path, "--name-prefix", prefix,

@@ -8,6 +8,17 @@ import XCTest
 import Glibc
 #endif
 
+/// Polls `condition` every 10 ms until it holds or `seconds` have passed; returns whether it held.
+@discardableResult
+func eventually(within seconds: TimeInterval = 5, _ condition: () -> Bool) -> Bool {
+    let deadline = Date(timeIntervalSinceNow: seconds)
+    while !condition() {
+        if Date() >= deadline { return false }
+        usleep(10_000)
+    }
+    return true
+}
+
 /// The job process against real `/bin/sh` children.
 final class ChildProcessTests: XCTestCase {
     final class Collected: @unchecked Sendable {
@@ -24,20 +35,10 @@ final class ChildProcessTests: XCTestCase {
         return (t, out.all)
     }
 
-    /// Waits until `condition` holds or `seconds` have passed; returns whether it held.
-    @discardableResult
-    func eventually(within seconds: TimeInterval = 5, _ condition: () -> Bool) -> Bool {
-        let deadline = Date(timeIntervalSinceNow: seconds)
-        while !condition() {
-            if Date() >= deadline { return false }
-            usleep(10_000)
-        }
-        return true
-    }
 
     /// A job's scratch: a pid file path and a marker in the job's environment, which every process it starts
     /// inherits, so a test can find them all (and clean up after a failure) without trusting a pid.
-    final class Scratch {
+    final class Scratch: Sendable {
         let pidFile = NSTemporaryDirectory() + "devci-pid-\(UUID().uuidString)"
         let mark = "DEVCI_TEST_MARK=\(UUID().uuidString)"
         var environment: [String: String] {
@@ -111,7 +112,7 @@ final class ChildProcessTests: XCTestCase {
         let started = Date()
         let scratch = Scratch()
         defer { scratch.cleanUp() }
-        DispatchQueue.global().async { [self] in
+        DispatchQueue.global().async {
             // Wait on the condition (both shells have set their traps), not on a guess of how long that takes.
             eventually(within: 20) { scratch.recordedPID != nil }
             process.stop(grace: 0.5)
@@ -158,7 +159,7 @@ final class ChildProcessTests: XCTestCase {
                 let scratch = Scratch()
                 defer { scratch.cleanUp() }
                 let process = ChildProcess()
-                DispatchQueue.global().async { [self] in
+                DispatchQueue.global().async {
                     eventually(within: 20) { scratch.recordedPID != nil }
                     process.stop(grace: 0.5)
                 }
@@ -178,7 +179,7 @@ final class ChildProcessTests: XCTestCase {
         let scratch = Scratch()
         defer { scratch.cleanUp() }
         let process = ChildProcess()
-        DispatchQueue.global().async { [self] in
+        DispatchQueue.global().async {
             // Wait until the leader itself is stopped (state T), then stop the job.
             eventually(within: 20) {
                 let pid = process.pid
@@ -206,8 +207,8 @@ final class ChildProcessTests: XCTestCase {
         final class Box: @unchecked Sendable { var leader: pid_t = 0; var code: Int32 = -1 }
         let box = Box()
         let ready = DispatchSemaphore(value: 0)
-        let pidFileWritten = { scratch.recordedPID != nil }
-        Thread { [self] in
+        let pidFileWritten: @Sendable () -> Bool = { scratch.recordedPID != nil }
+        Thread {
             let args: [String] = ["/bin/sh", "-c", script]
             let argv = args.map { strdup($0) } + [nil]
             let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
