@@ -1,6 +1,50 @@
 import DevCIWire
 import Foundation
 
+/// What a job's steps run on. The runner and `devci run --local` hand a job to one and know nothing of where
+/// it runs: the host (`HostExecutor`, a process group under a leader) today, a container through the
+/// Docker Engine API next. Output streams line by line, stdout and stderr apart, with timestamps.
+public protocol Executor: AnyObject, Sendable {
+    /// Runs `job` to its end and returns how it ended. Blocks the calling thread, which must live until this
+    /// returns (the job's leader dies with it).
+    func run(_ job: ExecutorJob, onOutput: @escaping @Sendable ([OutputLine]) -> Void) -> JobExecutor.Result
+    /// Ends the job now (a cancel, a lost lease, the runner stopping): `run` then returns with `stopped`.
+    /// Before `run` has started, it keeps the job from starting at all.
+    func cancel(grace: TimeInterval)
+}
+
+/// One job as an executor takes it: its steps (or, without a pipeline, the fallback command as one step),
+/// where it runs, and its environment.
+public struct ExecutorJob: Sendable {
+    public var script: JobScript?
+    public var fallbackCommand: String
+    public var directory: String
+    public var environment: [String: String]
+
+    public init(script: JobScript?, fallbackCommand: String, directory: String, environment: [String: String]) {
+        self.script = script
+        self.fallbackCommand = fallbackCommand
+        self.directory = directory
+        self.environment = environment
+    }
+}
+
+/// The host executor: the job's steps under one process-group leader on this machine (see `JobExecutor`).
+public final class HostExecutor: Executor {
+    private let process = ChildProcess()
+
+    public init() {}
+
+    public func run(_ job: ExecutorJob, onOutput: @escaping @Sendable ([OutputLine]) -> Void) -> JobExecutor.Result {
+        JobExecutor.run(script: job.script, fallbackCommand: job.fallbackCommand, in: job.directory, environment: job.environment,
+                        process: process, onOutput: onOutput)
+    }
+
+    public func cancel(grace: TimeInterval) {
+        process.stop(grace: grace)
+    }
+}
+
 /// Runs one job's steps in a workspace, the same way on a runner and in `devci run --local`: all steps under
 /// one process-group leader (so a service started by one step lives on for the next), each step through
 /// `/bin/sh -e -c`, stopping at the first that fails; the timeout takes down the whole group.

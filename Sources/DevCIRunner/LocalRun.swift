@@ -65,7 +65,7 @@ public final class LocalRun {
             env["DEVCI_LOCAL"] = "1"
             env["DEVCI_JOB_NAME"] = def.name
             env["DEVCI_ATTEMPT"] = String(attempt)
-            let result = JobExecutor.run(script: script, fallbackCommand: "", in: directory, environment: env, process: ChildProcess()) {
+            let result = HostExecutor().run(ExecutorJob(script: script, fallbackCommand: "", directory: directory, environment: env)) {
                 log.add($0)
             }
             let (outcome, reason) = result.outcome

@@ -54,7 +54,7 @@ public final class RunnerAgent: @unchecked Sendable {
     private var backoff: Duration = .milliseconds(100)
     private var stopping = false
     /// Jobs in progress, each in its own workspace.
-    private var current: [Int64: (assignment: JobAssignment, process: ChildProcess, workspace: Int)] = [:]
+    private var current: [Int64: (assignment: JobAssignment, executor: any Executor, workspace: Int)] = [:]
     /// Results sent but not yet accepted or discarded: sent again after a reconnect.
     private var unacknowledged: [Int64: ClientMessage] = [:]
     /// Log lines produced while disconnected, sent on reconnect.
@@ -81,12 +81,12 @@ public final class RunnerAgent: @unchecked Sendable {
             self.stopping = true
             self.heartbeatTask?.cancel()
             guard let ch = self.channel else {
-                for job in self.current.values { job.process.stop(grace: 1) }
+                for job in self.current.values { job.executor.cancel(grace: 1) }
                 done.succeed()
                 return
             }
-            for (a, process, _) in self.current.values.sorted(by: { $0.assignment.job < $1.assignment.job }) {
-                process.stop(grace: 1)
+            for (a, executor, _) in self.current.values.sorted(by: { $0.assignment.job < $1.assignment.job }) {
+                executor.cancel(grace: 1)
                 ch.write(LineCodec.encode(ClientMessage.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1,
                                                                reason: "runner shutting down")), promise: nil)
             }
@@ -205,9 +205,9 @@ public final class RunnerAgent: @unchecked Sendable {
         case .assign(let a):
             start(a)
         case .cancel(let job, let attempt, let reason):
-            if let (a, process, _) = current[job], a.attempt == attempt {
+            if let (a, executor, _) = current[job], a.attempt == attempt {
                 logger.warning("job \(job) attempt \(attempt) cancelled by the dispatcher: \(reason)")
-                process.stop()
+                executor.cancel(grace: 2)
             }
         case .accepted(let job, _):
             unacknowledged[job] = nil
@@ -252,44 +252,28 @@ public final class RunnerAgent: @unchecked Sendable {
             channel?.flush()
             return
         }
-        let process = ChildProcess()
-        current[a.job] = (a, process, workspace)
+        let executor = HostExecutor()
+        current[a.job] = (a, executor, workspace)
         logger.info("job \(a.job) (\(a.name)) attempt \(a.attempt): \(a.repo) \(a.branch) \(a.commit)")
         send(.started(job: a.job, attempt: a.attempt))
         channel?.flush()
         let config = self.config
         let thread = Thread {
-            let result = self.execute(a, process: process, workspace: workspace, config: config)
+            let result = self.execute(a, executor: executor, workspace: workspace, config: config)
             self.loop.execute { self.finished(a, result) }
         }
         thread.stackSize = 1 << 20
         thread.start()
     }
 
-    /// Slot 0 works in the clone itself; further slots in clones of it beside it.
-    func workspacePath(_ slot: Int) -> String {
-        slot == 0 ? config.clonePath : "\(config.clonePath).workspaces/\(slot)"
-    }
-
-    /// Runs on the job's own thread: checkout, then the job's steps (or the test command).
-    private func execute(_ a: JobAssignment, process: ChildProcess, workspace slot: Int, config: RunnerConfig) -> JobExecutor.Result {
+    /// Runs on the job's own thread: the workspace, then the job's steps (or the test command) on its executor.
+    private func execute(_ a: JobAssignment, executor: any Executor, workspace slot: Int, config: RunnerConfig) -> JobExecutor.Result {
         func failed(_ why: String) -> JobExecutor.Result { JobExecutor.Result(termination: .failedToStart(why), timedOut: false, stopped: false) }
-        let workspace = workspacePath(slot)
-        system(a, "checking out \(a.commit) (\(a.branch)) in \(workspace)")
+        let workspace: String
         do {
-            if !FileManager.default.fileExists(atPath: workspace + "/.git") {
-                try FileManager.default.createDirectory(atPath: (workspace as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                try GitRepository.clone(from: config.clonePath, to: workspace)
-            }
-            let repo = try GitRepository(path: workspace)
-            if !repo.hasCommit(a.commit) {
-                system(a, "fetching \(a.repo)")
-                try repo.fetch(from: a.repo)
-            }
-            guard repo.hasCommit(a.commit) else { return failed("commit \(a.commit) is not in \(a.repo)") }
-            try repo.checkout(a.commit)
+            workspace = try Workspaces(clonePath: config.clonePath).prepare(slot: slot, for: a) { self.system(a, $0) }
         } catch {
-            return failed("checkout failed: \(error)")
+            return failed("\(error)")
         }
         var script: JobScript?
         if let json = a.script {
@@ -304,7 +288,8 @@ public final class RunnerAgent: @unchecked Sendable {
         env["DEVCI_BRANCH"] = a.branch
         env["DEVCI_ATTEMPT"] = String(a.attempt)
         env["DEVCI_TOKEN"] = nil
-        return JobExecutor.run(script: script, fallbackCommand: config.testCommand, in: workspace, environment: env, process: process) { lines in
+        let job = ExecutorJob(script: script, fallbackCommand: config.testCommand, directory: workspace, environment: env)
+        return executor.run(job) { lines in
             let messages = lines.map {
                 ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: $0.text)
             }

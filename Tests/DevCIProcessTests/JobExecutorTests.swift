@@ -16,12 +16,32 @@ final class JobExecutorTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
-    func run(_ script: JobScript) -> (JobExecutor.Result, [OutputLine]) {
+    /// Through the `Executor` seam, as the runner and `devci run --local` use it.
+    func run(_ script: JobScript, on executor: any Executor = HostExecutor()) -> (JobExecutor.Result, [OutputLine]) {
         let out = ChildProcessTests.Collected()
-        let r = JobExecutor.run(script: script, fallbackCommand: "", in: dir, environment: ["PATH": "/usr/bin:/bin"], process: ChildProcess()) {
+        let r = executor.run(ExecutorJob(script: script, fallbackCommand: "", directory: dir, environment: ["PATH": "/usr/bin:/bin"])) {
             out.add($0)
         }
         return (r, out.all)
+    }
+
+    func testACancelledJobEndsStoppedAndOneCancelledBeforeItStartsNeverRuns() {
+        let executor = HostExecutor()
+        let marker = dir + "/started"
+        DispatchQueue.global().async {
+            // On the condition (the job has written its marker), not on a guess of how long it takes to start.
+            eventually(within: 20) { FileManager.default.fileExists(atPath: marker) }
+            executor.cancel(grace: 0.5)
+        }
+        let (r, _) = run(JobScript(steps: [.init(name: "wait", run: "touch started; sleep 300")]), on: executor)
+        XCTAssertTrue(r.stopped)
+        XCTAssertEqual(r.outcome.0, .cancelled)
+
+        let early = HostExecutor()
+        early.cancel(grace: 0.5)
+        let (never, _) = run(JobScript(steps: [.init(name: "must not run", run: "touch ran")]), on: early)
+        XCTAssertNotEqual(never.outcome.0, .success)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/ran"))
     }
 
     func testStepsRunInOrderShareOneGroupAndStopAtTheFirstFailure() {
