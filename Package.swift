@@ -101,6 +101,7 @@ let package = Package(
         .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIWire"]),
         .testTarget(name: "DevCIRunnerManagerTests", dependencies: ["DevCIRunnerManager", "DevCIWire"]),
         .testTarget(name: "DevCIStoreTests", dependencies: ["DevCIStore", "DevCIWire"]),
+        .testTarget(name: "DevCIRunnerTests", dependencies: ["DevCIRunner", "DevCIWire", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -41,67 +41,90 @@ public struct RunnerConfig: Sendable {
 }
 
 /// A runner: dials the dispatcher and keeps the connection, reconnecting with capped backoff; runs each
-/// assigned job in its clone and reports its log and result. All state lives on one event loop.
+/// assigned job in its clone and reports its log and result. The decisions are `RunnerSession`'s; this is its
+/// edge: the connection, the timers and the job threads. All state lives on one event loop.
 public final class RunnerAgent: @unchecked Sendable {
+    // @unchecked: every mutable field below is touched on `loop` only; job threads reach it through `loop.execute`.
     public let config: RunnerConfig
     let loop: EventLoop
     let logger: Logger
 
+    private var session: RunnerSession
     private var channel: Channel?
     private var heartbeatTask: RepeatedTask?
     private var registrationDeadline: Scheduled<Void>?
-    private var outage = OutageNotice()
-    private var backoff: Duration = .milliseconds(100)
-    private var stopping = false
-    /// Jobs in progress, each in its own workspace.
-    private var current: [Int64: (assignment: JobAssignment, executor: any Executor, workspace: Int)] = [:]
-    /// Results sent but not yet accepted or discarded: sent again after a reconnect.
-    private var unacknowledged: [Int64: ClientMessage] = [:]
-    /// Log lines produced while disconnected, sent on reconnect.
-    private var outbox: [ClientMessage] = []
-    private var droppedLines = 0
-    private static let outboxLimit = 100_000
-    private static let outboxByteLimit = 64 << 20
-    private var outboxBytes = 0
+    /// The executor of each job in progress.
+    private var executors: [Int64: any Executor] = [:]
+    /// The last write of the connection: a `close` waits for it, so a give-back is on the wire before the hang-up.
+    private var lastWrite: EventLoopFuture<Void>?
+    private var onClosed: (() -> Void)?
 
     public init(config: RunnerConfig, loop: EventLoop, logger: Logger) {
         self.config = config
         self.loop = loop
         self.logger = logger
+        session = RunnerSession(config: .init(name: config.name, slots: config.parallel, token: config.token, maxBackoff: config.maxBackoff,
+                                              registrationTimeout: config.registrationTimeout, dispatcher: "\(config.host):\(config.port)"))
     }
 
     public func start() {
         loop.execute { self.connect() }
     }
 
-    /// Gives back the job in progress (the dispatcher queues it again at once) and disconnects.
+    /// Gives back the jobs in progress (the dispatcher queues them again at once) and disconnects.
     public func shutdown() {
         let done = loop.makePromise(of: Void.self)
         loop.execute {
-            self.stopping = true
-            self.heartbeatTask?.cancel()
-            guard let ch = self.channel else {
-                for job in self.current.values { job.executor.cancel(grace: 1) }
-                done.succeed()
-                return
-            }
-            for (a, executor, _) in self.current.values.sorted(by: { $0.assignment.job < $1.assignment.job }) {
-                executor.cancel(grace: 1)
-                ch.write(LineCodec.encode(ClientMessage.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1,
-                                                               reason: "runner shutting down")), promise: nil)
-            }
-            ch.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat)).whenComplete { _ in
-                ch.close(promise: nil)
-                done.succeed()
-            }
+            let connected = self.channel != nil
+            if connected { self.onClosed = { done.succeed() } }
+            self.handle(.stop)
+            if !connected { done.succeed() }
         }
         try? done.futureResult.wait()
+    }
+
+    /// Hands an event to the session and carries out what it returns.
+    private func handle(_ event: RunnerSession.Event) {
+        for action in session.handle(event, now: .now) {
+            switch action {
+            case .send(let lines):
+                guard let ch = channel else { continue }
+                for line in lines.dropLast() { ch.write(LineCodec.encode(line), promise: nil) }
+                if let last = lines.last { lastWrite = ch.writeAndFlush(LineCodec.encode(last)) }
+            case .close:
+                guard let ch = channel else { continue }
+                (lastWrite ?? loop.makeSucceededVoidFuture()).whenComplete { _ in ch.close(promise: nil) }
+            case .reconnect(let delay):
+                let jitter = Double.random(in: 0.8...1.2)
+                loop.scheduleTask(in: .nanoseconds(Int64(delay.seconds * jitter * 1e9))) { self.connect() }
+            case .armRegistrationDeadline(let timeout):
+                registrationDeadline?.cancel()
+                registrationDeadline = loop.scheduleTask(in: .init(timeout)) { self.handle(.registrationTimedOut) }
+            case .disarmRegistrationDeadline:
+                registrationDeadline?.cancel()
+                registrationDeadline = nil
+            case .startHeartbeat(let interval):
+                heartbeatTask?.cancel()
+                heartbeatTask = loop.scheduleRepeatedTask(initialDelay: .init(interval), delay: .init(interval)) { _ in
+                    self.channel?.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat), promise: nil)
+                }
+            case .stopHeartbeat:
+                heartbeatTask?.cancel()
+                heartbeatTask = nil
+            case .startJob(let a, let slot):
+                run(a, slot: slot)
+            case .cancelJob(let job, let grace):
+                executors[job]?.cancel(grace: grace)
+            case .log(let level, let text):
+                logger.log(level: level, "\(text)")
+            }
+        }
     }
 
     // MARK: Connection
 
     private func connect() {
-        guard !stopping else { return }
+        guard !session.stopping else { return }
         ClientBootstrap(group: loop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(3))
@@ -117,149 +140,38 @@ public final class RunnerAgent: @unchecked Sendable {
                 switch result {
                 case .success(let ch):
                     self.channel = ch
+                    self.lastWrite = nil
                     self.logger.debug("connected to dispatcher \(self.config.host):\(self.config.port)")
-                    let timeout = self.config.registrationTimeout
-                    self.registrationDeadline = self.loop.scheduleTask(in: .init(timeout)) {
-                        guard self.channel === ch else { return }
-                        self.logger.warning("the dispatcher at \(self.config.host):\(self.config.port) did not register this runner within \(timeout); reconnecting")
-                        ch.close(promise: nil)
-                    }
+                    self.handle(.connected)
                 case .failure(let error):
-                    self.unreachable(ConnectionTrouble.describe(error))
-                    self.scheduleReconnect()
+                    self.handle(.connectFailed(ConnectionTrouble.describe(error)))
                 }
             }
     }
 
-    private func scheduleReconnect() {
-        guard !stopping else { return }
-        let delay = backoff
-        backoff = min(backoff * 2, config.maxBackoff)
-        let jitter = Double.random(in: 0.8...1.2)
-        loop.scheduleTask(in: .nanoseconds(Int64(delay.seconds * jitter * 1e9))) { self.connect() }
-    }
-
-    /// Says an outage once, in plain words; the retries that follow are quiet (debug).
-    private func unreachable(_ why: String) {
-        if let first = outage.failed(why) {
-            logger.warning("cannot reach the dispatcher at \(config.host):\(config.port): \(first); retrying with backoff (up to \(config.maxBackoff)) until it is back")
-        } else {
-            logger.debug("still cannot reach the dispatcher: \(why)")
-        }
-    }
-
     func disconnected() {
-        heartbeatTask?.cancel()
-        heartbeatTask = nil
-        registrationDeadline?.cancel()
-        registrationDeadline = nil
-        let wasConnected = channel != nil
         channel = nil
-        if wasConnected && !stopping {
-            unreachable("the connection closed (jobs in progress: \(current.isEmpty ? "none" : current.keys.sorted().map(String.init).joined(separator: ", ")))")
+        lastWrite = nil
+        handle(.disconnected)
+        if let closed = onClosed {
+            onClosed = nil
+            closed()
         }
-        scheduleReconnect()
     }
 
     func received(_ message: ServerMessage) {
-        switch message {
-        case .hello(let version, let authRequired):
-            guard version == WireLimits.protocolVersion else {
-                logger.error("dispatcher speaks protocol \(version), this runner \(WireLimits.protocolVersion)")
-                channel?.close(promise: nil)
-                return
-            }
-            if let token = config.token {
-                send(.auth(token: token))
-            } else if authRequired {
-                logger.error("the dispatcher requires a token: start the runner with --token or DEVCI_TOKEN")
-            }
-            send(.register(name: config.name, slots: config.parallel))
-            // Take back what we still hold, then deliver what was produced while cut off.
-            for (job, message) in unacknowledged.sorted(by: { $0.key < $1.key }) {
-                if case .result(_, let attempt, _, _, _) = message { send(.claim(job: job, attempt: attempt)) }
-            }
-            for (a, _, _) in current.values.sorted(by: { $0.assignment.job < $1.assignment.job }) { send(.claim(job: a.job, attempt: a.attempt)) }
-            // The first heartbeat tells the dispatcher our claims are in: from now on we may be given work.
-            send(.heartbeat)
-            if droppedLines > 0 {
-                logger.warning("dropped \(droppedLines) log line(s) while disconnected")
-                droppedLines = 0
-            }
-            for m in outbox { send(m) }
-            outbox.removeAll()
-            outboxBytes = 0
-            for (_, m) in unacknowledged.sorted(by: { $0.key < $1.key }) { send(m) }
-            channel?.flush()
-        case .registered(let name, let heartbeatMillis, _):
-            backoff = .milliseconds(100)
-            registrationDeadline?.cancel()
-            registrationDeadline = nil
-            if let back = outage.recovered() { logger.notice("the dispatcher is back \(back)") }
-            logger.info("registered as \(name) with \(config.host):\(config.port); heartbeat every \(heartbeatMillis) ms")
-            heartbeatTask?.cancel()
-            let interval = TimeAmount.milliseconds(Int64(max(50, heartbeatMillis)))
-            heartbeatTask = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-                self.channel?.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat), promise: nil)
-            }
-        case .assign(let a):
-            start(a)
-        case .cancel(let job, let attempt, let reason):
-            if let (a, executor, _) = current[job], a.attempt == attempt {
-                logger.warning("job \(job) attempt \(attempt) cancelled by the dispatcher: \(reason)")
-                executor.cancel(grace: 2)
-            }
-        case .accepted(let job, _):
-            unacknowledged[job] = nil
-        case .discarded(let job, let attempt, let reason):
-            unacknowledged[job] = nil
-            logger.warning("result of job \(job) attempt \(attempt) discarded: \(reason)")
-        case .error(let code, let message):
-            if code == "busy" || code == "timeout" {
-                // The dispatcher closes the connection itself; the retry is quiet.
-                logger.debug("dispatcher says \(code): \(message)")
-                return
-            }
-            logger.error("dispatcher says \(code): \(message)")
-            // Not registered: start over (the dispatcher frees a silent runner's name once its lease expires).
-            if code == "name_in_use" { channel?.close(promise: nil) }
-        case .ok, .queued, .status, .last:
-            break
-        }
-    }
-
-    /// Sends now when connected; log lines wait in the outbox otherwise (results wait in `unacknowledged`).
-    private func send(_ message: ClientMessage) {
-        if let ch = channel {
-            ch.write(LineCodec.encode(message), promise: nil)
-        } else if case .log(_, _, _, _, let text) = message {
-            if outbox.count < Self.outboxLimit && outboxBytes < Self.outboxByteLimit {
-                outbox.append(message)
-                outboxBytes += text.utf8.count
-            } else {
-                droppedLines += 1
-            }
-        }
+        handle(.received(message))
     }
 
     // MARK: Jobs
 
-    private func start(_ a: JobAssignment) {
-        let busy = Set(current.values.map(\.workspace))
-        guard current[a.job] == nil, let workspace = (0..<config.parallel).first(where: { !busy.contains($0) }) else {
-            logger.warning("refusing job \(a.job): all \(config.parallel) slot(s) busy")
-            send(.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1, reason: "runner busy"))
-            channel?.flush()
-            return
-        }
+    /// Starts the attempt on a thread of its own, on a fresh executor.
+    private func run(_ a: JobAssignment, slot: Int) {
         let executor = HostExecutor()
-        current[a.job] = (a, executor, workspace)
-        logger.info("job \(a.job) (\(a.name)) attempt \(a.attempt): \(a.repo) \(a.branch) \(a.commit)")
-        send(.started(job: a.job, attempt: a.attempt))
-        channel?.flush()
+        executors[a.job] = executor
         let config = self.config
         let thread = Thread {
-            let result = self.execute(a, executor: executor, workspace: workspace, config: config)
+            let result = self.execute(a, executor: executor, workspace: slot, config: config)
             self.loop.execute { self.finished(a, result) }
         }
         thread.stackSize = 1 << 20
@@ -296,10 +208,7 @@ public final class RunnerAgent: @unchecked Sendable {
             // Backpressure: while the connection cannot take more, the reader waits, the pipe fills, and the
             // job itself blocks on its writes; output is never buffered without bound.
             self.sendGate.waitUntilOpen()
-            self.loop.execute {
-                for m in messages { self.send(m) }
-                self.channel?.flush()
-            }
+            self.loop.execute { self.handle(.output(messages)) }
         }
     }
 
@@ -326,22 +235,15 @@ public final class RunnerAgent: @unchecked Sendable {
 
     private func system(_ a: JobAssignment, _ text: String) {
         let ts = Int64(Date().timeIntervalSince1970 * 1000)
-        loop.execute {
-            self.send(.log(job: a.job, attempt: a.attempt, stream: .system, timestampMillis: ts, text: text))
-            self.channel?.flush()
-        }
+        loop.execute { self.handle(.output([.log(job: a.job, attempt: a.attempt, stream: .system, timestampMillis: ts, text: text)])) }
     }
 
     private func finished(_ a: JobAssignment, _ result: JobExecutor.Result) {
-        current[a.job] = nil
+        executors[a.job] = nil
         let (outcome, reason) = result.outcome
         if outcome == .error { logger.error("job \(a.job): \(reason)") }
         logger.info("job \(a.job) attempt \(a.attempt) \(outcome.rawValue)\(reason.isEmpty ? "" : " (\(reason))")")
-        if stopping { return }  // shutdown already gave it back
-        let message = ClientMessage.result(job: a.job, attempt: a.attempt, outcome: outcome, exitCode: result.termination.exitCode, reason: reason)
-        unacknowledged[a.job] = message
-        send(message)
-        channel?.flush()
+        handle(.finished(job: a.job, result: .result(job: a.job, attempt: a.attempt, outcome: outcome, exitCode: result.termination.exitCode, reason: reason)))
     }
 }
 
