@@ -20,7 +20,7 @@ public struct BuildCoordinator {
 
     public enum Action: Equatable {
         /// Write a job's state change; `send`s after it wait for the write.
-        case record(Scheduler.Record)
+        case record(JobTransition)
         case send(ConnectionID, ServerMessage)
         case close(ConnectionID)
         case runnerState(name: String, state: String)
@@ -117,11 +117,11 @@ public struct BuildCoordinator {
             switch action {
             case .start(let name):
                 guard let spec = state.jobs[name] else { continue }
-                out.append(.record(Scheduler.Record(job: spec.id, state: .queued, attempt: 0)))
+                out.append(.record(JobTransition(job: spec.id, state: .queued, attempt: 0)))
                 starting.append(spec)
             case .skip(let name, let reason):
                 guard let spec = state.jobs[name] else { continue }
-                out.append(.record(Scheduler.Record(job: spec.id, state: .skipped, attempt: 0, reason: reason)))
+                out.append(.record(JobTransition(job: spec.id, state: .skipped, attempt: 0, reason: reason)))
             }
         }
         if state.plan.isFinished {

@@ -339,8 +339,9 @@ public final class Dispatcher: @unchecked Sendable {
                 pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(text)))
                 if pendingLogs.count >= 2048 { flushLogs() }
             }
-        case .result(let job, let attempt, let outcome, let exitCode, let reason):
-            apply(coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason)), now: now))
+        case .result(let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
+            apply(coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason,
+                                                     giveBack: giveBack)), now: now))
         default:
             break
         }
@@ -399,10 +400,11 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Writes a job's state change (log lines of the attempt first) and logs it.
     @discardableResult
-    private func record(_ r: Scheduler.Record) -> EventLoopFuture<Void> {
+    private func record(_ r: JobTransition) -> EventLoopFuture<Void> {
         flushLogs()
-        let transition = JobTransition(job: r.job, state: r.state, attempt: r.attempt, runner: r.runner, reason: r.reason,
-                                       exitCode: r.exitCode, reassignments: r.reassignments, retriesUsed: r.retriesUsed, at: Date())
+        var stamped = r
+        stamped.at = Date()
+        let transition = stamped
         let written = writer.submit("record job \(r.job) → \(r.state.rawValue)") { _ = try $0.record(transition) }
         let level: Logger.Level = r.state == .error || (r.state == .queued && r.reason != nil) ? .warning : .info
         logger.log(level: level, "job \(r.job)\(coordinator.jobName(r.job).map { " (\($0))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")

@@ -36,25 +36,13 @@ public struct Scheduler {
         case heartbeat(ConnectionID)
         case claim(ConnectionID, job: Int64, attempt: Int)
         case started(ConnectionID, job: Int64, attempt: Int)
-        case result(ConnectionID, job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
+        case result(ConnectionID, job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String, giveBack: GiveBack? = nil)
         /// Time passed: expire leases and notice silent runners.
         case tick
     }
 
-    /// A job's state change to write to the database.
-    public struct Record: Equatable, Sendable {
-        public var job: Int64
-        public var state: JobState
-        public var attempt: Int
-        public var runner: String?
-        public var reason: String?
-        public var exitCode: Int?
-        public var reassignments: Int?
-        public var retriesUsed: Int?
-    }
-
     public enum Action: Equatable {
-        case record(Record)
+        case record(JobTransition)
         case send(ConnectionID, ServerMessage)
         /// A runner's connection state changed (`connected`, `lost`, `disconnected`), for the runners table.
         case runnerState(name: String, state: String)
@@ -164,12 +152,12 @@ public struct Scheduler {
             }
         case .started(let conn, let job, let attempt):
             if holdsLease(conn, job: job, attempt: attempt) {
-                actions.append(.record(Record(job: job, state: .running, attempt: attempt, runner: connections[conn])))
+                actions.append(.record(JobTransition(job: job, state: .running, attempt: attempt, runner: connections[conn])))
             } else {
                 actions.append(.send(conn, .cancel(job: job, attempt: attempt, reason: "lease is no longer yours")))
             }
-        case .result(let conn, let job, let attempt, let outcome, let exitCode, let reason):
-            finish(conn, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason, now: now, into: &actions)
+        case .result(let conn, let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
+            finish(conn, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason, giveBack: giveBack, now: now, into: &actions)
         case .tick:
             tick(now: now, into: &actions)
         }
@@ -232,7 +220,7 @@ public struct Scheduler {
     private mutating func disconnect(_ conn: ConnectionID, into actions: inout [Action]) {
         guard let name = connections.removeValue(forKey: conn), let runner = runners[name] else { return }
         for job in runner.jobs.sorted() {
-            release(job, reason: "runner \(name) disconnected", into: &actions)
+            release(job, reason: "runner \(name) disconnected", kind: .lost, into: &actions)
         }
         runners[name] = nil
         actions.append(.runnerState(name: name, state: "disconnected"))
@@ -248,7 +236,7 @@ public struct Scheduler {
             runner.settling = false
             for job in runner.jobs.sorted() where entries[job]?.lease?.confirmed == false {
                 runners[name] = runner
-                release(job, reason: "runner \(name) came back without it", into: &actions)
+                release(job, reason: "runner \(name) came back without it", kind: .lost, into: &actions)
                 runner = runners[name] ?? runner
             }
         }
@@ -263,7 +251,7 @@ public struct Scheduler {
     }
 
     private mutating func finish(_ conn: ConnectionID, job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String,
-                                 now: Instant, into actions: inout [Action]) {
+                                 giveBack: GiveBack?, now: Instant, into actions: inout [Action]) {
         guard holdsLease(conn, job: job, attempt: attempt), let name = connections[conn] else {
             if let name = connections[conn] { runners[name]?.stale.remove(job) }
             let why = entries[job] == nil ? "job \(job) is not active" : "lease on attempt \(attempt) was taken away"
@@ -272,8 +260,8 @@ public struct Scheduler {
         }
         if outcome == .cancelled {
             // The runner gave the job back: queue it again at once. One shutting down gets no more work.
-            if reason.contains("shutting down") { runners[name]?.draining = true }
-            release(job, reason: "runner \(name) gave the job back: \(reason)", into: &actions)
+            if giveBack == .shutdown { runners[name]?.draining = true }
+            release(job, reason: "runner \(name) gave the job back: \(reason)", kind: .gaveBack, into: &actions)
             actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
             return
         }
@@ -286,16 +274,16 @@ public struct Scheduler {
             entries[job] = entry
             let delay = Duration.milliseconds(Int64(entry.spec.job.retryDelaySeconds * 1000))
             delayed.append((job, now + delay))
-            let what = reason.isEmpty ? outcome.rawValue.replacingOccurrences(of: "_", with: " ") : reason
-            actions.append(.record(Record(job: job, state: .queued, attempt: attempt, runner: name,
-                                          reason: "attempt \(attempt) \(outcome.rawValue.replacingOccurrences(of: "_", with: " ")) (\(what)); retry \(entry.retriesUsed) of \(entry.spec.job.retries) after \(entry.spec.job.retryDelaySeconds)s",
+            let what = reason.isEmpty ? outcome.state.display : reason
+            actions.append(.record(JobTransition(job: job, state: .queued, attempt: attempt, runner: name,
+                                          reason: "attempt \(attempt) \(outcome.state.display) (\(what)); retry \(entry.retriesUsed) of \(entry.spec.job.retries) after \(entry.spec.job.retryDelaySeconds)s", kind: .retry,
                                           exitCode: exitCode, retriesUsed: entry.retriesUsed)))
             actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
             moveDueRetries(now: now)
             return
         }
         entries[job] = nil
-        actions.append(.record(Record(job: job, state: outcome.state, attempt: attempt, runner: name,
+        actions.append(.record(JobTransition(job: job, state: outcome.state, attempt: attempt, runner: name,
                                       reason: reason.isEmpty ? nil : reason, exitCode: exitCode)))
         actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
     }
@@ -317,7 +305,7 @@ public struct Scheduler {
                 runners[lease.runner]?.stale.insert(job)
                 actions.append(.send(conn, .cancel(job: job, attempt: lease.attempt, reason: "lease expired")))
             }
-            release(job, reason: "runner \(lease.runner) \(why): lease on attempt \(lease.attempt) expired", into: &actions)
+            release(job, reason: "runner \(lease.runner) \(why): lease on attempt \(lease.attempt) expired", kind: .lost, into: &actions)
         }
         for (name, runner) in runners.sorted(by: { $0.key < $1.key }) {
             if runner.connection == nil {
@@ -331,7 +319,7 @@ public struct Scheduler {
 
     /// Takes a job away from its lease holder and queues it first in line, or ends it once it has been
     /// reassigned too often.
-    private mutating func release(_ job: Int64, reason: String, into actions: inout [Action]) {
+    private mutating func release(_ job: Int64, reason: String, kind: EventKind, into actions: inout [Action]) {
         guard var entry = entries[job], let lease = entry.lease else { return }
         entry.lease = nil
         leased.remove(job)
@@ -339,14 +327,14 @@ public struct Scheduler {
         entry.reassignments += 1
         if entry.reassignments > config.maxReassignments {
             entries[job] = nil
-            actions.append(.record(Record(job: job, state: .error, attempt: lease.attempt, runner: lease.runner,
-                                          reason: "\(reason); lost \(entry.reassignments) times, giving up (cap \(config.maxReassignments))",
+            actions.append(.record(JobTransition(job: job, state: .error, attempt: lease.attempt, runner: lease.runner,
+                                          reason: "\(reason); lost \(entry.reassignments) times, giving up (cap \(config.maxReassignments))", kind: kind,
                                           reassignments: entry.reassignments)))
         } else {
             entries[job] = entry
             queue.prepend(job)
-            actions.append(.record(Record(job: job, state: .queued, attempt: lease.attempt, runner: lease.runner,
-                                          reason: "\(reason); requeued (reassignment \(entry.reassignments) of \(config.maxReassignments))",
+            actions.append(.record(JobTransition(job: job, state: .queued, attempt: lease.attempt, runner: lease.runner,
+                                          reason: "\(reason); requeued (reassignment \(entry.reassignments) of \(config.maxReassignments))", kind: kind,
                                           reassignments: entry.reassignments)))
         }
     }
@@ -365,7 +353,7 @@ public struct Scheduler {
             runners[name]?.jobs.insert(job)
             runners[name]?.lastAssigned = assignCounter
             let s = entry.spec
-            actions.append(.record(Record(job: job, state: .assigned, attempt: entry.attempt, runner: name)))
+            actions.append(.record(JobTransition(job: job, state: .assigned, attempt: entry.attempt, runner: name)))
             actions.append(.send(conn, .assign(JobAssignment(job: job, attempt: entry.attempt, build: s.build, name: s.name, repo: s.repo,
                                                              commit: s.commit, branch: s.branch, script: s.job.script))))
         }

@@ -126,7 +126,7 @@ public struct Reporter: Sendable {
             let (lines, more) = try tail(job.id)
             let history = (byJob[job.id] ?? []).filter { $0.reason != nil }
             let model: [String: Any] = [
-                "id": job.id, "name": job.name, "status": job.status.replacingOccurrences(of: "_", with: " "), "statusClass": job.status,
+                "id": job.id, "name": job.name, "status": DisplayName.of(job.status), "statusClass": job.status,
                 "allowFailure": job.allowFailure, "runner": job.runner ?? "–", "attempt": job.attempt,
                 "started": Self.time(job.startedAt), "duration": Self.duration(job.startedAt, job.finishedAt), "reason": job.reason ?? "",
                 "startedMillis": Self.epochMillis(job.startedAt).map(String.init) ?? "",

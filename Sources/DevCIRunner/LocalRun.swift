@@ -79,7 +79,7 @@ public final class LocalRun {
                 say("✓ \(def.name) passed in \(took)")
                 break
             }
-            say("✗ \(def.name) \(outcome.state.rawValue.replacingOccurrences(of: "_", with: " "))\(reason.isEmpty ? "" : " (\(reason))") in \(took)\(def.allowFailure ? ", allowed to fail" : "")")
+            say("✗ \(def.name) \(outcome.state.display)\(reason.isEmpty ? "" : " (\(reason))") in \(took)\(def.allowFailure ? ", allowed to fail" : "")")
             for line in lines { say("    \(line.stream == "err" ? "!" : "|") \(line.text)") }
             if attempt <= def.retries {
                 let delay = def.retryDelay.seconds

@@ -112,7 +112,8 @@ struct RunnerSession {
             out += jobs.map { .cancelJob($0.assignment.job, grace: 1) }
             guard connected else { return out }
             let giveBack = jobs.map {
-                ClientMessage.result(job: $0.assignment.job, attempt: $0.assignment.attempt, outcome: .cancelled, exitCode: -1, reason: "runner shutting down")
+                ClientMessage.result(job: $0.assignment.job, attempt: $0.assignment.attempt, outcome: .cancelled, exitCode: -1, reason: "runner shutting down",
+                                     giveBack: .shutdown)
             }
             return out + [.send(giveBack + [.heartbeat]), .close]
         }
@@ -142,7 +143,7 @@ struct RunnerSession {
             lines.append(.register(name: config.name, slots: config.slots))
             // Take back what we still hold, then deliver what was produced while cut off.
             for (job, result) in unacknowledged.sorted(by: { $0.key < $1.key }) {
-                if case .result(_, let attempt, _, _, _) = result { lines.append(.claim(job: job, attempt: attempt)) }
+                if case .result(_, let attempt, _, _, _, _) = result { lines.append(.claim(job: job, attempt: attempt)) }
             }
             for (job, held) in current.sorted(by: { $0.key < $1.key }) { lines.append(.claim(job: job, attempt: held.assignment.attempt)) }
             // The first heartbeat tells the dispatcher our claims are in: from now on we may be given work.
@@ -170,7 +171,7 @@ struct RunnerSession {
         case .assign(let a):
             guard current[a.job] == nil, let slot = freeSlot else {
                 return [.log(.warning, "refusing job \(a.job): all \(config.slots) slot(s) busy"),
-                        .send([.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1, reason: "runner busy")])]
+                        .send([.result(job: a.job, attempt: a.attempt, outcome: .cancelled, exitCode: -1, reason: "runner busy", giveBack: .busy)])]
             }
             current[a.job] = (a, slot)
             return [.log(.info, "job \(a.job) (\(a.name)) attempt \(a.attempt): \(a.repo) \(a.branch) \(a.commit)"),

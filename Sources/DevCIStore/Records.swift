@@ -75,20 +75,35 @@ public struct EnqueueResult: Equatable, Sendable {
     public var created: Bool
 }
 
+/// What a recorded job event means, beyond its new state: stored with the event, so reports count them
+/// without reading the reason's words.
+public enum EventKind: String, Equatable, Sendable, Codable {
+    /// The job's runner lost it (its connection closed, it went silent, or it came back without it).
+    case lost
+    /// The runner gave the job back (shutting down, or busy).
+    case gaveBack = "gave_back"
+    /// An attempt failed and the job waits for its next one.
+    case retry
+}
+
 /// A change of a job's state, with everything the database keeps about it.
-public struct JobTransition: Sendable {
+public struct JobTransition: Equatable, Sendable {
     public var job: Int64
     public var state: JobState
     public var attempt: Int
     public var runner: String?
     public var reason: String?
+    /// Why a job went back to the queue or ended, typed (the reason says it for people).
+    public var kind: EventKind?
     public var exitCode: Int?
     public var reassignments: Int?
     public var retriesUsed: Int?
-    public var at: Date
+    /// When it happened; nil: when it is written (the scheduler reads no clock).
+    public var at: Date?
 
-    public init(job: Int64, state: JobState, attempt: Int, runner: String? = nil, reason: String? = nil,
-                exitCode: Int? = nil, reassignments: Int? = nil, retriesUsed: Int? = nil, at: Date = Date()) {
+    public init(job: Int64, state: JobState, attempt: Int, runner: String? = nil, reason: String? = nil, kind: EventKind? = nil,
+                exitCode: Int? = nil, reassignments: Int? = nil, retriesUsed: Int? = nil, at: Date? = nil) {
+        self.kind = kind
         self.retriesUsed = retriesUsed
         self.job = job
         self.state = state

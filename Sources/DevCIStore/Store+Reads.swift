@@ -91,8 +91,7 @@ extension SQLiteStore {
             }
             var lost: [String: [Int64]] = [:]
             for r in try Row.fetchAll(db, sql: """
-                SELECT job_id, runner FROM job_events WHERE state = 'queued' AND reason IS NOT NULL AND at > ?
-                AND reason LIKE '%lease on attempt%' ORDER BY id DESC
+                SELECT job_id, runner FROM job_events WHERE kind = 'lost' AND at > ? ORDER BY id DESC
                 """, arguments: [dayAgo]) {
                 if let name = r["runner"] as String? { lost[name, default: []].append(r["job_id"]) }
             }

@@ -173,6 +173,14 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         m.registerMigration("v4: meta") { db in
             try db.execute(sql: "CREATE TABLE store_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         }
+        m.registerMigration("v5: event kinds") { db in
+            // Older events said it only in words: a lost lease was the one kind they counted.
+            try db.execute(sql: """
+                ALTER TABLE job_events ADD COLUMN kind TEXT;
+                UPDATE job_events SET kind = 'lost' WHERE state = 'queued' AND reason LIKE '%lease on attempt%';
+                CREATE INDEX job_events_kind ON job_events(kind, at) WHERE kind IS NOT NULL;
+                """)
+        }
         return m
     }
 
@@ -285,7 +293,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         }
         let current = JobState(rawValue: row["status"]) ?? .error
         if current.isFinal { return false }
-        let t = tr.at.timeIntervalSince1970
+        let t = (tr.at ?? Date()).timeIntervalSince1970
         var sets = ["status = ?", "attempt = ?"]
         var args: [DatabaseValueConvertible?] = [tr.state.rawValue, tr.attempt]
         if tr.state != .queued && tr.state != .skipped { sets.append("runner = ?"); args.append(tr.runner) }
@@ -297,8 +305,8 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         if let reason = tr.reason, !reason.isEmpty { sets.append("reason = ?"); args.append(reason) }
         args.append(tr.job)
         try db.execute(sql: "UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", arguments: StatementArguments(args))
-        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt, runner, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                       arguments: [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason])
+        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt, runner, reason, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       arguments: [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason, tr.kind?.rawValue])
         try rollUp(db, build: row["build_id"], at: t)
         return true
     }

@@ -27,9 +27,10 @@ public enum LineCodec {
         case .log(let job, let attempt, let stream, let ts, let text):
             return line("log", ("job", String(job)), ("attempt", String(attempt)), ("stream", stream.rawValue),
                         ("ts", String(ts)), ("text", text))
-        case .result(let job, let attempt, let outcome, let exitCode, let reason):
-            return line("result", ("job", String(job)), ("attempt", String(attempt)), ("status", outcome.rawValue),
-                        ("exit", String(exitCode)), ("reason", reason))
+        case .result(let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
+            let base = line("result", ("job", String(job)), ("attempt", String(attempt)), ("status", outcome.rawValue),
+                            ("exit", String(exitCode)), ("reason", reason))
+            return giveBack.map { base + " give_back=" + $0.rawValue } ?? base
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
             var base = line("dispatch", ("repo", repo), ("commit", commit), ("branch", branch))
             switch mark {
@@ -101,8 +102,16 @@ public enum LineCodec {
             guard let outcome = Outcome(rawValue: try f.string("status")) else {
                 throw WireError("bad_field", "status must be one of \(Outcome.allCases.map(\.rawValue).joined(separator: ", "))")
             }
+            var giveBack: GiveBack?
+            if f.has("give_back") {
+                let text = try f.string("give_back")
+                guard let why = GiveBack(rawValue: text), outcome == .cancelled else {
+                    throw WireError("bad_field", "give_back is \(GiveBack.allCases.map(\.rawValue).joined(separator: " or ")), with status=cancelled only")
+                }
+                giveBack = why
+            }
             message = .result(job: job, attempt: attempt, outcome: outcome, exitCode: try f.int("exit", default: -1),
-                              reason: try f.string("reason", default: ""))
+                              reason: try f.string("reason", default: ""), giveBack: giveBack)
         case "dispatch":
             let repo = try f.string("repo"), commit = try f.string("commit"), branch = try f.string("branch", default: "main")
             guard Validate.isRepository(repo) else { throw WireError("bad_field", "repo must be a path or URL, not an option") }

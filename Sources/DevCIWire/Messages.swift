@@ -13,7 +13,8 @@ public enum ClientMessage: Equatable, Sendable {
     /// One line of a job's output.
     case log(job: Int64, attempt: Int, stream: LogStream, timestampMillis: Int64, text: String)
     /// How an attempt ended. `exitCode` is -1 when no process exited.
-    case result(job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String)
+    /// `giveBack` (with `cancelled` only): the runner hands the job back unrun, and why.
+    case result(job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String, giveBack: GiveBack? = nil)
     /// Enqueue a build of one commit, with its `.devci.yml` as the dispatcher should see it.
     /// `title` and `author` (the commit's first line and author) are for people; empty when unknown.
     /// `mark`: whether the build also becomes the branch's last-dispatched commit, which the observer builds from.
@@ -102,5 +103,14 @@ public enum MarkUpdate: Equatable, Sendable {
     /// The commit becomes the mark only while the mark is still this commit (its ancestor, checked by the
     /// sender): a compare-and-set, so a newer mark set meanwhile by the observer is never moved backwards.
     case ifStill(String)
+}
+
+/// Why a runner gives a job back (a `cancelled` result with `give_back=`): the dispatcher queues it again at
+/// once, and a runner that is shutting down gets no more work.
+public enum GiveBack: String, Equatable, Sendable, CaseIterable {
+    /// The runner is stopping.
+    case shutdown
+    /// Every slot of the runner was busy.
+    case busy
 }
 

@@ -37,7 +37,7 @@ final class SchedulerTests: XCTestCase {
         }
     }
 
-    func records(_ actions: [Scheduler.Action]) -> [Scheduler.Record] {
+    func records(_ actions: [Scheduler.Action]) -> [JobTransition] {
         actions.compactMap {
             if case .record(let r) = $0 { return r }
             return nil
@@ -262,7 +262,7 @@ final class SchedulerTests: XCTestCase {
     func testRunnerGivingBackAJobRequeuesItAtOnce() {
         join(1, "a")
         on(.enqueued([spec(1)]))
-        let r = records(on(.result(1, job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner shutting down")))
+        let r = records(on(.result(1, job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner shutting down", giveBack: .shutdown)))
         XCTAssertEqual(r.map(\.state), [.queued])
         XCTAssertEqual(s.queuedCount, 1)
         XCTAssertEqual(assignments(join(2, "b")).map(\.attempt), [2])
@@ -334,9 +334,9 @@ final class SchedulerTests: XCTestCase {
         // A refusal that is not a shutdown does not drain the runner.
         on(.enqueued([spec(2)]))
         XCTAssertEqual(s.leaseHolder(job: 2), "a")
-        let refused = on(.result(1, job: 2, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner busy"))
+        let refused = on(.result(1, job: 2, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner busy", giveBack: .busy))
         XCTAssertEqual(assignments(refused).map(\.attempt), [2], "a busy refusal leaves the runner in service")
-        let down = on(.result(1, job: 2, attempt: 2, outcome: .cancelled, exitCode: -1, reason: "runner shutting down"))
+        let down = on(.result(1, job: 2, attempt: 2, outcome: .cancelled, exitCode: -1, reason: "runner shutting down", giveBack: .shutdown))
         XCTAssertTrue(assignments(down).isEmpty, "one shutting down gets nothing more")
     }
 

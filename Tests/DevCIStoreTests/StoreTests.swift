@@ -70,4 +70,17 @@ final class StoreTests: XCTestCase {
         XCTAssertEqual(try store.logs(job: r.jobs[0].id).map(\.text), ["héllo <b>"])
         XCTAssertEqual(try store.recentBuilds(limit: 5).first?.status, "running")
     }
+
+    func testRunnersCountTheJobsTheyLostByKindNotByWords() throws {
+        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b")], at: Date())
+        try store.recordRunners([RunnerChange(name: "r1", state: "connected", host: "10.0.0.1", at: Date())], heartbeats: [:])
+        try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "r1"))
+        // A closed connection says nothing of leases: its kind says the job was lost.
+        try store.record(JobTransition(job: r.jobs[0].id, state: .queued, attempt: 1, runner: "r1",
+                                       reason: "runner r1 disconnected; requeued (reassignment 1 of 3)", kind: .lost, reassignments: 1))
+        // A retry is not a loss, whatever its words.
+        try store.record(JobTransition(job: r.jobs[1].id, state: .queued, attempt: 1, runner: "r1",
+                                       reason: "attempt 1 failed (lease on attempt 1 expired); retry 1 of 1", kind: .retry, retriesUsed: 1))
+        XCTAssertEqual(try store.runners().first { $0.name == "r1" }?.lostRecently, [r.jobs[0].id])
+    }
 }

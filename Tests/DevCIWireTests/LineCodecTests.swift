@@ -32,6 +32,8 @@ final class LineCodecTests: XCTestCase {
              "dispatch repo=/r commit=\(sha) branch=main mark=\(String(repeating: "b", count: 40))"),
             (.result(job: 7, attempt: 2, outcome: .timedOut, exitCode: 137, reason: "timed out after 10m"),
              "result job=7 attempt=2 status=timed_out exit=137 reason=timed%20out%20after%2010m"),
+            (.result(job: 7, attempt: 2, outcome: .cancelled, exitCode: -1, reason: "runner shutting down", giveBack: .shutdown),
+             "result job=7 attempt=2 status=cancelled exit=-1 reason=runner%20shutting%20down give_back=shutdown"),
             (.status, "status"),
             (.lastDispatched(repo: "/r", branch: "main"), "last repo=/r branch=main"),
         ]
@@ -84,6 +86,8 @@ final class LineCodecTests: XCTestCase {
             ("dispatch repo=/r commit=\(sha) branch=-delete", "bad_field"),
             ("dispatch repo=/r commit=\(sha) branch=a..b", "bad_field"),
             ("dispatch repo=/r commit=\(sha) branch=main mark=yes", "bad_field"),
+            ("result job=1 attempt=1 status=failed give_back=busy", "bad_field"),
+            ("result job=1 attempt=1 status=cancelled give_back=later", "bad_field"),
             ("register name=a%20b", "bad_field"),
             ("register name=ok slots=0", "bad_field"),
             ("claim job=99999999999999999999 attempt=1", "bad_field"),
