@@ -176,7 +176,7 @@ public final class Dispatcher: @unchecked Sendable {
                 lastRefusalWarning = now
                 refusedSinceWarning = 0
             }
-            channel.writeAndFlush(LineCodec.encode(ServerMessage.error(code: "busy", message: "too many connections waiting to authenticate; try again")),
+            channel.writeAndFlush(LineCodec.encode(ServerMessage.error(code: .busy, message: "too many connections waiting to authenticate; try again")),
                                   promise: nil)
             return false
         }
@@ -210,7 +210,7 @@ public final class Dispatcher: @unchecked Sendable {
         case .auth(let token):
             // Already authenticated (or no token set): say whether this token would do.
             if let expected = config.token, !constantTimeEquals(token, expected) {
-                send(id, .error(code: "bad_token", message: "wrong token"))
+                send(id, .error(code: .badToken, message: "wrong token"))
                 return false
             }
             send(id, .ok(what: "auth"))
@@ -226,7 +226,7 @@ public final class Dispatcher: @unchecked Sendable {
                    busy: "the database is busy; ask again") { .last(repo: repo, branch: branch, commit: $0 ?? "") }
         case .heartbeat, .claim, .started, .log, .result:
             guard scheduler.runnerName(id) != nil else {
-                send(id, .error(code: "not_registered", message: "register before sending runner messages"))
+                send(id, .error(code: .notRegistered, message: "register before sending runner messages"))
                 return false
             }
             runnerMessage(message, from: id, now: now)
@@ -251,7 +251,7 @@ public final class Dispatcher: @unchecked Sendable {
         var answered = false
         let timeout = loop.assumeIsolated().scheduleTask(in: .init(config.dispatchReplyTimeout)) {
             answered = true
-            self.send(id, .error(code: "store", message: busy))
+            self.send(id, .error(code: .store, message: busy))
             self.flushWrites()
         }
         result.assumeIsolated().whenComplete { result in
@@ -259,7 +259,7 @@ public final class Dispatcher: @unchecked Sendable {
             guard !answered else { return }
             switch result {
             case .success(let value): self.send(id, reply(value))
-            case .failure: self.send(id, .error(code: "store", message: "the database could not be used"))
+            case .failure: self.send(id, .error(code: .store, message: "the database could not be used"))
             }
             self.flushWrites()
         }
@@ -470,7 +470,7 @@ final class DispatcherConnection: ChannelInboundHandler {
         identifyTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .init(timeout)) { [self] in
             guard pending, !closing else { return }
             dispatcher.logger.notice("closing connection \(id) from \(context.remoteAddress?.description ?? "?"): silent for \(timeout) without \(dispatcher.config.token == nil ? "a request" : "authenticating")")
-            dispatcher.send(id, .error(code: "timeout", message: "\(dispatcher.config.token == nil ? "say something" : "authenticate") within \(timeout)"))
+            dispatcher.send(id, .error(code: .timeout, message: "\(dispatcher.config.token == nil ? "say something" : "authenticate") within \(timeout)"))
             context.flush()
             hangUp(context)
         }
@@ -513,14 +513,14 @@ final class DispatcherConnection: ChannelInboundHandler {
         }
         if !authenticated {
             guard case .auth(let token) = message else {
-                dispatcher.send(id, .error(code: "auth_required", message: "send 'auth token=…' first"))
+                dispatcher.send(id, .error(code: .authRequired, message: "send 'auth token=…' first"))
                 context.flush()
                 hangUp(context)
                 return
             }
             guard let expected = dispatcher.config.token, constantTimeEquals(token, expected) else {
                 dispatcher.logger.warning("connection \(id) from \(context.remoteAddress?.description ?? "?") sent a wrong token")
-                dispatcher.send(id, .error(code: "bad_token", message: "wrong token"))
+                dispatcher.send(id, .error(code: .badToken, message: "wrong token"))
                 context.flush()
                 hangUp(context)
                 return
@@ -553,7 +553,7 @@ final class DispatcherConnection: ChannelInboundHandler {
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .init(timeout)) { [self] in
             guard !closing, !dispatcher.isRunner(id) else { return }
             dispatcher.logger.debug("closing connection \(id): no request for \(timeout) and not a runner")
-            dispatcher.send(id, .error(code: "timeout", message: "idle for \(timeout)"))
+            dispatcher.send(id, .error(code: .timeout, message: "idle for \(timeout)"))
             context.flush()
             hangUp(context)
         }
@@ -595,7 +595,7 @@ final class DispatcherConnection: ChannelInboundHandler {
         errors += 1
         if errors >= WireLimits.maxErrorsPerConnection {
             dispatcher.logger.warning("closing connection \(id) from \(context.remoteAddress?.description ?? "?") after \(errors) bad lines")
-            dispatcher.send(id, .error(code: "too_many_errors", message: "closing after \(errors) bad lines"))
+            dispatcher.send(id, .error(code: .tooManyErrors, message: "closing after \(errors) bad lines"))
             context.flush()
             hangUp(context)
         }

@@ -183,12 +183,12 @@ public struct Scheduler {
     private mutating func register(_ conn: ConnectionID, name: String, slots: Int, now: Instant, into actions: inout [Action]) {
         // Refusals first: a refused `register` changes nothing.
         if let previous = connections[conn], previous != name {
-            actions.append(.send(conn, .error(code: "already_registered", message: "this connection is runner \(previous)")))
+            actions.append(.send(conn, .error(code: .alreadyRegistered, message: "this connection is runner \(previous)")))
             return
         }
         if let existing = runners[name], let other = existing.connection, other != conn {
             guard existing.lost else {
-                actions.append(.send(conn, .error(code: "name_in_use", message: "a runner named \(name) is connected")))
+                actions.append(.send(conn, .error(code: .nameInUse, message: "a runner named \(name) is connected")))
                 return
             }
             // The old connection went silent (half-open after a network cut): the newcomer takes the name.

@@ -165,7 +165,7 @@ public final class Observer: @unchecked Sendable {
             case .queued(let build, _, let created):
                 w.last = .some(commit)
                 logger.info("\(w.repo) \(w.branch) \(commit.prefix(12)): \(created ? "build \(build) queued" : "already build \(build)")")
-            case .error(let code, let message) where code == "bad_field":
+            case .error(let code, let message) where code == .badField:
                 // Refused for good (e.g. a name git allows and DevCI does not): skip it rather than retry forever.
                 logger.error("dispatcher refused \(commit.prefix(12)) on \(w.branch) for good: \(message)")
                 w.last = .some(commit)
@@ -193,7 +193,7 @@ public final class Observer: @unchecked Sendable {
                     reused = true
                 }
                 let reply = try client!.request(message)
-                if reused, case .error("timeout", _) = reply {
+                if reused, case .error(.timeout, _) = reply {
                     client?.close()
                     client = nil
                     continue

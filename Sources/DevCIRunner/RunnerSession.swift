@@ -187,10 +187,10 @@ struct RunnerSession {
             return [.log(.warning, "result of job \(job) attempt \(attempt) discarded: \(reason)")]
         case .error(let code, let message):
             // `busy` and `timeout`: the dispatcher closes the connection itself; the retry is quiet.
-            if code == "busy" || code == "timeout" { return [.log(.debug, "dispatcher says \(code): \(message)")] }
+            if code == .busy || code == .timeout { return [.log(.debug, "dispatcher says \(code): \(message)")] }
             var out: [Action] = [.log(.error, "dispatcher says \(code): \(message)")]
             // Not registered: start over (the dispatcher frees a silent runner's name once its lease expires).
-            if code == "name_in_use" { out.append(.close) }
+            if code == .nameInUse { out.append(.close) }
             return out
         case .ok, .queued, .status, .last:
             return []

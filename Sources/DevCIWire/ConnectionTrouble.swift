@@ -30,8 +30,8 @@ public enum ConnectionTrouble {
         }
         if let e = error as? WireError {
             switch e.code {
-            case "timeout": return "the dispatcher did not answer (\(e.message))"
-            case "closed": return "the dispatcher closed the connection"
+            case .timeout: return "the dispatcher did not answer (\(e.message))"
+            case .closed: return "the dispatcher closed the connection"
             default: return e.message
             }
         }

@@ -1,15 +1,15 @@
 /// Why a line could not be decoded. `code` is what goes on the wire in the `error` reply.
 public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
-    public var code: String
+    public var code: ErrorCode
     public var message: String
-    public init(_ code: String, _ message: String) {
+    public init(_ code: ErrorCode, _ message: String) {
         self.code = code
         self.message = message
     }
     public var description: String { "\(code): \(message)" }
 
-    public static let tooLong = WireError("too_long", "line exceeds \(WireLimits.maxLineBytes) bytes")
-    public static let badUTF8 = WireError("bad_utf8", "line is not valid UTF-8")
+    public static let tooLong = WireError(.tooLong, "line exceeds \(WireLimits.maxLineBytes) bytes")
+    public static let badUTF8 = WireError(.badUTF8, "line is not valid UTF-8")
 }
 
 /// The one codec of the wire: `verb key=value key=value`, values percent-encoded where they hold
@@ -55,7 +55,7 @@ public enum LineCodec {
         case .hello(let version, let authRequired):
             return line("hello", ("proto", String(version)), ("server", "devci"), ("auth", authRequired ? "required" : "none"))
         case .ok(let what): return line("ok", ("for", what))
-        case .error(let code, let message): return line("error", ("code", code), ("message", message))
+        case .error(let code, let message): return line("error", ("code", code.rawValue), ("message", message))
         case .registered(let name, let hb, let lease):
             return line("registered", ("name", name), ("heartbeat_ms", String(hb)), ("lease_ms", String(lease)))
         case .assign(let a):
@@ -86,27 +86,27 @@ public enum LineCodec {
         case "auth": message = .auth(token: try f.string("token"))
         case "register":
             let name = try f.string("name")
-            guard Validate.isRunnerName(name) else { throw WireError("bad_field", "name must be 1-64 of [A-Za-z0-9._-]") }
+            guard Validate.isRunnerName(name) else { throw WireError(.badField, "name must be 1-64 of [A-Za-z0-9._-]") }
             let slots = try f.int("slots", default: 1)
-            guard (1...256).contains(slots) else { throw WireError("bad_field", "slots must be 1-256") }
+            guard (1...256).contains(slots) else { throw WireError(.badField, "slots must be 1-256") }
             message = .register(name: name, slots: slots)
         case "heartbeat": message = .heartbeat
         case "claim": message = .claim(job: try f.id("job"), attempt: try f.attempt())
         case "started": message = .started(job: try f.id("job"), attempt: try f.attempt())
         case "log":
             let job = try f.id("job"), attempt = try f.attempt()
-            guard let stream = LogStream(rawValue: try f.string("stream")) else { throw WireError("bad_field", "stream must be out, err or system") }
+            guard let stream = LogStream(rawValue: try f.string("stream")) else { throw WireError(.badField, "stream must be out, err or system") }
             message = .log(job: job, attempt: attempt, stream: stream, timestampMillis: try f.int64("ts"), text: try f.string("text", default: ""))
         case "result":
             let job = try f.id("job"), attempt = try f.attempt()
             guard let outcome = Outcome(rawValue: try f.string("status")) else {
-                throw WireError("bad_field", "status must be one of \(Outcome.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw WireError(.badField, "status must be one of \(Outcome.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             var giveBack: GiveBack?
             if f.has("give_back") {
                 let text = try f.string("give_back")
                 guard let why = GiveBack(rawValue: text), outcome == .cancelled else {
-                    throw WireError("bad_field", "give_back is \(GiveBack.allCases.map(\.rawValue).joined(separator: " or ")), with status=cancelled only")
+                    throw WireError(.badField, "give_back is \(GiveBack.allCases.map(\.rawValue).joined(separator: " or ")), with status=cancelled only")
                 }
                 giveBack = why
             }
@@ -114,9 +114,9 @@ public enum LineCodec {
                               reason: try f.string("reason", default: ""), giveBack: giveBack)
         case "dispatch":
             let repo = try f.string("repo"), commit = try f.string("commit"), branch = try f.string("branch", default: "main")
-            guard Validate.isRepository(repo) else { throw WireError("bad_field", "repo must be a path or URL, not an option") }
-            guard Validate.isCommitID(commit) else { throw WireError("bad_field", "commit must be a full lowercase hex object id") }
-            guard Validate.isBranchName(branch) else { throw WireError("bad_field", "branch is not a valid branch name") }
+            guard Validate.isRepository(repo) else { throw WireError(.badField, "repo must be a path or URL, not an option") }
+            guard Validate.isCommitID(commit) else { throw WireError(.badField, "commit must be a full lowercase hex object id") }
+            guard Validate.isBranchName(branch) else { throw WireError(.badField, "branch is not a valid branch name") }
             let pipeline: PipelineText
             if f.has("pipeline") {
                 pipeline = .text(try f.string("pipeline"))
@@ -132,16 +132,16 @@ public enum LineCodec {
             case "1": mark = .always
             case "0": mark = .never
             case let expected where Validate.isCommitID(expected): mark = .ifStill(expected)
-            default: throw WireError("bad_field", "mark must be 0, 1 or a full commit id")
+            default: throw WireError(.badField, "mark must be 0, 1 or a full commit id")
             }
             message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark)
         case "status": message = .status
         case "last":
             let repo = try f.string("repo"), branch = try f.string("branch")
-            guard Validate.isRepository(repo), Validate.isBranchName(branch) else { throw WireError("bad_field", "bad repo or branch") }
+            guard Validate.isRepository(repo), Validate.isBranchName(branch) else { throw WireError(.badField, "bad repo or branch") }
             message = .lastDispatched(repo: repo, branch: branch)
         default:
-            throw WireError("unknown_verb", "unknown message '\(f.verb.prefix(32))'")
+            throw WireError(.unknownVerb, "unknown message '\(f.verb.prefix(32))'")
         }
         try f.finish()
         return message
@@ -155,7 +155,7 @@ public enum LineCodec {
             message = .hello(protocolVersion: try f.int("proto"), authRequired: try f.string("auth") == "required")
             _ = try? f.string("server")
         case "ok": message = .ok(what: try f.string("for", default: ""))
-        case "error": message = .error(code: try f.string("code"), message: try f.string("message", default: ""))
+        case "error": message = .error(code: ErrorCode(rawValue: try f.string("code")), message: try f.string("message", default: ""))
         case "registered":
             message = .registered(name: try f.string("name"), heartbeatMillis: try f.int("heartbeat_ms"), leaseMillis: try f.int("lease_ms"))
         case "assign":
@@ -164,7 +164,7 @@ public enum LineCodec {
                                   commit: try f.string("commit"), branch: try f.string("branch"),
                                   script: f.has("script") ? try f.string("script") : nil)
             guard Validate.isCommitID(a.commit), Validate.isRepository(a.repo), Validate.isBranchName(a.branch) else {
-                throw WireError("bad_field", "assignment has an invalid commit, repository or branch")
+                throw WireError(.badField, "assignment has an invalid commit, repository or branch")
             }
             message = .assign(a)
         case "cancel": message = .cancel(job: try f.id("job"), attempt: try f.attempt(), reason: try f.string("reason", default: ""))
@@ -174,7 +174,7 @@ public enum LineCodec {
             let build = try f.id("build")
             var jobs: [Int64] = []
             for part in try f.string("jobs", default: "").split(separator: ",") {
-                guard let id = Int64(part), id > 0 else { throw WireError("bad_field", "jobs must be a comma-separated list of ids") }
+                guard let id = Int64(part), id > 0 else { throw WireError(.badField, "jobs must be a comma-separated list of ids") }
                 jobs.append(id)
             }
             message = .queued(build: build, jobs: jobs, created: try f.string("created") == "true")
@@ -183,7 +183,7 @@ public enum LineCodec {
         case "last":
             message = .last(repo: try f.string("repo"), branch: try f.string("branch"), commit: try f.string("commit", default: ""))
         default:
-            throw WireError("unknown_verb", "unknown message '\(f.verb.prefix(32))'")
+            throw WireError(.unknownVerb, "unknown message '\(f.verb.prefix(32))'")
         }
         try f.finish()
         return message
@@ -228,7 +228,7 @@ public enum LineCodec {
         while let b = it.next() {
             if b == 0x25 {
                 guard let h = it.next().flatMap(hexValue), let l = it.next().flatMap(hexValue) else {
-                    throw WireError("bad_escape", "malformed %-escape")
+                    throw WireError(.badEscape, "malformed %-escape")
                 }
                 bytes.append(h << 4 | l)
             } else {
@@ -255,16 +255,16 @@ public enum LineCodec {
 
         init(_ text: String) throws(WireError) {
             var parts = text.split(separator: " ", omittingEmptySubsequences: true)
-            guard !parts.isEmpty else { throw WireError("empty", "empty line") }
+            guard !parts.isEmpty else { throw WireError(.empty, "empty line") }
             verb = String(parts.removeFirst())
-            guard verb.utf8.count <= 32 else { throw WireError("unknown_verb", "unknown message '\(verb.prefix(32))'") }
+            guard verb.utf8.count <= 32 else { throw WireError(.unknownVerb, "unknown message '\(verb.prefix(32))'") }
             for part in parts {
                 guard let eq = part.firstIndex(of: "="), eq != part.startIndex else {
-                    throw WireError("malformed", "expected key=value, got '\(part.prefix(40))'")
+                    throw WireError(.malformed, "expected key=value, got '\(part.prefix(40))'")
                 }
                 let key = part[..<eq]
                 guard values.updateValue(part[part.index(after: eq)...], forKey: key) == nil else {
-                    throw WireError("malformed", "field '\(key.prefix(32))' given twice")
+                    throw WireError(.malformed, "field '\(key.prefix(32))' given twice")
                 }
             }
         }
@@ -272,7 +272,7 @@ public enum LineCodec {
         func has(_ key: Substring) -> Bool { values[key] != nil }
 
         mutating func string(_ key: Substring) throws(WireError) -> String {
-            guard let v = values.removeValue(forKey: key) else { throw WireError("missing_field", "missing field '\(key)'") }
+            guard let v = values.removeValue(forKey: key) else { throw WireError(.missingField, "missing field '\(key)'") }
             return try LineCodec.percentDecode(v)
         }
 
@@ -282,13 +282,13 @@ public enum LineCodec {
 
         mutating func int64(_ key: Substring) throws(WireError) -> Int64 {
             let s = try string(key)
-            guard let v = Int64(s) else { throw WireError("bad_field", "field '\(key)' must be an integer") }
+            guard let v = Int64(s) else { throw WireError(.badField, "field '\(key)' must be an integer") }
             return v
         }
 
         mutating func int(_ key: Substring) throws(WireError) -> Int {
             let v = try int64(key)
-            guard let i = Int(exactly: v), i > -(1 << 31), i < 1 << 31 else { throw WireError("bad_field", "field '\(key)' is out of range") }
+            guard let i = Int(exactly: v), i > -(1 << 31), i < 1 << 31 else { throw WireError(.badField, "field '\(key)' is out of range") }
             return i
         }
 
@@ -298,20 +298,20 @@ public enum LineCodec {
 
         mutating func id(_ key: Substring) throws(WireError) -> Int64 {
             let v = try int64(key)
-            guard v > 0 else { throw WireError("bad_field", "field '\(key)' must be a positive id") }
+            guard v > 0 else { throw WireError(.badField, "field '\(key)' must be a positive id") }
             return v
         }
 
         mutating func attempt() throws(WireError) -> Int {
             let v = try int("attempt")
-            guard v > 0 else { throw WireError("bad_field", "field 'attempt' must be positive") }
+            guard v > 0 else { throw WireError(.badField, "field 'attempt' must be positive") }
             return v
         }
 
         /// Unknown fields are an error, so a typo never passes silently.
         func finish() throws(WireError) {
             if let extra = values.keys.sorted().first {
-                throw WireError("unknown_field", "unknown field '\(extra.prefix(32))' for '\(verb)'")
+                throw WireError(.unknownField, "unknown field '\(extra.prefix(32))' for '\(verb)'")
             }
         }
     }

@@ -33,7 +33,7 @@ public enum ServerMessage: Equatable, Sendable {
     /// A request succeeded and has nothing more to say.
     case ok(what: String)
     /// A request failed; the connection stays open unless the peer keeps failing.
-    case error(code: String, message: String)
+    case error(code: ErrorCode, message: String)
     /// The runner is registered under this name, and must heartbeat at this interval.
     case registered(name: String, heartbeatMillis: Int, leaseMillis: Int)
     /// Run this attempt of a job.

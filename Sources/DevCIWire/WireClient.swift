@@ -57,7 +57,7 @@ public final class WireClient: @unchecked Sendable {
     public func readLine(timeout: TimeInterval? = nil) throws -> String? {
         do {
             return try inbox.next(timeout: timeout ?? self.timeout)
-        } catch let e as WireError where e.code == "closed" {
+        } catch let e as WireError where e.code == .closed {
             return nil
         }
     }
@@ -95,8 +95,8 @@ public final class WireClient: @unchecked Sendable {
             condition.lock()
             defer { condition.unlock() }
             while lines.isEmpty {
-                if closed { throw WireError("closed", "the dispatcher closed the connection") }
-                if !condition.wait(until: deadline) { throw WireError("timeout", "no reply within \(timeout) s") }
+                if closed { throw WireError(.closed, "the dispatcher closed the connection") }
+                if !condition.wait(until: deadline) { throw WireError(.timeout, "no reply within \(timeout) s") }
             }
             return lines.removeFirst()
         }

@@ -81,7 +81,7 @@ struct DispatchCommand: ParsableCommand {
         var delay = 0.5
         for attempt in 1...5 {
             let reply = try client.request(message)
-            guard case .error("store", let why) = reply, attempt < 5 else { return reply }
+            guard case .error(.store, let why) = reply, attempt < 5 else { return reply }
             FileHandle.standardError.write(Data("note: the dispatcher could not \(what) yet (\(why)); asking again in \(delay) s\n".utf8))
             Thread.sleep(forTimeInterval: delay)
             delay *= 2

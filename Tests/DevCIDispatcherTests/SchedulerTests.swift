@@ -228,7 +228,7 @@ final class SchedulerTests: XCTestCase {
         on(.heartbeat(2))
         on(.tick)  // r1 is lost
         let r = on(.registered(2, name: "r1", slots: 1))
-        XCTAssertTrue(r.contains(.send(2, .error(code: "already_registered", message: "this connection is runner r2"))), "\(r)")
+        XCTAssertTrue(r.contains(.send(2, .error(code: .alreadyRegistered, message: "this connection is runner r2"))), "\(r)")
         XCTAssertFalse(r.contains(.close(1)), "r1's connection stays r1's")
         XCTAssertEqual(s.runnerName(1), "r1")
     }
@@ -271,7 +271,7 @@ final class SchedulerTests: XCTestCase {
     func testDuplicateRunnerNameIsRefused() {
         on(.registered(1, name: "a", slots: 1))
         let r = on(.registered(2, name: "a", slots: 1))
-        XCTAssertTrue(r.contains { if case .send(2, .error("name_in_use", _)) = $0 { return true } else { return false } })
+        XCTAssertTrue(r.contains { if case .send(2, .error(.nameInUse, _)) = $0 { return true } else { return false } })
         XCTAssertNil(s.runnerName(2))
     }
 

@@ -167,7 +167,7 @@ final class CoreTests: HarnessTestCase {
         let anonymous = try WireClient(address: address, token: nil)
         XCTAssertEqual(anonymous.greeting, .hello(protocolVersion: 1, authRequired: true))
         XCTAssertEqual(try anonymous.request(.dispatch(repo: "/r", commit: String(repeating: "a", count: 40), branch: "main", pipeline: .none)),
-                       .error(code: "auth_required", message: "send 'auth token=…' first"))
+                       .error(code: .authRequired, message: "send 'auth token=…' first"))
         XCTAssertNil(try anonymous.readLine(timeout: 5), "closed after refusing")
         XCTAssertThrowsError(try WireClient(address: address, token: "wrong"))
         XCTAssertEqual(try WireClient(address: address, token: "s3cret").request(.status), .status(queued: 0, running: 0, runners: 0))

@@ -47,7 +47,7 @@ final class LineCodecTests: XCTestCase {
         let golden: [(ServerMessage, String)] = [
             (.hello(protocolVersion: 1, authRequired: true), "hello proto=1 server=devci auth=required"),
             (.ok(what: "auth"), "ok for=auth"),
-            (.error(code: "unknown_verb", message: "unknown message 'x'"), "error code=unknown_verb message=unknown%20message%20'x'"),
+            (.error(code: .unknownVerb, message: "unknown message 'x'"), "error code=unknown_verb message=unknown%20message%20'x'"),
             (.registered(name: "r1", heartbeatMillis: 1000, leaseMillis: 3000), "registered name=r1 heartbeat_ms=1000 lease_ms=3000"),
             (.assign(JobAssignment(job: 3, attempt: 1, build: 2, repo: "/r", commit: sha, branch: "main")),
              "assign job=3 attempt=1 build=2 name=test repo=/r commit=\(sha) branch=main"),
@@ -96,7 +96,7 @@ final class LineCodecTests: XCTestCase {
         ]
         for (line, code) in bad {
             XCTAssertThrowsError(try LineCodec.decodeClient(line), line) { error in
-                XCTAssertEqual((error as? WireError)?.code, code, line)
+                XCTAssertEqual((error as? WireError)?.code.rawValue, code, line)
             }
         }
     }
