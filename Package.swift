@@ -95,7 +95,14 @@ let package = Package(
             ]
         ),
         .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
-        .testTarget(name: "DevCIDispatcherTests", dependencies: ["DevCIDispatcher", "DevCIWire", "DevCIStore", "DevCIPipeline"]),
+        .testTarget(
+            name: "DevCIDispatcherTests",
+            dependencies: [
+                "DevCIDispatcher", "DevCIWire", "DevCIStore", "DevCIPipeline",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "DevCIPipelineTests", dependencies: ["DevCIPipeline", "DevCIWire"]),
         .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
         .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIWire"]),
