@@ -23,7 +23,7 @@ public struct BuildCoordinator {
         case record(JobTransition)
         case send(ConnectionID, ServerMessage)
         case close(ConnectionID)
-        case runnerState(name: String, state: String)
+        case runnerState(name: String, state: RunnerState)
         /// Every job of the build has ended: its status, as the store rolls it up too.
         case buildEnded(Int64, BuildStatus)
     }
@@ -55,7 +55,7 @@ public struct BuildCoordinator {
             let specs = Dictionary(grouping: active.map(\.spec), by: \.build)
             for (build, jobs) in jobsByBuild.sorted(by: { $0.key < $1.key }) {
                 var states: [String: JobState] = [:]
-                for j in jobs where j.status != JobState.pending.rawValue { states[j.name] = JobState(rawValue: j.status) }
+                for j in jobs where j.status != .pending { states[j.name] = j.status }
                 let plan = BuildPlan(jobs: jobs.map { PlannedJob(name: $0.name, stage: $0.stage, dependencies: $0.dependencies, allowFailure: $0.allowFailure) },
                                      states: states)
                 track(build, Build(plan: plan, jobs: Dictionary((specs[build] ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })))

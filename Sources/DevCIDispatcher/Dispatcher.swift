@@ -393,7 +393,7 @@ public final class Dispatcher: @unchecked Sendable {
                 channels[id]?.close(promise: nil)
             case .runnerState(let name, let state):
                 logger.info("runner \(name) \(state)")
-                runnerChanges.append(RunnerChange(name: name, state: state, host: state == "connected" ? runnerHosts[name] : nil, at: Date()))
+                runnerChanges.append(RunnerChange(name: name, state: state, host: state == .connected ? runnerHosts[name] : nil, at: Date()))
             }
         }
     }

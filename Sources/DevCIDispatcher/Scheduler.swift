@@ -45,7 +45,7 @@ public struct Scheduler {
         case record(JobTransition)
         case send(ConnectionID, ServerMessage)
         /// A runner's connection state changed (`connected`, `lost`, `disconnected`), for the runners table.
-        case runnerState(name: String, state: String)
+        case runnerState(name: String, state: RunnerState)
         /// Close this connection (a lost runner's, whose name a reconnecting runner takes over).
         case close(ConnectionID)
     }
@@ -211,7 +211,7 @@ public struct Scheduler {
         connections[conn] = name
         actions.append(.send(conn, .registered(name: name, heartbeatMillis: Int(config.heartbeatInterval.milliseconds),
                                                leaseMillis: Int(config.leaseDuration.milliseconds))))
-        actions.append(.runnerState(name: name, state: "connected"))
+        actions.append(.runnerState(name: name, state: .connected))
     }
 
     /// A closed connection means a dead process (the kernel closes a killed runner's socket) or a cut one: its
@@ -223,7 +223,7 @@ public struct Scheduler {
             release(job, reason: "runner \(name) disconnected", kind: .lost, into: &actions)
         }
         runners[name] = nil
-        actions.append(.runnerState(name: name, state: "disconnected"))
+        actions.append(.runnerState(name: name, state: .disconnected))
     }
 
     private mutating func heartbeat(_ conn: ConnectionID, now: Instant, into actions: inout [Action]) {
@@ -242,7 +242,7 @@ public struct Scheduler {
         }
         if runner.lost {
             runner.lost = false
-            actions.append(.runnerState(name: name, state: "connected"))
+            actions.append(.runnerState(name: name, state: .connected))
         }
         for job in runner.jobs where entries[job]?.lease?.confirmed == true {
             entries[job]?.lease?.expires = now + config.leaseDuration
@@ -312,7 +312,7 @@ public struct Scheduler {
                 if runner.jobs.isEmpty { runners[name] = nil }
             } else if !runner.lost, now - runner.lastHeartbeat > config.leaseDuration {
                 runners[name]?.lost = true
-                actions.append(.runnerState(name: name, state: "lost"))
+                actions.append(.runnerState(name: name, state: .lost))
             }
         }
     }

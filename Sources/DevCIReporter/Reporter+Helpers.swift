@@ -78,7 +78,7 @@ extension Reporter {
          "attempts": b.attempts]
     }
 
-    func statusClass(_ b: BuildSummary) -> String { b.status == "success" && b.allowedFailures > 0 ? "allowed" : b.status }
+    func statusClass(_ b: BuildSummary) -> String { b.buildStatus == .passedWithAllowedFailures ? "allowed" : b.status.rawValue }
 
     func query(repo: String?, branch: String?, status: String?, page: Int) -> String {
         var items = [URLQueryItem]()
@@ -133,12 +133,13 @@ struct AnyEncodable: Encodable {
 enum Charts {
     static func badge(_ build: BuildSummary?) -> String {
         let (word, colour): (String, String)
-        switch build?.status {
-        case "success"?: (word, colour) = build!.allowedFailures > 0 ? ("passing*", "#4d8f5a") : ("passing", "#1a7f37")
-        case "failed"?, "error"?, "timed_out"?: (word, colour) = ("failing", "#cf222e")
-        case "running"?, "queued"?: (word, colour) = ("running", "#bf8700")
-        case "cancelled"?: (word, colour) = ("cancelled", "#6e7781")
-        default: (word, colour) = ("unknown", "#6e7781")
+        switch build?.buildStatus {
+        case .success?: (word, colour) = ("passing", "#1a7f37")
+        case .passedWithAllowedFailures?: (word, colour) = ("passing*", "#4d8f5a")
+        case .failed?, .error?, .timedOut?: (word, colour) = ("failing", "#cf222e")
+        case .running?, .queued?: (word, colour) = ("running", "#bf8700")
+        case .cancelled?: (word, colour) = ("cancelled", "#6e7781")
+        case nil: (word, colour) = ("unknown", "#6e7781")
         }
         let w = 38 + word.count * 7 + 10
         return """
@@ -150,9 +151,9 @@ enum Charts {
     }
 
     static func passRate(_ builds: [BuildSummary]) -> String {
-        let finished = builds.filter { ["success", "failed", "error", "timed_out", "cancelled"].contains($0.status) }
+        let finished = builds.filter { $0.status.isFinal }
         guard !finished.isEmpty else { return "–" }
-        return "\(Int((Double(finished.filter { $0.status == "success" }.count) / Double(finished.count) * 100).rounded()))%"
+        return "\(Int((Double(finished.filter { $0.status == .success }.count) / Double(finished.count) * 100).rounded()))%"
     }
 
     /// Bars of build durations, oldest to newest, coloured by status.
@@ -164,8 +165,8 @@ enum Charts {
         var bars = ""
         for (i, b) in builds.enumerated() {
             let h = max(2, Double(height - 2 * pad) * (durations[i] / longest))
-            let colour = b.status == "success" ? (b.allowedFailures > 0 ? "#4d8f5a" : "#1a7f37")
-                : ["failed", "error", "timed_out"].contains(b.status) ? "#cf222e" : "#6e7781"
+            let colour = b.status == .success ? (b.allowedFailures > 0 ? "#4d8f5a" : "#1a7f37")
+                : [.failed, .error, .timedOut].contains(b.status) ? "#cf222e" : "#6e7781"
             bars += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%@\"><title>build %lld: %.1fs</title></rect>",
                            Double(pad) + Double(i) * step + 1, Double(height - pad) - h, max(1, step - 2), h, colour, b.id, durations[i])
         }

@@ -33,7 +33,7 @@ extension Reporter {
                 guard let build = try store.build(id) else { break }
                 let buildEvent = Self.event("build", buildFields(build))
                 if buildEvent != sentBuild { out += buildEvent; sentBuild = buildEvent }
-                let finished = JobState(rawValue: build.status)?.isFinal ?? false
+                let finished = build.status.isFinal
                 if finished && lines.isEmpty { out += Self.event("end", ["id": id]) }
                 quiet = out.isEmpty ? quiet + 1 : 0
                 if quiet >= 60 { out = ": keep-alive\n\n"; quiet = 0 }
@@ -47,12 +47,12 @@ extension Reporter {
     /// What the build page shows of a job and updates live: state, runner, attempt, times (epoch milliseconds,
     /// null until they happen) and the latest reason.
     static func jobFields(_ job: JobSummary) -> [String: Any] {
-        ["id": job.id, "status": job.status, "attempt": job.attempt, "runner": job.runner ?? NSNull(), "reason": job.reason ?? NSNull(),
+        ["id": job.id, "status": job.status.rawValue, "attempt": job.attempt, "runner": job.runner ?? NSNull(), "reason": job.reason ?? NSNull(),
          "started": epochMillis(job.startedAt) ?? NSNull(), "finished": epochMillis(job.finishedAt) ?? NSNull()]
     }
 
     func buildFields(_ build: BuildSummary) -> [String: Any] {
-        ["id": build.id, "status": build.status, "display": build.displayStatus, "statusClass": statusClass(build),
+        ["id": build.id, "status": build.status.rawValue, "display": build.displayStatus, "statusClass": statusClass(build),
          "started": Self.epochMillis(build.startedAt) ?? NSNull(), "finished": Self.epochMillis(build.finishedAt) ?? NSNull()]
     }
 

@@ -126,13 +126,13 @@ public struct Reporter: Sendable {
             let (lines, more) = try tail(job.id)
             let history = (byJob[job.id] ?? []).filter { $0.reason != nil }
             let model: [String: Any] = [
-                "id": job.id, "name": job.name, "status": DisplayName.of(job.status), "statusClass": job.status,
+                "id": job.id, "name": job.name, "status": job.status.display, "statusClass": job.status.rawValue,
                 "allowFailure": job.allowFailure, "runner": job.runner ?? "–", "attempt": job.attempt,
                 "started": Self.time(job.startedAt), "duration": Self.duration(job.startedAt, job.finishedAt), "reason": job.reason ?? "",
                 "startedMillis": Self.epochMillis(job.startedAt).map(String.init) ?? "",
                 "finishedMillis": Self.epochMillis(job.finishedAt).map(String.init) ?? "",
                 "history": history.isEmpty ? false : ["events": history.map { e in
-                    ["at": Self.time(e.at), "state": e.state, "runner": e.runner ?? false, "reason": e.reason ?? false] as [String: Any]
+                    ["at": Self.time(e.at), "state": e.state.display, "runner": e.runner ?? false, "reason": e.reason ?? false] as [String: Any]
                 }] as Any,
                 "lines": lines.map { l in
                     ["stream": l.stream.rawValue, "time": Self.millis(l.timestampMillis), "text": l.text, "attempt": l.attempt,
@@ -170,7 +170,7 @@ public struct Reporter: Sendable {
         })
         func links(_ ids: [Int64]) -> [[String: Any]] { ids.map { ["id": $0, "link": "/builds/\(jobBuilds[$0] ?? 0)#job-\($0)"] } }
         let model: [String: Any] = ["runners": runners.map { r in
-            ["name": r.name, "state": r.state, "stateClass": r.state, "host": r.host ?? "–", "connectedAt": Self.time(r.connectedAt),
+            ["name": r.name, "state": r.state.rawValue, "stateClass": r.state.rawValue, "host": r.host ?? "–", "connectedAt": Self.time(r.connectedAt),
              "lastHeartbeat": Self.time(r.lastHeartbeat), "current": links(r.currentJobs), "jobsRun": r.jobsRun,
              "lost": links(r.lostRecently)] as [String: Any]
         }]
@@ -182,7 +182,7 @@ public struct Reporter: Sendable {
             throw HTTPError(.notFound, message: "There is no repository named \(name).")
         }
         let builds = try store.builds(BuildFilter(repo: repo), offset: 0, limit: 40)
-        let finished = builds.filter { JobState(rawValue: $0.status)?.isFinal ?? false }
+        let finished = builds.filter { $0.status.isFinal }
         let passRate = Charts.passRate(builds)
         if json {
             return try jsonResponse(["repo": AnyEncodable(repo), "builds": AnyEncodable(builds), "passRate": AnyEncodable(passRate)])

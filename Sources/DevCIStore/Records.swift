@@ -142,7 +142,8 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     public var repo: String
     public var branch: String
     public var commit: String
-    public var status: String
+    /// As stored: a pass with allowed failures is `success` (see `buildStatus`).
+    public var status: BuildStatus
     public var runner: String?
     public var createdAt: Date
     public var startedAt: Date?
@@ -155,10 +156,9 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     public var title: String = ""
     public var author: String = ""
 
-    /// The status, typed: a stored `success` with allowed failures is `passedWithAllowedFailures`.
+    /// The status as people mean it: a stored `success` with allowed failures is `passedWithAllowedFailures`.
     public var buildStatus: BuildStatus {
-        let stored = BuildStatus(rawValue: status) ?? .error
-        return stored == .success && allowedFailures > 0 ? .passedWithAllowedFailures : stored
+        status == .success && allowedFailures > 0 ? .passedWithAllowedFailures : status
     }
 
     /// The status as people read it: `passed with allowed failures`, `timed out`.
@@ -174,7 +174,7 @@ public struct BuildSummary: Codable, Equatable, Sendable {
 /// One recorded state change of a job.
 public struct JobEvent: Codable, Equatable, Sendable {
     public var job: Int64
-    public var state: String
+    public var state: JobState
     public var attempt: Int
     public var runner: String?
     public var reason: String?
@@ -187,7 +187,7 @@ public struct JobSummary: Codable, Equatable, Sendable {
     public var build: Int64
     public var name: String
     public var stage: String
-    public var status: String
+    public var status: JobState
     public var allowFailure: Bool
     public var dependencies: [String]
     public var runner: String?
@@ -218,7 +218,7 @@ public struct BuildFilter: Equatable, Sendable {
 /// A runner as the reporter shows it.
 public struct RunnerSummary: Codable, Equatable, Sendable {
     public var name: String
-    public var state: String
+    public var state: RunnerState
     public var host: String?
     public var connectedAt: Date?
     public var lastHeartbeat: Date?

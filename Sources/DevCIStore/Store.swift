@@ -16,12 +16,12 @@ public struct StoreError: Error, CustomStringConvertible {
 /// A runner's connection state, for the runners table.
 public struct RunnerChange: Equatable, Sendable {
     public var name: String
-    public var state: String
+    public var state: RunnerState
     /// The runner's address, on connecting.
     public var host: String?
     public var at: Date
 
-    public init(name: String, state: String, host: String?, at: Date) {
+    public init(name: String, state: RunnerState, host: String?, at: Date) {
         self.name = name
         self.state = state
         self.host = host
@@ -373,7 +373,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
                           finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)), exitCode: r["exit_code"], reason: r["reason"])
     }
 
-    public func recordRunner(name: String, state: String, host: String?, at: Date) throws {
+    public func recordRunner(name: String, state: RunnerState, host: String?, at: Date) throws {
         try recordRunners([RunnerChange(name: name, state: state, host: host, at: at)], heartbeats: [:])
     }
 
@@ -392,7 +392,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
                 """)
             for c in changes {
                 let t = c.at.timeIntervalSince1970
-                try upsert.execute(arguments: [c.name, c.state, t, t, c.host, t, t])
+                try upsert.execute(arguments: [c.name, c.state.rawValue, t, t, c.host, t, t])
             }
             let beat = try db.cachedStatement(sql: "UPDATE runners SET last_heartbeat = ? WHERE name = ?")
             for (name, at) in heartbeats.sorted(by: { $0.key < $1.key }) {
@@ -465,3 +465,9 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         }
     }
 }
+
+// The typed states read straight from their columns (the store writes only their raw values).
+extension JobState: DatabaseValueConvertible {}
+extension BuildStatus: DatabaseValueConvertible {}
+extension RunnerState: DatabaseValueConvertible {}
+

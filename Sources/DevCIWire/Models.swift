@@ -17,6 +17,14 @@ public enum JobState: String, Sendable, CaseIterable, Codable {
     public var isLeased: Bool { self == .assigned || self == .running }
 }
 
+/// A runner's connection as the dispatcher sees it.
+public enum RunnerState: String, Sendable, CaseIterable, Codable {
+    case connected
+    /// Connected but silent for longer than a lease: no new work until it heartbeats again.
+    case lost
+    case disconnected
+}
+
 /// How a job attempt ended, as the runner reports it.
 public enum Outcome: String, Sendable, CaseIterable {
     /// The test command exited 0.

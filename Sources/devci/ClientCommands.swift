@@ -137,7 +137,7 @@ struct ReportCommand: ParsableCommand {
             for b in builds { rows += try store.jobs(build: b.id).filter(matches) }
             if json { return try printJSON(rows) }
             printTable(["BUILD", "JOB", "STAGE", "STATUS", "RUNNER", "ATTEMPT", "DURATION", "REASON"], rows.map { j in
-                [String(j.build), j.name, j.stage, j.status + (j.allowFailure && j.status != "success" ? " (allowed)" : ""), j.runner ?? "-",
+                [String(j.build), j.name, j.stage, j.status.display + (j.allowFailure && j.status != .success ? " (allowed)" : ""), j.runner ?? "-",
                  String(j.attempt), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
             })
             return

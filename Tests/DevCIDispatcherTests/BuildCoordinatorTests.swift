@@ -83,7 +83,7 @@ final class BuildCoordinatorTests: XCTestCase {
 
     func testRestoreStartsJobsWhoseDependenciesEndedWhileTheDispatcherWasDown() {
         func summary(_ id: Int64, _ name: String, _ state: JobState, _ deps: [String]) -> JobSummary {
-            JobSummary(id: id, build: 7, name: name, stage: "test", status: state.rawValue, allowFailure: false, dependencies: deps,
+            JobSummary(id: id, build: 7, name: name, stage: "test", status: state, allowFailure: false, dependencies: deps,
                        runner: nil, attempt: state == .pending ? 0 : 1, reassignments: 0, retriesUsed: 0)
         }
         let pending = ActiveJob(spec: JobSpec(id: 2, build: 7, name: "unit", repo: "/r", commit: String(repeating: "a", count: 40), branch: "main"),

@@ -135,7 +135,7 @@ final class SchedulerTests: XCTestCase {
         advance(.seconds(4))
         on(.heartbeat(2))
         let t = on(.tick)
-        XCTAssertTrue(t.contains(.runnerState(name: "a", state: "lost")))
+        XCTAssertTrue(t.contains(.runnerState(name: "a", state: .lost)))
         on(.result(2, job: 2, attempt: 1, outcome: .success, exitCode: 0, reason: ""))
         XCTAssertEqual(s.leaseHolder(job: 1), "b", "job 1 moved from the silent runner to b")
         let more = on(.enqueued([spec(3)]))
@@ -152,7 +152,7 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(records(d).map(\.state), [.queued, .assigned])
         XCTAssertTrue(records(d)[0].reason?.contains("runner a disconnected") ?? false, records(d)[0].reason ?? "")
         XCTAssertEqual(assignments(d).map { [Int64($0.conn), $0.job, Int64($0.attempt)] }, [[2, 1, 2]])
-        XCTAssertTrue(d.contains(.runnerState(name: "a", state: "disconnected")))
+        XCTAssertTrue(d.contains(.runnerState(name: "a", state: .disconnected)))
     }
 
     func testARunnerThatWasOnlyCutOffIsToldToDropTheAttemptItClaims() {

@@ -13,15 +13,15 @@ final class CoreTests: HarnessTestCase {
         try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
         let good = try h.dispatch(pass, repo: origin, to: address)
         let bad = try h.dispatch(fail, repo: origin, to: address)
-        XCTAssertEqual(try h.waitForFinalBuild(good.build).status, "success")
+        XCTAssertEqual(try h.waitForFinalBuild(good.build).status, .success)
         let failed = try h.waitForFinalBuild(bad.build)
-        XCTAssertEqual(failed.status, "failed")
+        XCTAssertEqual(failed.status, .failed)
         XCTAssertEqual(failed.reason, "exit status 3")
         let lines = try h.store().logs(job: good.job)
         XCTAssertTrue(lines.contains { $0.stream == .out && $0.text == "hello from the tests" }, "\(lines)")
         XCTAssertTrue(lines.contains { $0.stream == .err && $0.text == "warning: <b>&" }, "\(lines)")
         XCTAssertTrue(lines.allSatisfy { $0.timestampMillis > 1_600_000_000_000 })
-        XCTAssertEqual(try h.store().events(job: good.job).map(\.state), ["queued", "assigned", "running", "success"])
+        XCTAssertEqual(try h.store().events(job: good.job).map(\.state), [.queued, .assigned, .running, .success])
         // The command line reads the same database.
         let report = try h.run(["report", "--db", h.dbPath, "--json"])
         XCTAssertEqual(report.status, 0)
@@ -37,7 +37,7 @@ final class CoreTests: HarnessTestCase {
         try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
         let missing = String(repeating: "e", count: 40)
         let b = try h.waitForFinalBuild(try h.dispatch(missing, repo: origin, to: address).build)
-        XCTAssertEqual(b.status, "error")
+        XCTAssertEqual(b.status, .error)
         XCTAssertTrue(b.reason?.contains("not in") ?? false, b.reason ?? "")
     }
 
@@ -55,7 +55,7 @@ final class CoreTests: HarnessTestCase {
         let (build, job) = try h.dispatch(slow, repo: origin, to: address)
         var holder: String?
         try h.waitUntil("the job runs") {
-            holder = try h.store().events(job: job).last(where: { $0.state == "running" })?.runner
+            holder = try h.store().events(job: job).last(where: { $0.state == .running })?.runner
             return holder != nil
         }
         return (build, job, runners[holder!]!, holder!, address)
@@ -65,11 +65,11 @@ final class CoreTests: HarnessTestCase {
         let (build, job, victim, victimName, _) = try slowJobOnOneOfTwoRunners()
         kill(victim.processIdentifier, SIGKILL)
         let b = try h.waitForFinalBuild(build)
-        XCTAssertEqual(b.status, "success")
+        XCTAssertEqual(b.status, .success)
         XCTAssertNotEqual(b.runner, victimName)
         XCTAssertEqual(b.attempts, 2)
         let events = try h.store().events(job: job)
-        XCTAssertTrue(events.contains { $0.state == "queued" && ($0.reason ?? "").contains("runner \(victimName)") }, "\(events)")
+        XCTAssertTrue(events.contains { $0.state == .queued && ($0.reason ?? "").contains("runner \(victimName)") }, "\(events)")
         XCTAssertEqual(try h.finalEvents(job: job).count, 1)
     }
 
@@ -77,7 +77,7 @@ final class CoreTests: HarnessTestCase {
         let (build, job, victim, victimName, _) = try slowJobOnOneOfTwoRunners(seconds: 2)
         kill(victim.processIdentifier, SIGSTOP)
         let b = try h.waitForFinalBuild(build)
-        XCTAssertEqual(b.status, "success")
+        XCTAssertEqual(b.status, .success)
         XCTAssertNotEqual(b.runner, victimName)
         kill(victim.processIdentifier, SIGCONT)
         // Woken up, it is told its lease is gone and stops or reports a result that is thrown away.
@@ -96,14 +96,14 @@ final class CoreTests: HarnessTestCase {
         let (dispatcher, address) = try h.startDispatcher()
         let runner = try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
         let jobs = try commits.map { try h.dispatch($0, repo: origin, to: address) }
-        try h.waitUntil("the first job runs") { try h.store().events(job: jobs[0].job).contains { $0.state == "running" } }
+        try h.waitUntil("the first job runs") { try h.store().events(job: jobs[0].job).contains { $0.state == .running } }
         kill(dispatcher.processIdentifier, SIGKILL)
         dispatcher.waitUntilExit()
         XCTAssertEqual(try h.store().activeJobs().count, 3, "one running, two queued, all in the database")
         let (_, again) = try h.startDispatcher(port: address.port)
         XCTAssertEqual(again, address)
         for j in jobs {
-            XCTAssertEqual(try h.waitForFinalBuild(j.build).status, "success")
+            XCTAssertEqual(try h.waitForFinalBuild(j.build).status, .success)
             XCTAssertEqual(try h.finalEvents(job: j.job).count, 1)
         }
         // The running job was taken back by its runner on reconnect, not run again.
@@ -147,7 +147,7 @@ final class CoreTests: HarnessTestCase {
         let hangs = try h.commit("(sleep 4172; echo leaked) &\necho started\nsleep 4173", to: origin)
         let (_, address) = try h.startDispatcher()
         let runner = try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
-        XCTAssertEqual(try h.waitForFinalBuild(try h.dispatch(finishes, repo: origin, to: address).build).status, "success")
+        XCTAssertEqual(try h.waitForFinalBuild(try h.dispatch(finishes, repo: origin, to: address).build).status, .success)
         try h.waitUntil("the finished job's background process is gone") { try !processExists(matching: "sleep 4171") }
         let job = try h.dispatch(hangs, repo: origin, to: address).job
         try h.waitUntil("the hanging job runs") { try processExists(matching: "sleep 4173") && processExists(matching: "sleep 4172") }

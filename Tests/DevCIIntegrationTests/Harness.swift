@@ -237,14 +237,14 @@ final class Harness {
         var result: BuildSummary?
         try waitUntil("build \(id) finishes", timeout: timeout) {
             result = try build(id)
-            return result.map { JobState(rawValue: $0.status)?.isFinal ?? false } ?? false
+            return result.map { $0.status.isFinal } ?? false
         }
         return result!
     }
 
     /// Final states recorded for a job: exactly one, always.
     func finalEvents(job: Int64) throws -> [JobEvent] {
-        try store().events(job: job).filter { JobState(rawValue: $0.state)?.isFinal ?? false }
+        try store().events(job: job).filter { $0.state.isFinal }
     }
 
     func dispatch(_ commit: String, repo: String, to address: HostPort, pipeline: PipelineText = .none) throws -> (build: Int64, job: Int64) {

@@ -38,7 +38,7 @@ final class NeverSilentTests: HarnessTestCase {
         for (i, gap) in [0.2, 1.0, 2.5].enumerated() {
             let commit = try slowOnceCommit(origin, "gap\(i)")
             let (build, job) = try h.dispatch(commit, repo: origin, to: address)
-            try h.waitUntil("attempt 1 runs") { try h.store().events(job: job).contains { $0.state == "running" } }
+            try h.waitUntil("attempt 1 runs") { try h.store().events(job: job).contains { $0.state == .running } }
             try waitUntilSleeping("gap\(i)")
             kill(runner.processIdentifier, SIGKILL)
             runner.waitUntilExit()
@@ -46,13 +46,13 @@ final class NeverSilentTests: HarnessTestCase {
             try h.waitUntil("\(gap) s pass", timeout: 10) { Date().timeIntervalSince(killed) >= gap }
             runner = try h.startRunner(clone, address, name: "r1")
             let b = try h.waitForFinalBuild(build, timeout: 20)
-            XCTAssertEqual(b.status, "success", "restart \(gap) s after kill -9")
+            XCTAssertEqual(b.status, .success, "restart \(gap) s after kill -9")
             XCTAssertEqual(b.runner, "r1")
             XCTAssertEqual(try h.finalEvents(job: job).count, 1)
         }
         // And it keeps taking work: one connected runner, nothing stuck in the queue.
         let quick = try h.commit("echo quick", to: origin)
-        XCTAssertEqual(try h.waitForFinalBuild(try h.dispatch(quick, repo: origin, to: address).build).status, "success")
+        XCTAssertEqual(try h.waitForFinalBuild(try h.dispatch(quick, repo: origin, to: address).build).status, .success)
         XCTAssertEqual(try status(address), .status(queued: 0, running: 0, runners: 1))
     }
 
@@ -76,10 +76,10 @@ final class NeverSilentTests: HarnessTestCase {
         let (build, job) = try h.dispatch(commit, repo: origin, to: address)
         let b = try h.waitForFinalBuild(build, timeout: 20)
         let events = try h.store().events(job: job)
-        XCTAssertEqual(b.status, "success", "\(events)")
+        XCTAssertEqual(b.status, .success, "\(events)")
         XCTAssertTrue(try h.store().events(job: job).contains { ($0.reason ?? "").contains("disconnected") }, "requeued when its runner died")
         let next = try h.commit("echo next", to: origin)
-        XCTAssertEqual(try h.waitForFinalBuild(try h.dispatch(next, repo: origin, to: address).build, timeout: 20).status, "success")
+        XCTAssertEqual(try h.waitForFinalBuild(try h.dispatch(next, repo: origin, to: address).build, timeout: 20).status, .success)
     }
 
     // MARK: 2. A dead runner's work moves on at once
@@ -92,15 +92,15 @@ final class NeverSilentTests: HarnessTestCase {
         let a = try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
         try h.waitUntil("a registers") { try status(address) == .status(queued: 0, running: 0, runners: 1) }
         let (build, job) = try h.dispatch(commit, repo: origin, to: address)
-        try h.waitUntil("a runs the job") { try h.store().events(job: job).contains { $0.state == "running" } }
+        try h.waitUntil("a runs the job") { try h.store().events(job: job).contains { $0.state == .running } }
         try waitUntilSleeping("kill")
         try h.startRunner(try h.clone(origin, as: "clone-b"), address, name: "b")
         try h.waitUntil("b registers") { try status(address) == .status(queued: 0, running: 1, runners: 2) }
         kill(a.processIdentifier, SIGKILL)
         let b = try h.waitForFinalBuild(build, timeout: 15)
-        XCTAssertEqual(b.status, "success")
+        XCTAssertEqual(b.status, .success)
         XCTAssertEqual(b.runner, "b")
-        let requeue = try h.store().events(job: job).first { $0.state == "queued" && $0.reason != nil }
+        let requeue = try h.store().events(job: job).first { $0.state == .queued && $0.reason != nil }
         XCTAssertTrue(requeue?.reason?.contains("runner a disconnected") ?? false, "\(String(describing: requeue))")
     }
 
@@ -111,14 +111,14 @@ final class NeverSilentTests: HarnessTestCase {
         let (dispatcher, address) = try h.startDispatcher(extra: ["--heartbeat", "1s", "--lease", "3s"])
         try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
         let (build, job) = try h.dispatch(commit, repo: origin, to: address)
-        try h.waitUntil("the job runs") { try h.store().events(job: job).contains { $0.state == "running" } }
+        try h.waitUntil("the job runs") { try h.store().events(job: job).contains { $0.state == .running } }
         kill(dispatcher.processIdentifier, SIGTERM)
         dispatcher.waitUntilExit()
         XCTAssertEqual(dispatcher.terminationStatus, 0)
         _ = try h.startDispatcher(port: address.port, extra: ["--heartbeat", "1s", "--lease", "3s"])
-        XCTAssertEqual(try h.waitForFinalBuild(build).status, "success")
+        XCTAssertEqual(try h.waitForFinalBuild(build).status, .success)
         let events = try h.store().events(job: job)
-        XCTAssertEqual(events.map(\.state), ["queued", "assigned", "running", "success"], "\(events)")
+        XCTAssertEqual(events.map(\.state), [.queued, .assigned, .running, .success], "\(events)")
     }
 
     // MARK: 3. Failure exits non-zero
@@ -189,7 +189,7 @@ final class NeverSilentTests: HarnessTestCase {
         guard case .queued(let build, let jobs, _) = try client.request(.dispatch(repo: origin, commit: commit, branch: "main", pipeline: .none)) else {
             return XCTFail("dispatch refused")
         }
-        XCTAssertEqual(try h.waitForFinalBuild(build).status, "success")
+        XCTAssertEqual(try h.waitForFinalBuild(build).status, .success)
         let text = try h.store().logs(job: jobs[0]).map(\.text)
         XCTAssertTrue(text.contains { $0.hasPrefix("token seen 0 time(s), canary ") && !$0.hasSuffix("canary 0 time(s)") }, "\(text)")
         XCTAssertTrue(text.contains("0"), "no DEVCI_TOKEN in the job's environment: \(text)")
@@ -285,7 +285,7 @@ final class NeverSilentTests: HarnessTestCase {
         dispatch.waitUntilExit()
         XCTAssertEqual(dispatch.terminationStatus, 0, h.log(of: dispatch))
         let build = try XCTUnwrap(h.builds().first)
-        XCTAssertEqual(try h.waitForFinalBuild(build.id).status, "success")
+        XCTAssertEqual(try h.waitForFinalBuild(build.id).status, .success)
         XCTAssertFalse(h.log(of: dispatcher).contains("runner a lost"), h.log(of: dispatcher))
         XCTAssertTrue(h.log(of: dispatcher).contains("locked by another process"), h.log(of: dispatcher))
         XCTAssertEqual(try status(address), .status(queued: 0, running: 0, runners: 1))
@@ -349,13 +349,13 @@ final class NeverSilentTests: HarnessTestCase {
         // observer had nothing to say, is replaced quietly for the next commit.
         try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
         let observer = try h.startObserver([try h.clone(origin, as: "clone-obs")], address)
-        try h.waitUntil("the first build") { try h.builds().first?.status == "success" }
+        try h.waitUntil("the first build") { try h.builds().first?.status == .success }
         let closes = h.log(of: dispatcher).components(separatedBy: "not a runner").count
         try h.waitUntil("the observer's idle connection is closed", timeout: 15) {
             h.log(of: dispatcher).components(separatedBy: "not a runner").count > closes
         }
         let second = try h.commit("echo two", to: origin)
-        try h.waitUntil("the next commit is built", timeout: 20) { try h.builds().contains { $0.commit == second && $0.status == "success" } }
+        try h.waitUntil("the next commit is built", timeout: 20) { try h.builds().contains { $0.commit == second && $0.status == .success } }
         XCTAssertFalse(h.log(of: observer).contains("cannot reach the dispatcher"), h.log(of: observer))
         XCTAssertEqual(try status(address), .status(queued: 0, running: 0, runners: 1))
     }

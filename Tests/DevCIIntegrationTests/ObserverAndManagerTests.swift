@@ -13,7 +13,7 @@ final class ObserverAndManagerTests: HarnessTestCase {
         var all: [BuildSummary] = []
         try h.waitUntil("\(count) builds finish", timeout: timeout) {
             all = try h.builds()
-            return all.count >= count && all.allSatisfy { JobState(rawValue: $0.status)?.isFinal ?? false }
+            return all.count >= count && all.allSatisfy { $0.status.isFinal }
         }
         return all
     }
@@ -28,7 +28,7 @@ final class ObserverAndManagerTests: HarnessTestCase {
         let pushed = try commits(20, to: origin)
         let all = try waitForBuilds(21)
         XCTAssertEqual(all.map(\.commit), [first] + pushed, "every commit once, oldest first")
-        XCTAssertTrue(all.allSatisfy { $0.status == "success" }, "\(all.map(\.status))")
+        XCTAssertTrue(all.allSatisfy { $0.status == .success }, "\(all.map(\.status))")
         XCTAssertEqual(Set(all.compactMap(\.runner)).count, 2, "both runners took work")
     }
 
@@ -194,7 +194,7 @@ final class UpTests: XCTestCase {
         var builds: [BuildSummary] = []
         try h.waitUntil("the sample's first commit is built", timeout: 60) {
             builds = try h.builds()
-            return builds.first?.status == "success"
+            return builds.first?.status == .success
         }
         XCTAssertEqual(builds.first?.repo, h.dir.appendingPathComponent("sample/test_repo").path)
         let children = try h.pids(matching: "devci (dispatcher|runner-manager|observer|runner) .*\(port)")

@@ -30,9 +30,9 @@ final class PipelineTests: HarnessTestCase {
               lint: {stage: test, needs: [compile], run: "echo 'style: bad' >&2; exit 1", allow_failure: true}
             """)
         let byName = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0) })
-        XCTAssertEqual(byName.mapValues(\.status), ["compile": "success", "unit": "success", "integration": "success", "lint": "failed"])
+        XCTAssertEqual(byName.mapValues(\.status), ["compile": .success, "unit": .success, "integration": .success, "lint": .failed])
         let build = try XCTUnwrap(try h.build(id))
-        XCTAssertEqual(build.status, "success")
+        XCTAssertEqual(build.status, .success)
         XCTAssertEqual(build.displayStatus, "passed with allowed failures")
         // unit and integration ran at the same time, on different runners.
         let u = try XCTUnwrap(byName["unit"]), i = try XCTUnwrap(byName["integration"])
@@ -55,9 +55,9 @@ final class PipelineTests: HarnessTestCase {
               ship: {stage: deploy, run: "true"}
             """)
         let byName = Dictionary(uniqueKeysWithValues: jobs.map { ($0.name, $0) })
-        XCTAssertEqual(byName.mapValues(\.status), ["compile": "failed", "unit": "skipped", "docs": "success", "ship": "skipped"])
+        XCTAssertEqual(byName.mapValues(\.status), ["compile": .failed, "unit": .skipped, "docs": .success, "ship": .skipped])
         XCTAssertEqual(byName["unit"]?.reason, "skipped: 'compile' failed")
-        XCTAssertEqual(try h.build(id)?.status, "failed")
+        XCTAssertEqual(try h.build(id)?.status, .failed)
     }
 
     func testRetriesKeepEveryAttemptsLogAndTimeoutsAreRecorded() throws {
@@ -72,19 +72,19 @@ final class PipelineTests: HarnessTestCase {
                 timeout: 1s
             """)
         let flaky = try XCTUnwrap(jobs.first { $0.name == "flaky" })
-        XCTAssertEqual(flaky.status, "success")
+        XCTAssertEqual(flaky.status, .success)
         XCTAssertEqual(flaky.attempt, 2)
         XCTAssertEqual(flaky.retriesUsed, 1)
         let lines = try h.store().logs(job: flaky.id)
         XCTAssertEqual(lines.filter { $0.stream == .out }.map { "\($0.attempt): \($0.text)" }, ["1: try 1", "2: try 2"])
-        XCTAssertTrue(try h.store().events(job: flaky.id).contains { $0.state == "queued" && ($0.reason ?? "").contains("retry 1 of 2") })
+        XCTAssertTrue(try h.store().events(job: flaky.id).contains { $0.state == .queued && ($0.reason ?? "").contains("retry 1 of 2") })
         let slow = try XCTUnwrap(jobs.first { $0.name == "slow" })
-        XCTAssertEqual(slow.status, "timed_out")
+        XCTAssertEqual(slow.status, .timedOut)
     }
 
     func testAnInvalidPipelineFailsTheBuildAtOnceWithTheErrorAsItsLog() throws {
         let (id, jobs) = try build("jobs:\n  unit:\n    run: make\n    neds: [x]\n", runners: 0)
-        XCTAssertEqual(try h.build(id)?.status, "failed")
+        XCTAssertEqual(try h.build(id)?.status, .failed)
         XCTAssertEqual(jobs.map(\.name), ["pipeline"])
         let log = try h.store().logs(job: jobs[0].id).map(\.text)
         XCTAssertEqual(log, [".devci.yml:4:5: jobs.unit: unknown key 'neds' in job 'unit' — did you mean 'needs'?"])
@@ -100,13 +100,13 @@ final class PipelineTests: HarnessTestCase {
         try h.startRunner(try h.clone(origin, as: "clone"), address, name: "r")
         let out = try h.run(["dispatch", sha, "--repo", origin, "--dispatcher-server", address.description])
         let id = try XCTUnwrap(Int64(out.output.split(separator: " ")[1]))
-        try h.waitUntil("the first job runs") { try h.store().jobs(build: id).first?.status == "running" }
+        try h.waitUntil("the first job runs") { try h.store().jobs(build: id).first?.status == .running }
         kill(dispatcher.processIdentifier, SIGKILL)
         dispatcher.waitUntilExit()
-        XCTAssertEqual(try h.store().jobs(build: id).map(\.status), ["running", "pending", "pending"])
+        XCTAssertEqual(try h.store().jobs(build: id).map(\.status), [.running, .pending, .pending])
         _ = try h.startDispatcher(port: address.port)
-        XCTAssertEqual(try h.waitForFinalBuild(id).status, "success")
-        XCTAssertEqual(try h.store().jobs(build: id).map(\.status), ["success", "success", "success"])
+        XCTAssertEqual(try h.waitForFinalBuild(id).status, .success)
+        XCTAssertEqual(try h.store().jobs(build: id).map(\.status), [.success, .success, .success])
     }
 
     func testRunLocalOnTheSampleAndOnABrokenFile() throws {

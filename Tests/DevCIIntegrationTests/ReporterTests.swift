@@ -39,7 +39,7 @@ final class ReporterTests: HarnessTestCase {
                                        reassignments: 1))
         try store.record(JobTransition(job: ids[1], state: .failed, attempt: 2, runner: "r2", reason: "exit status 1", exitCode: 1))
         try store.record(JobTransition(job: ids[2], state: .failed, attempt: 1, runner: "r2", exitCode: 1))
-        try store.recordRunner(name: "r1", state: "connected", host: "127.0.0.1", at: Date())
+        try store.recordRunner(name: "r1", state: .connected, host: "127.0.0.1", at: Date())
         return (r.build, ids)
     }
 
@@ -280,7 +280,7 @@ final class ReporterTests: HarnessTestCase {
         let (build, _) = try h.dispatch(sha, repo: origin, to: address)
         let stream = try HTTP.Stream(port, "/builds/\(build)/events?after=0")
         try stream.wait(until: "\"text\":\"tick 2\"", timeout: 20)
-        XCTAssertFalse(try h.build(build).map { JobState(rawValue: $0.status)?.isFinal ?? false } ?? true, "seen while still running")
+        XCTAssertFalse(try h.build(build).map { $0.status.isFinal } ?? true, "seen while still running")
         try stream.wait(until: "event: end", timeout: 30)
         XCTAssertTrue(stream.text.contains("\"status\":\"success\""))
     }

@@ -35,9 +35,9 @@ final class StoreTests: XCTestCase {
         XCTAssertTrue(try store.record(JobTransition(job: job, state: .success, attempt: 1, runner: "a", exitCode: 0)))
         XCTAssertFalse(try store.record(JobTransition(job: job, state: .failed, attempt: 2, runner: "b", exitCode: 1)))
         let build = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
-        XCTAssertEqual(build.status, "success")
+        XCTAssertEqual(build.status, .success)
         XCTAssertEqual(build.runner, "a")
-        XCTAssertEqual(try store.events(job: job).map(\.state), ["pending", "assigned", "success"])
+        XCTAssertEqual(try store.events(job: job).map(\.state), [.pending, .assigned, .success])
         XCTAssertTrue(try store.activeJobs().isEmpty)
     }
 
@@ -47,12 +47,12 @@ final class StoreTests: XCTestCase {
         try store.record(JobTransition(job: r.jobs[0].id, state: .success, attempt: 1, runner: "x"))
         try store.record(JobTransition(job: r.jobs[1].id, state: .failed, attempt: 1, runner: "x", exitCode: 1))
         let b = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
-        XCTAssertEqual(b.status, "success")
+        XCTAssertEqual(b.status, .success)
         XCTAssertEqual(b.allowedFailures, 1)
         XCTAssertEqual(b.displayStatus, "passed with allowed failures")
         let bad = try store.enqueueInvalid(repo: "/r", branch: "main", commit: String(repeating: "c", count: 40),
                                            reason: "pipeline file is invalid", details: [".devci.yml:3:5: jobs.a: oops"], at: Date())
-        XCTAssertEqual(try store.recentBuilds(limit: 1).first?.status, "failed")
+        XCTAssertEqual(try store.recentBuilds(limit: 1).first?.status, .failed)
         XCTAssertEqual(try store.logs(job: bad.jobs[0].id).map(\.text), [".devci.yml:3:5: jobs.a: oops"])
         XCTAssertEqual(try store.jobs(build: r.build).map(\.name), ["a", "lint"])
     }
@@ -68,12 +68,12 @@ final class StoreTests: XCTestCase {
         XCTAssertEqual(active[0].runner, "x")
         XCTAssertEqual(active[0].attempt, 1)
         XCTAssertEqual(try store.logs(job: r.jobs[0].id).map(\.text), ["héllo <b>"])
-        XCTAssertEqual(try store.recentBuilds(limit: 5).first?.status, "running")
+        XCTAssertEqual(try store.recentBuilds(limit: 5).first?.status, .running)
     }
 
     func testRunnersCountTheJobsTheyLostByKindNotByWords() throws {
         let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b")], at: Date())
-        try store.recordRunners([RunnerChange(name: "r1", state: "connected", host: "10.0.0.1", at: Date())], heartbeats: [:])
+        try store.recordRunners([RunnerChange(name: "r1", state: .connected, host: "10.0.0.1", at: Date())], heartbeats: [:])
         try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "r1"))
         // A closed connection says nothing of leases: its kind says the job was lost.
         try store.record(JobTransition(job: r.jobs[0].id, state: .queued, attempt: 1, runner: "r1",
