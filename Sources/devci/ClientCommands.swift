@@ -1,6 +1,7 @@
 import ArgumentParser
 import DevCIGit
 import DevCIPipeline
+import DevCIReporter
 import DevCIRunner
 import DevCIStore
 import DevCIWire
@@ -135,19 +136,10 @@ struct ReportCommand: ParsableCommand {
         if stage != nil || job != nil {
             var rows: [JobSummary] = []
             for b in builds { rows += try store.jobs(build: b.id).filter(matches) }
-            if json { return try printJSON(rows) }
-            printTable(["BUILD", "JOB", "STAGE", "STATUS", "RUNNER", "ATTEMPT", "DURATION", "REASON"], rows.map { j in
-                [String(j.build), j.name, j.stage, j.status.display + (j.allowFailure && j.status != .success ? " (allowed)" : ""), j.runner ?? "-",
-                 String(j.attempt), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
-            })
+            print(json ? try TextReport.json(rows) : TextReport.jobs(rows))
             return
         }
-        if json { return try printJSON(builds) }
-        if builds.isEmpty { return print("no builds yet") }
-        printTable(["BUILD", "STATUS", "COMMIT", "BRANCH", "RUNNER", "DURATION", "ATTEMPTS", "REPOSITORY", "REASON"], builds.map { b in
-            [String(b.id), b.displayStatus, String(b.commit.prefix(12)), b.branch, b.runner ?? "-",
-             b.duration.map { String(format: "%.1fs", $0) } ?? "-", String(b.attempts), b.repo, b.reason ?? ""]
-        })
+        print(json ? try TextReport.json(builds) : TextReport.builds(builds))
     }
 
     func matches(_ j: JobSummary) -> Bool { (stage.map { j.stage == $0 } ?? true) && (job.map { j.name == $0 } ?? true) }
@@ -159,38 +151,9 @@ struct ReportCommand: ParsableCommand {
         if stage != nil || job != nil {
             let jobs = reports.flatMap { r in r.jobs.filter { j in (stage.map { j.stage == $0 } ?? true) && (job.map { j.name == $0 } ?? true) }
                 .map { (r, $0) } }
-            if json { return try printJSON(jobs.map(\.1)) }
-            printTable(["REPOSITORY", "RUN", "JOB", "STAGE", "STATUS", "ATTEMPTS", "DURATION", "REASON"], jobs.map { r, j in
-                [r.repository, String(r.run), j.name, j.stage, j.status + (j.allowFailure && j.status != "success" ? " (allowed)" : ""),
-                 String(j.attempts.count), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
-            })
+            print(json ? try TextReport.json(jobs.map(\.1)) : LocalReportTable.jobs(jobs))
             return
         }
-        if json { return try printJSON(Array(reports)) }
-        if reports.isEmpty { return print("no local runs yet") }
-        printTable(["REPOSITORY", "RUN", "STATUS", "COMMIT", "JOBS", "DURATION", "PIPELINE"], reports.map { r in
-            [r.repository, String(r.run), r.status, String((r.commit ?? "-").prefix(12)), String(r.jobs.count),
-             duration(r.startedAt, r.finishedAt), r.pipeline]
-        })
-    }
-
-    func duration(_ start: Date?, _ end: Date?) -> String {
-        guard let start else { return "-" }
-        return String(format: "%.1fs", (end ?? Date()).timeIntervalSince(start))
-    }
-
-    func printJSON<T: Encodable>(_ value: T) throws {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: try encoder.encode(value), as: UTF8.self))
-    }
-
-    func printTable(_ header: [String], _ rows: [[String]]) {
-        let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max()! }
-        for row in [header] + rows {
-            print(row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-                .joined(separator: "  "))
-        }
+        print(json ? try TextReport.json(Array(reports)) : LocalReportTable.runs(Array(reports)))
     }
 }

@@ -134,27 +134,9 @@ func waitForTermination(_ logger: Logger, stop: () -> Void) {
     try? Termination().wait(logger, stop: stop)
 }
 
-/// The SQLite file a `--db` names (default: `DEVCI_DB`, else `~/.devci/devci.sqlite`). An address is refused:
-/// there is no PostgreSQL store yet, and `postgres://…` must not quietly become a folder called `postgres:`.
+/// `--db` as the store room reads it, refusals as argument errors.
 func databasePath(_ db: String?) throws -> String {
-    let path = db ?? SQLiteStore.defaultPath()
-    if let scheme = path.range(of: "://").map({ String(path[..<$0.lowerBound]) }) {
-        throw ValidationError("--db (or DEVCI_DB) takes the path of a SQLite file; '\(scheme)://' addresses are not supported yet")
-    }
-    return path
-}
-
-/// Raises the soft limit on open files to the hard one (a dispatcher holds one per runner); returns the new soft limit.
-@discardableResult
-func raiseFileLimit() -> UInt64 {
-    var limit = rlimit()
-    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
-    if limit.rlim_cur < limit.rlim_max {
-        var raised = limit
-        raised.rlim_cur = limit.rlim_max
-        if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
-    }
-    return UInt64(limit.rlim_cur)
+    do { return try StoreLocation.resolve(db) } catch { throw ValidationError("\(error)") }
 }
 
 /// Fails with a message on standard error and exit status 1.

@@ -43,7 +43,7 @@ struct DispatcherCommand: ParsableCommand {
         let token = (token ?? ProcessInfo.processInfo.environment["DEVCI_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
         Secrets.guardSecret(variable: "DEVCI_TOKEN", option: "--token")
         let path = try databasePath(db)
-        let files = raiseFileLimit()
+        let files = OpenFiles.raiseLimit()
         // One dispatcher per database: a second one would write beside the first.
         let lock: DatabaseLock
         do { lock = try DatabaseLock(databasePath: path) } catch { throw Failure("\(error)") }

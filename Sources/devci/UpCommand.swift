@@ -34,49 +34,30 @@ struct UpCommand: ParsableCommand {
         let server = "localhost:\(port)"
         let level = ["--log-level", logging.logLevel]
 
-        let stopping = OnceFlag()  // set once shutdown begins: children's exits then are no failures
         // A process of the tree that exits on its own leaves a CI that no longer builds: `up` stops the rest and
         // exits non-zero, saying which one and how, rather than run on half a system.
         let termination = Termination()
-        let dispatcherExited = OnceFlag()
+        let tree = ProcessTree { termination.fail($0) }
         let dispatcher = NamedChild(name: "dispatcher", argv: [exe, "dispatcher", "--port", String(port)] + (db.map { ["--db", $0] } ?? []) + level)
-        var children = [dispatcher]
-        dispatcher.start { how in
-            dispatcherExited.set()
-            if !stopping.isSet { termination.fail("the dispatcher exited (\(how)); stopped everything") }
+        do {
+            try tree.start(dispatcher) { (try? WireClient(address: HostPort(host: "localhost", port: port), token: nil, timeout: 1)) != nil }
+        } catch {
+            throw Failure("\(error)")
         }
-        let deadline = Date(timeIntervalSinceNow: 20)
-        while (try? WireClient(address: HostPort(host: "localhost", port: port), token: nil, timeout: 1)) == nil {
-            guard Date() < deadline, !dispatcherExited.isSet else {
-                stopping.set()
-                dispatcher.stop(grace: 1)
-                dispatcher.wait()
-                throw Failure(dispatcherExited.isSet ? "the dispatcher exited at start (its log is above)" : "the dispatcher did not come up on \(server)")
-            }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        let manager = NamedChild(name: "runner-manager", argv: [exe, "runner-manager", sample + "/test_repo_clone_runner",
-                                                                 "--dispatcher-server", server, "--desired-count", String(runners)] + level)
-        let observer = NamedChild(name: "observer", argv: [exe, "observer", sample + "/test_repo_clone_obs", "--dispatcher-server", server] + level)
-        var rest = [manager, observer]
+        var rest = [
+            NamedChild(name: "runner-manager", argv: [exe, "runner-manager", sample + "/test_repo_clone_runner", "--dispatcher-server", server,
+                                                      "--desired-count", String(runners)] + level),
+            NamedChild(name: "observer", argv: [exe, "observer", sample + "/test_repo_clone_obs", "--dispatcher-server", server] + level),
+        ]
         if reporterPort != 0 {
             rest.append(NamedChild(name: "reporter", argv: [exe, "reporter", "--port", String(reporterPort)] + (db.map { ["--db", $0] } ?? []) + level))
         }
-        for child in rest {
-            child.start { how in if !stopping.isSet { termination.fail("the \(child.name) exited (\(how)); stopped everything") } }
-            children.append(child)
-        }
+        for child in rest { try tree.start(child) }
         logger.notice("""
             DevCI is up: dispatcher on \(server), \(runners) runner(s), observer on \(sample)/test_repo_clone_obs\(reporterPort != 0 ? ", results on http://127.0.0.1:\(reporterPort)" : "").
             Commit to \(sample)/test_repo and watch it tested; `devci status`, `devci report`. Ctrl-C stops everything.
             """)
-        try termination.wait(logger) {
-            stopping.set()
-            for child in children.reversed() {
-                child.stop(grace: 15)
-                child.wait()
-            }
-        }
+        try termination.wait(logger) { tree.stopAll(grace: 15) }
     }
 
     /// The DevCI checkout this binary was built in (`.build/<config>/devci`), or the current folder.

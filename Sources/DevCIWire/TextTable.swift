@@ -1,0 +1,12 @@
+import Foundation
+
+/// The one way a command prints rows for people: columns padded to their widest cell, the last unpadded.
+public enum TextTable {
+    public static func render(_ header: [String], _ rows: [[String]]) -> String {
+        let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
+        return ([header] + rows).map { row in
+            row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
