@@ -30,7 +30,10 @@ let package = Package(
         // The wire: messages, the line codec, shared models. Knows nothing of any process.
         .target(
             name: "DevCIWire",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         // The pipeline file: parse, validate, plan.
         .target(name: "DevCIPipeline", dependencies: ["DevCIWire", .product(name: "Yams", package: "Yams")]),
@@ -68,7 +71,7 @@ let package = Package(
             name: "DevCIRunner",
             dependencies: [
                 "DevCIWire", "DevCIGit", "DevCIProcess", "DevCIPipeline",
-                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -51,6 +51,8 @@ public struct DispatcherConfig: Sendable {
 /// Everything but the store runs on one event loop; store calls go through `StoreWriter`, off the loop, and a
 /// message that reports a write (`accepted`, `assign`, `queued`) is sent only once that write is done.
 public final class Dispatcher: @unchecked Sendable {
+    // @unchecked: every mutable field is touched on `loop` only (the writer's completions hop onto it);
+    // `start` and `shutdown` submit to the loop and wait.
     public let config: DispatcherConfig
     let store: BuildWriter
     let logger: Logger

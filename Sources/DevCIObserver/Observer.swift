@@ -46,6 +46,8 @@ struct Watch {
 /// each watched branch, oldest first. It never exits on a network error: an unreachable dispatcher is
 /// reported once and retried on every poll.
 public final class Observer: @unchecked Sendable {
+    // @unchecked: everything but `stopped` is touched by the one thread running `run()`; `stopped` is guarded by
+    // `stopLock`, which `stop()` takes from any thread.
     public let config: ObserverConfig
     let logger: Logger
     private var watches: [Watch] = []

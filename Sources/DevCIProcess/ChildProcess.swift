@@ -41,6 +41,7 @@ public struct OutputLine: Sendable, Equatable {
 /// the processes that left it (`setsid`, double-forked daemons), before it exits: nothing it started
 /// outlives it. Runners use it for jobs, the runner manager and `devci up` for runners and the other processes.
 public final class ChildProcess: @unchecked Sendable {
+    // @unchecked: `leader` and `stopRequested` are guarded by `lock`.
     private let lock = NSLock()
     private var leader: pid_t = 0
     private var stopRequested = false

@@ -2,7 +2,7 @@ import Foundation
 
 /// A long-running child process with a name: its output goes to our standard error, each line prefixed
 /// with `[name] `. Runs on a thread of its own; `onExit` is called from that thread.
-public final class NamedChild: @unchecked Sendable {
+public final class NamedChild: Sendable {
     public let name: String
     public let argv: [String]
     public let directory: String

@@ -12,6 +12,7 @@ struct DatabaseUnavailable: Error, CustomStringConvertible {
 /// starts both at once) and serves a waiting page until then, then the real pages without a restart.
 /// A failed open is retried at most every 200 ms, so a busy wall screen costs a clock read per request, not an open.
 final class LazyStore: @unchecked Sendable {
+    // @unchecked: `store`, `failure` and `triedAt` are guarded by `lock`.
     let path: String
     private let logger: Logger
     private let lock = NSLock()

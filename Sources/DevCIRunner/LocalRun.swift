@@ -2,6 +2,7 @@ import DevCIPipeline
 import DevCIProcess
 import DevCIWire
 import Foundation
+import NIOConcurrencyHelpers
 
 public final class LocalRun {
     public let pipeline: Pipeline
@@ -95,10 +96,9 @@ public final class LocalRun {
         seconds < 60 ? String(format: "%.1fs", seconds) : String(format: "%dm%02ds", Int(seconds) / 60, Int(seconds) % 60)
     }
 
-    final class LogCollector: @unchecked Sendable {
-        private let lock = NSLock()
-        private var collected: [OutputLine] = []
-        func add(_ l: [OutputLine]) { lock.withLock { collected += l } }
-        var lines: [OutputLine] { lock.withLock { collected } }
+    final class LogCollector: Sendable {
+        private let collected = NIOLockedValueBox<[OutputLine]>([])
+        func add(_ l: [OutputLine]) { collected.withLockedValue { $0 += l } }
+        var lines: [OutputLine] { collected.withLockedValue { $0 } }
     }
 }

@@ -216,6 +216,7 @@ public final class RunnerAgent: @unchecked Sendable {
     let sendGate = Gate()
 
     final class Gate: @unchecked Sendable {
+        // @unchecked: `open` is guarded by `condition`.
         private let condition = NSCondition()
         private var open = true
 

@@ -33,6 +33,7 @@ public struct RunnerManagerConfig: Sendable {
 /// Starts `devci runner` processes, each in its own working copy, restarts those that die and stops them
 /// all on shutdown. Decisions come from `Supervisor`; this class spawns, reaps and times.
 public final class RunnerManager: @unchecked Sendable {
+    // @unchecked: `supervisor`, `processes` and `timer` are touched on `queue` only; children's exits hop onto it.
     public let config: RunnerManagerConfig
     let logger: Logger
     private let queue = DispatchQueue(label: "devci.runner-manager")

@@ -7,7 +7,7 @@ import Glibc
 /// One dispatcher per database: an exclusive lock on a file beside it, held while the dispatcher runs. The
 /// kernel lets go when the process ends, even by `kill -9`, so a crash never leaves a stale lock. The file
 /// says who holds it, so a second dispatcher can name the first.
-public final class DatabaseLock: @unchecked Sendable {
+public final class DatabaseLock: Sendable {
     private let fd: Int32
     public let path: String
 

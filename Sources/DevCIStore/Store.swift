@@ -31,6 +31,8 @@ public struct RunnerChange: Equatable, Sendable {
 
 /// The SQLite store, through GRDB, in WAL mode.
 public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
+    // @unchecked: GRDB's queue serializes every use of the database; `batchDatabase` and `batchThread` are
+    // guarded by `batchLock`; the rest is immutable.
     private let db: DatabaseQueue
     public let path: String
     /// The database file's identity when it was opened (device, inode); nil when opened read-only.

@@ -1,13 +1,12 @@
-import Foundation
+import NIOConcurrencyHelpers
 
 /// A flag that is set once, from any thread, and read from any other (a timeout fired, shutdown began).
-public final class OnceFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
+public final class OnceFlag: Sendable {
+    private let value = NIOLockedValueBox(false)
 
     public init() {}
 
-    public var isSet: Bool { lock.withLock { value } }
+    public var isSet: Bool { value.withLockedValue { $0 } }
 
-    public func set() { lock.withLock { value = true } }
+    public func set() { value.withLockedValue { $0 = true } }
 }

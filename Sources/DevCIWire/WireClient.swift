@@ -4,7 +4,7 @@ import NIOPosix
 
 /// A blocking client for the command line and other short-lived peers: connect, read the greeting,
 /// authenticate, then one request and one reply at a time.
-public final class WireClient: @unchecked Sendable {
+public final class WireClient: Sendable {
     private let channel: Channel
     private let inbox: Inbox
     public let greeting: ServerMessage
@@ -72,6 +72,7 @@ public final class WireClient: @unchecked Sendable {
 
     /// Lines received and not yet read.
     final class Inbox: @unchecked Sendable {
+        // @unchecked: `lines` and the closed flag are guarded by `condition`.
         private let condition = NSCondition()
         private var lines: [String] = []
         private var closed = false
@@ -102,7 +103,7 @@ public final class WireClient: @unchecked Sendable {
         }
     }
 
-    final class InboxHandler: ChannelInboundHandler, @unchecked Sendable {
+    final class InboxHandler: ChannelInboundHandler, Sendable {
         typealias InboundIn = FramedLine
         let inbox: Inbox
         init(inbox: Inbox) { self.inbox = inbox }

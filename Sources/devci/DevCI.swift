@@ -94,6 +94,7 @@ func timeFlag(_ text: String, _ name: String) throws -> Duration {
 
 /// What a long-running command waits on: SIGINT, SIGTERM, or a fatal error of its own.
 final class Termination: @unchecked Sendable {
+    // @unchecked: `fatalMessage` is guarded by `lock`; the semaphore is thread-safe.
     private let received = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var fatalMessage: String?
