@@ -1,6 +1,7 @@
 import DevCIWire
 
-/// One job as the plan sees it: its name, what it waits for and whether its failure is allowed.
+/// One job as the plan sees it: its name, what it waits for and whether its failure is allowed (nothing of what
+/// it runs: the plan only decides order and skips).
 public struct PlannedJob: Equatable, Sendable {
     public var name: String
     public var stage: String

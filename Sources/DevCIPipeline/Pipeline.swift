@@ -10,7 +10,8 @@ public struct Pipeline: Equatable, Sendable {
     public func job(_ name: String) -> JobDefinition? { jobs.first { $0.name == name } }
 }
 
-/// One job of a pipeline.
+/// One job as its `.devci.yml` defines it (steps, needs, limits), before any build exists. The dispatcher turns
+/// each into a `NewJob` to store and a `PlannedJob` to plan.
 public struct JobDefinition: Equatable, Sendable {
     public var name: String
     public var stage: String

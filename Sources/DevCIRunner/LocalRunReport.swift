@@ -21,6 +21,7 @@ public struct LocalRunReport: Codable, Equatable, Sendable {
         public var log: [LogLine]
     }
 
+    /// One job of a local run as its saved report keeps it, with every attempt's log (there is no database).
     public struct Job: Codable, Equatable, Sendable {
         public var name: String
         public var stage: String

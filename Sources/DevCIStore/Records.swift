@@ -1,7 +1,7 @@
 import DevCIWire
 import Foundation
 
-/// A job as the scheduler needs it: what to run and where it stands.
+/// A stored job as the scheduler needs it: its id and build, what to run, and where.
 public struct JobSpec: Equatable, Sendable {
     public var id: Int64
     public var build: Int64
@@ -22,7 +22,7 @@ public struct JobSpec: Equatable, Sendable {
     }
 }
 
-/// A job as a build is created with it, from its pipeline (or the default single job).
+/// A job as a build is created with it, from its pipeline (or the default single job): not stored yet, no id.
 public struct NewJob: Equatable, Sendable {
     public var name: String
     public var stage: String
@@ -48,7 +48,7 @@ public struct NewJob: Equatable, Sendable {
     }
 }
 
-/// A job that was not finished when the dispatcher last stopped.
+/// A stored job that was not finished when the dispatcher last stopped: its `JobSpec` and its lease state, to restore.
 public struct ActiveJob: Equatable, Sendable {
     public var spec: JobSpec
     public var state: JobState
@@ -181,7 +181,7 @@ public struct JobEvent: Codable, Equatable, Sendable {
     public var at: Date
 }
 
-/// One job of a build as `devci report` and the reporter show it.
+/// One stored job of a build as `devci report` and the reporter show it: states, times, runner, reason.
 public struct JobSummary: Codable, Equatable, Sendable {
     public var id: Int64
     public var build: Int64

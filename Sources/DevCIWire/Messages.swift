@@ -67,7 +67,7 @@ public enum PipelineText: Equatable, Sendable {
     case unreadable(String)
 }
 
-/// Everything a runner needs to run one attempt of a job.
+/// Everything a runner needs to run one attempt of a job: what an `assign` line carries.
 public struct JobAssignment: Equatable, Sendable {
     public var job: Int64
     public var attempt: Int
