@@ -43,28 +43,32 @@ public struct RunnerConfig: Sendable {
 /// A runner: dials the dispatcher and keeps the connection, reconnecting with capped backoff; runs each
 /// assigned job in its clone and reports its log and result. The decisions are `RunnerSession`'s; this is its
 /// edge: the connection, the timers and the job threads. All state lives on one event loop.
-public final class RunnerAgent: @unchecked Sendable {
-    // @unchecked: every mutable field below is touched on `loop` only; job threads reach it through `loop.execute`.
+public final class RunnerAgent: Sendable {
     public let config: RunnerConfig
     let loop: EventLoop
     let logger: Logger
 
-    private var session: RunnerSession
-    private var channel: Channel?
-    private var heartbeatTask: RepeatedTask?
-    private var registrationDeadline: Scheduled<Void>?
-    /// The executor of each job in progress.
-    private var executors: [Int64: any Executor] = [:]
-    /// The last write of the connection: a `close` waits for it, so a give-back is on the wire before the hang-up.
-    private var lastWrite: EventLoopFuture<Void>?
-    private var onClosed: (() -> Void)?
+    /// The edge's state: read and written on `loop` only, which the box checks.
+    private struct State {
+        var session: RunnerSession
+        var channel: Channel?
+        var heartbeatTask: RepeatedTask?
+        var registrationDeadline: Scheduled<Void>?
+        /// The executor of each job in progress.
+        var executors: [Int64: any Executor] = [:]
+        /// The last write of the connection: a `close` waits for it, so a give-back is on the wire before the hang-up.
+        var lastWrite: EventLoopFuture<Void>?
+        var onClosed: (() -> Void)?
+    }
+    private let state: NIOLoopBoundBox<State>
 
     public init(config: RunnerConfig, loop: EventLoop, logger: Logger) {
         self.config = config
         self.loop = loop
         self.logger = logger
-        session = RunnerSession(config: .init(name: config.name, slots: config.parallel, token: config.token, maxBackoff: config.maxBackoff,
-                                              registrationTimeout: config.registrationTimeout, dispatcher: "\(config.host):\(config.port)"))
+        let session = RunnerSession(config: .init(name: config.name, slots: config.parallel, token: config.token, maxBackoff: config.maxBackoff,
+                                                  registrationTimeout: config.registrationTimeout, dispatcher: "\(config.host):\(config.port)"))
+        state = .makeBoxSendingValue(State(session: session), as: State.self, eventLoop: loop)
     }
 
     public func start() {
@@ -75,8 +79,8 @@ public final class RunnerAgent: @unchecked Sendable {
     public func shutdown() {
         let done = loop.makePromise(of: Void.self)
         loop.execute {
-            let connected = self.channel != nil
-            if connected { self.onClosed = { done.succeed() } }
+            let connected = self.state.value.channel != nil
+            if connected { self.state.value.onClosed = { done.succeed() } }
             self.handle(.stop)
             if !connected { done.succeed() }
         }
@@ -85,36 +89,36 @@ public final class RunnerAgent: @unchecked Sendable {
 
     /// Hands an event to the session and carries out what it returns.
     private func handle(_ event: RunnerSession.Event) {
-        for action in session.handle(event, now: .now) {
+        for action in state.value.session.handle(event, now: .now) {
             switch action {
             case .send(let lines):
-                guard let ch = channel else { continue }
+                guard let ch = state.value.channel else { continue }
                 for line in lines.dropLast() { ch.write(LineCodec.encode(line), promise: nil) }
-                if let last = lines.last { lastWrite = ch.writeAndFlush(LineCodec.encode(last)) }
+                if let last = lines.last { state.value.lastWrite = ch.writeAndFlush(LineCodec.encode(last)) }
             case .close:
-                guard let ch = channel else { continue }
-                (lastWrite ?? loop.makeSucceededVoidFuture()).whenComplete { _ in ch.close(promise: nil) }
+                guard let ch = state.value.channel else { continue }
+                (state.value.lastWrite ?? loop.makeSucceededVoidFuture()).whenComplete { _ in ch.close(promise: nil) }
             case .reconnect(let delay):
                 let jitter = Double.random(in: 0.8...1.2)
                 loop.scheduleTask(in: .nanoseconds(Int64(delay.seconds * jitter * 1e9))) { self.connect() }
             case .armRegistrationDeadline(let timeout):
-                registrationDeadline?.cancel()
-                registrationDeadline = loop.scheduleTask(in: .init(timeout)) { self.handle(.registrationTimedOut) }
+                state.value.registrationDeadline?.cancel()
+                state.value.registrationDeadline = loop.scheduleTask(in: .init(timeout)) { self.handle(.registrationTimedOut) }
             case .disarmRegistrationDeadline:
-                registrationDeadline?.cancel()
-                registrationDeadline = nil
+                state.value.registrationDeadline?.cancel()
+                state.value.registrationDeadline = nil
             case .startHeartbeat(let interval):
-                heartbeatTask?.cancel()
-                heartbeatTask = loop.scheduleRepeatedTask(initialDelay: .init(interval), delay: .init(interval)) { _ in
-                    self.channel?.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat), promise: nil)
+                state.value.heartbeatTask?.cancel()
+                state.value.heartbeatTask = loop.scheduleRepeatedTask(initialDelay: .init(interval), delay: .init(interval)) { _ in
+                    self.state.value.channel?.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat), promise: nil)
                 }
             case .stopHeartbeat:
-                heartbeatTask?.cancel()
-                heartbeatTask = nil
+                state.value.heartbeatTask?.cancel()
+                state.value.heartbeatTask = nil
             case .startJob(let a, let slot):
                 run(a, slot: slot)
             case .cancelJob(let job, let grace):
-                executors[job]?.cancel(grace: grace)
+                state.value.executors[job]?.cancel(grace: grace)
             case .log(let level, let text):
                 logger.log(level: level, "\(text)")
             }
@@ -124,7 +128,7 @@ public final class RunnerAgent: @unchecked Sendable {
     // MARK: Connection
 
     private func connect() {
-        guard !session.stopping else { return }
+        guard !state.value.session.stopping else { return }
         ClientBootstrap(group: loop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(3))
@@ -139,8 +143,8 @@ public final class RunnerAgent: @unchecked Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let ch):
-                    self.channel = ch
-                    self.lastWrite = nil
+                    self.state.value.channel = ch
+                    self.state.value.lastWrite = nil
                     self.logger.debug("connected to dispatcher \(self.config.host):\(self.config.port)")
                     self.handle(.connected)
                 case .failure(let error):
@@ -150,11 +154,11 @@ public final class RunnerAgent: @unchecked Sendable {
     }
 
     func disconnected() {
-        channel = nil
-        lastWrite = nil
+        state.value.channel = nil
+        state.value.lastWrite = nil
         handle(.disconnected)
-        if let closed = onClosed {
-            onClosed = nil
+        if let closed = state.value.onClosed {
+            state.value.onClosed = nil
             closed()
         }
     }
@@ -168,7 +172,7 @@ public final class RunnerAgent: @unchecked Sendable {
     /// Starts the attempt on a thread of its own, on a fresh executor.
     private func run(_ a: JobAssignment, slot: Int) {
         let executor = HostExecutor()
-        executors[a.job] = executor
+        state.value.executors[a.job] = executor
         let config = self.config
         let thread = Thread {
             let result = self.execute(a, executor: executor, workspace: slot, config: config)
@@ -240,7 +244,7 @@ public final class RunnerAgent: @unchecked Sendable {
     }
 
     private func finished(_ a: JobAssignment, _ result: JobExecutor.Result) {
-        executors[a.job] = nil
+        state.value.executors[a.job] = nil
         let (outcome, reason) = result.outcome
         if outcome == .error { logger.error("job \(a.job): \(reason)") }
         logger.info("job \(a.job) attempt \(a.attempt) \(outcome.rawValue)\(reason.isEmpty ? "" : " (\(reason))")")
