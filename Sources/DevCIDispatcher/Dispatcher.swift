@@ -50,35 +50,52 @@ public struct DispatcherConfig: Sendable {
 /// store and the sockets.
 /// Everything but the store runs on one event loop; store calls go through `StoreWriter`, off the loop, and a
 /// message that reports a write (`accepted`, `assign`, `queued`) is sent only once that write is done.
-public final class Dispatcher: @unchecked Sendable {
-    // @unchecked: every mutable field is touched on `loop` only (the writer's completions hop onto it);
-    // `start` and `shutdown` submit to the loop and wait.
+public final class Dispatcher: Sendable {
     public let config: DispatcherConfig
     let store: BuildWriter
     let logger: Logger
     let loop: EventLoop
-    private var coordinator: BuildCoordinator
-    private var scheduler: Scheduler { coordinator.scheduler }
-    private var writer: StoreWriter!
-    private var channels: [ConnectionID: Channel] = [:]
-    private var nextConnection: ConnectionID = 1
-    private var pendingLogs: [LogRecord] = []
-    private var unflushed: Set<ConnectionID> = []
-    /// The last deferred send of each connection: later messages to it wait for it, so none overtakes another.
-    private var sendTail: [ConnectionID: EventLoopFuture<Void>] = [:]
-    /// Runner states and heartbeats not yet written; written together on each tick.
-    private var runnerChanges: [RunnerChange] = []
-    private var heartbeats: [String: Date] = [:]
-    /// Connections that have not yet authenticated (or, without a token, said anything).
-    private(set) var pendingConnections = 0
-    private var refusedSinceWarning = 0
-    private var lastRefusalWarning: ContinuousClock.Instant?
-    private var lastVerify = ContinuousClock.now
-    private var stopping = false
-    private var tickTask: RepeatedTask?
-    private var runnerHosts: [String: String] = [:]
-    private var heartbeatWritten: [String: ContinuousClock.Instant] = [:]
-    private var serverChannel: Channel?
+    private let writer: StoreWriter
+    /// Everything that changes: read and written on `loop` only, which the box checks.
+    private let state: NIOLoopBoundBox<State>
+
+    private struct State {
+        var coordinator: BuildCoordinator
+        var channels: [ConnectionID: Channel] = [:]
+        var nextConnection: ConnectionID = 1
+        var pendingLogs: [LogRecord] = []
+        var unflushed: Set<ConnectionID> = []
+        /// The last deferred send of each connection: later messages to it wait for it, so none overtakes another.
+        var sendTail: [ConnectionID: EventLoopFuture<Void>] = [:]
+        /// Runner states and heartbeats not yet written; written together on each tick.
+        var runnerChanges: [RunnerChange] = []
+        var heartbeats: [String: Date] = [:]
+        /// Connections that have not yet authenticated (or, without a token, said anything).
+        var pendingConnections = 0
+        var refusedSinceWarning = 0
+        var lastRefusalWarning: ContinuousClock.Instant?
+        var lastVerify = ContinuousClock.now
+        var stopping = false
+        var tickTask: RepeatedTask?
+        var runnerHosts: [String: String] = [:]
+        var heartbeatWritten: [String: ContinuousClock.Instant] = [:]
+        var serverChannel: Channel?
+    }
+
+    /// Stops the clock and closes the listener and every connection (on the loop). Leases stay as they are in
+    /// the database: runners claim their jobs back from the next dispatcher. The closes run after the state is
+    /// updated, never inside a write to it: a close may call back into the dispatcher.
+    private static func stopServing(_ state: NIOLoopBoundBox<State>) {
+        state.value.stopping = true
+        let current = state.value
+        current.tickTask?.cancel()
+        current.serverChannel?.close(promise: nil)
+        for ch in current.channels.values { ch.close(promise: nil) }
+    }
+
+    private var scheduler: Scheduler { state.value.coordinator.scheduler }
+    /// Connections waiting to authenticate (on the loop).
+    var pendingConnections: Int { state.value.pendingConnections }
 
     /// `onFatal` is called (once, from another thread) when the store fails for good: the dispatcher has then
     /// stopped answering and the process should exit non-zero.
@@ -88,10 +105,11 @@ public final class Dispatcher: @unchecked Sendable {
         self.store = store
         self.loop = loop
         self.logger = logger
-        self.coordinator = BuildCoordinator(config: config.scheduler)
-        self.writer = StoreWriter(store: store, loop: loop, logger: logger) { [weak self] message in
+        let state = NIOLoopBoundBox.makeBoxSendingValue(State(coordinator: BuildCoordinator(config: config.scheduler)), as: State.self, eventLoop: loop)
+        self.state = state
+        self.writer = StoreWriter(store: store, loop: loop, logger: logger) { message in
             logger.critical("\(message); stopping: nothing more is acknowledged")
-            if let dispatcher = self { dispatcher.loop.execute { dispatcher.stopServing() } }
+            loop.execute { Self.stopServing(state) }
             onFatal(message)
         }
     }
@@ -104,7 +122,7 @@ public final class Dispatcher: @unchecked Sendable {
         for build in Set(active.map(\.spec.build)) { jobsOfBuilds[build] = try store.jobs(build: build) }
         let builds = jobsOfBuilds
         let server = try loop.submit { () throws -> Void in
-            self.apply(self.coordinator.handle(.restored(active: active, builds: builds), now: .now))
+            self.apply(self.state.value.coordinator.handle(.restored(active: active, builds: builds), now: .now))
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
                 .serverChannelOption(.backlog, value: Int32(clamping: self.config.listenBacklog))
@@ -113,32 +131,33 @@ public final class Dispatcher: @unchecked Sendable {
                 .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let id = self.nextConnection
-                        self.nextConnection += 1
+                        let id = self.state.value.nextConnection
+                        self.state.value.nextConnection += 1
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(BoundedLineDecoder()))
                         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(LineEncoder()))
                         try channel.pipeline.syncOperations.addHandler(DispatcherConnection(id: id, dispatcher: self))
                     }
                 }
                 .bind(host: self.config.host, port: self.config.port)
+        }.flatMap { (server: Channel) -> EventLoopFuture<Channel> in
+            self.state.value.serverChannel = server
+            self.state.value.tickTask = self.loop.scheduleRepeatedTask(initialDelay: .init(self.config.tickInterval),
+                                                                       delay: .init(self.config.tickInterval)) { _ in self.tick() }
+            return self.loop.makeSucceededFuture(server)
         }.wait()
-        serverChannel = server
         let queued = active.filter { $0.state == .queued }.count, leased = active.filter { $0.state.isLeased }.count
         logger.info("restored \(queued) queued, \(leased) leased and \(active.count - queued - leased) waiting job(s) from the database")
-        tickTask = loop.scheduleRepeatedTask(initialDelay: .init(config.tickInterval), delay: .init(config.tickInterval)) { _ in
-            self.tick()
-        }
         return server.localAddress!
     }
 
     private func tick() {
         let now = ContinuousClock.now
-        apply(coordinator.handle(.runner(.tick), now: now))
+        apply(state.value.coordinator.handle(.runner(.tick), now: now))
         flushRunnerChanges()
         flushWrites()
         // A database deleted or replaced under an idle dispatcher is noticed within a second, too.
-        if now - lastVerify >= .seconds(1) {
-            lastVerify = now
+        if now - state.value.lastVerify >= .seconds(1) {
+            state.value.lastVerify = now
             _ = writer.submit("check the database file") { _ in }
         }
     }
@@ -146,62 +165,51 @@ public final class Dispatcher: @unchecked Sendable {
     /// Stops accepting, closes every connection and writes what is buffered. Call it off the loop.
     public func shutdown() {
         try? loop.submit {
-            self.stopServing()
+            Self.stopServing(self.state)
             self.flushLogs()
             self.flushRunnerChanges()
         }.wait()
         writer.drain()
     }
 
-    /// Stops the clock and closes the listener and every connection. Leases stay as they are in the database:
-    /// runners claim their jobs back from the next dispatcher.
-    private func stopServing() {
-        stopping = true
-        tickTask?.cancel()
-        serverChannel?.close(promise: nil)
-        for ch in channels.values { ch.close(promise: nil) }
-    }
-
-    /// A future that completes when the listening socket closes.
-    public var closeFuture: EventLoopFuture<Void>? { serverChannel?.closeFuture }
 
     // MARK: Connection events (on the loop)
 
     /// A new connection: greeted, or refused when too many are already waiting to authenticate.
     /// Returns false when it was refused.
     func connected(_ id: ConnectionID, channel: Channel) -> Bool {
-        guard pendingConnections < config.maxPendingConnections else {
-            refusedSinceWarning += 1
+        guard state.value.pendingConnections < config.maxPendingConnections else {
+            state.value.refusedSinceWarning += 1
             let now = ContinuousClock.now
-            if lastRefusalWarning.map({ now - $0 >= .seconds(10) }) ?? true {
-                logger.warning("\(config.maxPendingConnections) connections are waiting to authenticate: refused \(refusedSinceWarning) more (--max-pending-connections)")
-                lastRefusalWarning = now
-                refusedSinceWarning = 0
+            if state.value.lastRefusalWarning.map({ now - $0 >= .seconds(10) }) ?? true {
+                logger.warning("\(config.maxPendingConnections) connections are waiting to authenticate: refused \(state.value.refusedSinceWarning) more (--max-pending-connections)")
+                state.value.lastRefusalWarning = now
+                state.value.refusedSinceWarning = 0
             }
             channel.writeAndFlush(LineCodec.encode(ServerMessage.error(code: .busy, message: "too many connections waiting to authenticate; try again")),
                                   promise: nil)
             return false
         }
-        pendingConnections += 1
-        channels[id] = channel
+        state.value.pendingConnections += 1
+        state.value.channels[id] = channel
         send(id, .hello(protocolVersion: WireLimits.protocolVersion, authRequired: config.token != nil))
         return true
     }
 
     /// The connection authenticated (or, without a token, said something valid), or closed before it did.
     func identified() {
-        pendingConnections -= 1
+        state.value.pendingConnections -= 1
     }
 
     /// Whether this connection is a registered runner (runners are watched by their leases, not by idleness).
     func isRunner(_ id: ConnectionID) -> Bool { scheduler.runnerName(id) != nil }
 
     func disconnected(_ id: ConnectionID) {
-        channels[id] = nil
-        sendTail[id] = nil
+        state.value.channels[id] = nil
+        state.value.sendTail[id] = nil
         // Closed by our own shutdown: the runner is alive and keeps its job for the next dispatcher.
-        guard !stopping else { return }
-        apply(coordinator.handle(.runner(.disconnected(id)), now: .now))
+        guard !state.value.stopping else { return }
+        apply(state.value.coordinator.handle(.runner(.disconnected(id)), now: .now))
         flushWrites()
     }
 
@@ -217,8 +225,8 @@ public final class Dispatcher: @unchecked Sendable {
             }
             send(id, .ok(what: "auth"))
         case .register(let name, let slots):
-            runnerHosts[name] = channels[id]?.remoteAddress?.ipAddress
-            apply(coordinator.handle(.runner(.registered(id, name: name, slots: slots)), now: now))
+            state.value.runnerHosts[name] = state.value.channels[id]?.remoteAddress?.ipAddress
+            apply(state.value.coordinator.handle(.runner(.registered(id, name: name, slots: slots)), now: now))
         case .status:
             send(id, .status(queued: scheduler.queuedCount, running: scheduler.leasedCount, runners: scheduler.connectedRunnerCount))
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
@@ -317,7 +325,7 @@ public final class Dispatcher: @unchecked Sendable {
         }.map { result in
             if result.created {
                 self.logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12)), \(newJobs.count) job(s)")
-                self.apply(self.coordinator.handle(.created(build: result.build, plan: planned, jobs: result.jobs, queued: first), now: .now))
+                self.apply(self.state.value.coordinator.handle(.created(build: result.build, plan: planned, jobs: result.jobs, queued: first), now: .now))
             }
             return result
         }
@@ -326,23 +334,23 @@ public final class Dispatcher: @unchecked Sendable {
     private func runnerMessage(_ message: ClientMessage, from id: ConnectionID, now: ContinuousClock.Instant) {
         switch message {
         case .heartbeat:
-            apply(coordinator.handle(.runner(.heartbeat(id)), now: now))
+            apply(state.value.coordinator.handle(.runner(.heartbeat(id)), now: now))
             // The runners page shows the last heartbeat; writing it every few seconds is enough.
-            if let name = scheduler.runnerName(id), now - (heartbeatWritten[name] ?? now - .seconds(60)) >= .seconds(5) {
-                heartbeatWritten[name] = now
-                heartbeats[name] = Date()
+            if let name = scheduler.runnerName(id), now - (state.value.heartbeatWritten[name] ?? now - .seconds(60)) >= .seconds(5) {
+                state.value.heartbeatWritten[name] = now
+                state.value.heartbeats[name] = Date()
             }
         case .claim(let job, let attempt):
-            apply(coordinator.handle(.runner(.claim(id, job: job, attempt: attempt)), now: now))
+            apply(state.value.coordinator.handle(.runner(.claim(id, job: job, attempt: attempt)), now: now))
         case .started(let job, let attempt):
-            apply(coordinator.handle(.runner(.started(id, job: job, attempt: attempt)), now: now))
+            apply(state.value.coordinator.handle(.runner(.started(id, job: job, attempt: attempt)), now: now))
         case .log(let job, let attempt, let stream, let ts, let text):
             if scheduler.holdsLease(id, job: job, attempt: attempt) {
-                pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(text)))
-                if pendingLogs.count >= 2048 { flushLogs() }
+                state.value.pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(text)))
+                if state.value.pendingLogs.count >= 2048 { flushLogs() }
             }
         case .result(let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
-            apply(coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason,
+            apply(state.value.coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason,
                                                      giveBack: giveBack)), now: now))
         default:
             break
@@ -357,28 +365,28 @@ public final class Dispatcher: @unchecked Sendable {
 
     /// Flushes the connections that were written to since the last flush.
     func flushWrites() {
-        for id in unflushed { channels[id]?.flush() }
-        unflushed.removeAll(keepingCapacity: true)
+        for id in state.value.unflushed { state.value.channels[id]?.flush() }
+        state.value.unflushed.removeAll(keepingCapacity: true)
     }
 
     func flushLogs() {
-        guard !pendingLogs.isEmpty else { return }
-        let lines = pendingLogs
-        pendingLogs.removeAll(keepingCapacity: true)
+        guard !state.value.pendingLogs.isEmpty else { return }
+        let lines = state.value.pendingLogs
+        state.value.pendingLogs.removeAll(keepingCapacity: true)
         _ = writer.submit("write \(lines.count) log line(s)") { try $0.appendLogs(lines) }
     }
 
     private func flushRunnerChanges() {
-        guard !runnerChanges.isEmpty || !heartbeats.isEmpty else { return }
-        let changes = runnerChanges, beats = heartbeats
-        runnerChanges.removeAll(keepingCapacity: true)
-        heartbeats.removeAll(keepingCapacity: true)
+        guard !state.value.runnerChanges.isEmpty || !state.value.heartbeats.isEmpty else { return }
+        let changes = state.value.runnerChanges, beats = state.value.heartbeats
+        state.value.runnerChanges.removeAll(keepingCapacity: true)
+        state.value.heartbeats.removeAll(keepingCapacity: true)
         _ = writer.submit("record \(changes.count + beats.count) runner change(s)") { try $0.recordRunners(changes, heartbeats: beats) }
     }
 
     // MARK: Carrying out actions
 
-    /// Performs the coordinator's actions in order. A `send` that follows a `record` goes out only once that
+    /// Performs the state.value.coordinator's actions in order. A `send` that follows a `record` goes out only once that
     /// record is written (and never if it could not be).
     private func apply(_ actions: [BuildCoordinator.Action]) {
         var written: EventLoopFuture<Void>?
@@ -392,10 +400,11 @@ public final class Dispatcher: @unchecked Sendable {
                 send(id, message, after: written)
             case .close(let id):
                 logger.warning("closing connection \(id): its runner went silent and has reconnected")
-                channels[id]?.close(promise: nil)
-            case .runnerState(let name, let state):
-                logger.info("runner \(name) \(state)")
-                runnerChanges.append(RunnerChange(name: name, state: state, host: state == .connected ? runnerHosts[name] : nil, at: Date()))
+                state.value.channels[id]?.close(promise: nil)
+            case .runnerState(let name, let runnerState):
+                logger.info("runner \(name) \(runnerState)")
+                let host = runnerState == .connected ? state.value.runnerHosts[name] : nil
+                state.value.runnerChanges.append(RunnerChange(name: name, state: runnerState, host: host, at: Date()))
             }
         }
     }
@@ -409,18 +418,18 @@ public final class Dispatcher: @unchecked Sendable {
         let transition = stamped
         let written = writer.submit("record job \(r.job) → \(r.state.rawValue)") { _ = try $0.record(transition) }
         let level: Logger.Level = r.state == .error || (r.state == .queued && r.reason != nil) ? .warning : .info
-        logger.log(level: level, "job \(r.job)\(coordinator.jobName(r.job).map { " (\($0))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")
+        logger.log(level: level, "job \(r.job)\(state.value.coordinator.jobName(r.job).map { " (\($0))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")
         return written
     }
 
     /// Sends a message now, or, when `write` is given or an earlier message to this connection is still
     /// waiting, after them, in order.
     func send(_ id: ConnectionID, _ message: ServerMessage, after write: EventLoopFuture<Void>? = nil) {
-        let tail = sendTail[id]
+        let tail = state.value.sendTail[id]
         guard write != nil || tail != nil else {
-            guard let channel = channels[id] else { return }
+            guard let channel = state.value.channels[id] else { return }
             channel.write(LineCodec.encode(message), promise: nil)
-            unflushed.insert(id)
+            state.value.unflushed.insert(id)
             return
         }
         let gate: EventLoopFuture<Void> = switch (write, tail) {
@@ -429,10 +438,10 @@ public final class Dispatcher: @unchecked Sendable {
         case let (nil, t?): t
         case (nil, nil): loop.makeSucceededVoidFuture()
         }
-        let sent = gate.map { () -> Void in self.channels[id]?.writeAndFlush(LineCodec.encode(message), promise: nil) }
-        sendTail[id] = sent
+        let sent = gate.map { () -> Void in self.state.value.channels[id]?.writeAndFlush(LineCodec.encode(message), promise: nil) }
+        state.value.sendTail[id] = sent
         sent.whenComplete { _ in
-            if self.sendTail[id] === sent { self.sendTail[id] = nil }
+            if self.state.value.sendTail[id] === sent { self.state.value.sendTail[id] = nil }
         }
     }
 }
