@@ -55,14 +55,14 @@ public enum LocalReportTable {
     public static func runs(_ reports: [LocalRunReport]) -> String {
         guard !reports.isEmpty else { return "no local runs yet" }
         return TextTable.render(["REPOSITORY", "RUN", "STATUS", "COMMIT", "JOBS", "DURATION", "PIPELINE"], reports.map { r in
-            [r.repository, String(r.run), DisplayName.of(r.status), String((r.commit ?? "-").prefix(12)), String(r.jobs.count),
+            [r.repository, String(r.run), r.status.display, String((r.commit ?? "-").prefix(12)), String(r.jobs.count),
              duration(r.startedAt, r.finishedAt), r.pipeline]
         })
     }
 
     public static func jobs(_ jobs: [(LocalRunReport, LocalRunReport.Job)]) -> String {
         TextTable.render(["REPOSITORY", "RUN", "JOB", "STAGE", "STATUS", "ATTEMPTS", "DURATION", "REASON"], jobs.map { r, j in
-            [r.repository, String(r.run), j.name, j.stage, DisplayName.of(j.status) + (j.allowFailure && j.status != "success" ? " (allowed)" : ""),
+            [r.repository, String(r.run), j.name, j.stage, j.status.display + (j.allowFailure && j.status != .success ? " (allowed)" : ""),
              String(j.attempts.count), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
         })
     }

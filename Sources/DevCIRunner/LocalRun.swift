@@ -22,7 +22,7 @@ public final class LocalRun {
         var plan = BuildPlan(pipeline: pipeline)
         var jobs: [String: LocalRunReport.Job] = [:]
         for def in pipeline.jobs {
-            jobs[def.name] = LocalRunReport.Job(name: def.name, stage: def.stage, status: JobState.pending.rawValue, allowFailure: def.allowFailure,
+            jobs[def.name] = LocalRunReport.Job(name: def.name, stage: def.stage, status: .pending, allowFailure: def.allowFailure,
                                                 reason: nil, startedAt: nil, finishedAt: nil, attempts: [])
         }
         var ready: [String] = []
@@ -31,7 +31,7 @@ public final class LocalRun {
                 switch action {
                 case .start(let name): ready.append(name)
                 case .skip(let name, let reason):
-                    jobs[name]?.status = JobState.skipped.rawValue
+                    jobs[name]?.status = .skipped
                     jobs[name]?.reason = reason
                     say("↷ \(name) \(reason)")
                 }
@@ -43,11 +43,11 @@ public final class LocalRun {
             guard let def = pipeline.job(name) else { continue }
             let job = runJob(def)
             jobs[name] = job
-            take(plan.update(name, to: JobState(rawValue: job.status) ?? .error))
+            take(plan.update(name, to: job.status))
         }
         let outcome = plan.outcome
         let report = LocalRunReport(repository: repository, pipeline: file, run: runNumber, commit: commit, directory: directory,
-                                    startedAt: started, finishedAt: Date(), status: outcome.rawValue, stages: pipeline.stages,
+                                    startedAt: started, finishedAt: Date(), status: outcome, stages: pipeline.stages,
                                     jobs: pipeline.jobs.compactMap { jobs[$0.name] })
         let seconds = report.finishedAt.timeIntervalSince(started)
         say("\(report.passed ? "✓" : "✗") pipeline \(outcome.display) in \(Self.format(seconds))")
@@ -55,7 +55,7 @@ public final class LocalRun {
     }
 
     private func runJob(_ def: JobDefinition) -> LocalRunReport.Job {
-        var job = LocalRunReport.Job(name: def.name, stage: def.stage, status: JobState.running.rawValue, allowFailure: def.allowFailure,
+        var job = LocalRunReport.Job(name: def.name, stage: def.stage, status: .running, allowFailure: def.allowFailure,
                                      reason: nil, startedAt: Date(), finishedAt: nil, attempts: [])
         let script = def.script(pipelineEnv: pipeline.env)
         for attempt in 1...(def.retries + 1) {
@@ -71,9 +71,9 @@ public final class LocalRun {
             }
             let (outcome, reason) = result.outcome
             let lines = log.lines.map { LocalRunReport.LogLine(ts: $0.timestampMillis, stream: $0.stream.rawValue, text: $0.text) }
-            job.attempts.append(LocalRunReport.Attempt(number: attempt, status: outcome.state.rawValue, exitCode: result.termination.exitCode,
+            job.attempts.append(LocalRunReport.Attempt(number: attempt, status: outcome.state, exitCode: result.termination.exitCode,
                                                        reason: reason, startedAt: begun, finishedAt: Date(), log: lines))
-            job.status = outcome.state.rawValue
+            job.status = outcome.state
             job.reason = reason.isEmpty ? nil : reason
             let took = Self.format(Date().timeIntervalSince(begun))
             if outcome == .success {

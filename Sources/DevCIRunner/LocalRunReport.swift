@@ -13,7 +13,7 @@ public struct LocalRunReport: Codable, Equatable, Sendable {
 
     public struct Attempt: Codable, Equatable, Sendable {
         public var number: Int
-        public var status: String
+        public var status: JobState
         public var exitCode: Int
         public var reason: String
         public var startedAt: Date
@@ -25,7 +25,7 @@ public struct LocalRunReport: Codable, Equatable, Sendable {
     public struct Job: Codable, Equatable, Sendable {
         public var name: String
         public var stage: String
-        public var status: String
+        public var status: JobState
         public var allowFailure: Bool
         public var reason: String?
         public var startedAt: Date?
@@ -40,13 +40,37 @@ public struct LocalRunReport: Codable, Equatable, Sendable {
     public var directory: String
     public var startedAt: Date
     public var finishedAt: Date
-    /// A `BuildStatus` raw value: `success`, `passed_with_allowed_failures`, `failed`, `timed_out`, …
-    public var status: String
+    public var status: BuildStatus
     public var stages: [String]
     public var jobs: [Job]
 
-    /// Reports written before the statuses were typed said `passed with allowed failures`.
-    public var passed: Bool { BuildStatus(rawValue: status)?.passed ?? (status == "passed with allowed failures") }
+    public var passed: Bool { status.passed }
+
+    public init(repository: String, pipeline: String, run: Int, commit: String?, directory: String, startedAt: Date, finishedAt: Date,
+                status: BuildStatus, stages: [String], jobs: [Job]) {
+        (self.repository, self.pipeline, self.run, self.commit, self.directory) = (repository, pipeline, run, commit, directory)
+        (self.startedAt, self.finishedAt, self.status, self.stages, self.jobs) = (startedAt, finishedAt, status, stages, jobs)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case repository, pipeline, run, commit, directory, startedAt, finishedAt, status, stages, jobs
+    }
+
+    /// Reads reports of every version: those written before statuses were typed said `passed with allowed failures`.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        repository = try c.decode(String.self, forKey: .repository)
+        pipeline = try c.decode(String.self, forKey: .pipeline)
+        run = try c.decode(Int.self, forKey: .run)
+        commit = try c.decodeIfPresent(String.self, forKey: .commit)
+        directory = try c.decode(String.self, forKey: .directory)
+        startedAt = try c.decode(Date.self, forKey: .startedAt)
+        finishedAt = try c.decode(Date.self, forKey: .finishedAt)
+        let raw = try c.decode(String.self, forKey: .status)
+        status = BuildStatus(rawValue: raw.replacingOccurrences(of: " ", with: "_")) ?? .error
+        stages = try c.decode([String].self, forKey: .stages)
+        jobs = try c.decode([Job].self, forKey: .jobs)
+    }
 }
 
 /// Runs a pipeline on this machine, no dispatcher: jobs in plan order, one at a time, each with the same
