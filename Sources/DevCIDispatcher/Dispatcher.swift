@@ -447,8 +447,9 @@ public final class Dispatcher: Sendable {
 }
 
 /// One peer's connection: authentication, decoding, and the count of bad lines.
-final class DispatcherConnection: ChannelInboundHandler {
+final class DispatcherConnection: ChannelDuplexHandler {
     typealias InboundIn = FramedLine
+    typealias OutboundIn = String
     typealias OutboundOut = String
 
     let id: ConnectionID
@@ -464,6 +465,8 @@ final class DispatcherConnection: ChannelInboundHandler {
     private var identifyTimer: Scheduled<Void>?
     /// Armed while the connection is identified but not a registered runner; every line re-arms it.
     private var idleTimer: Scheduled<Void>?
+    /// A read held back while the peer is not reading its replies.
+    private var readHeldBack = false
 
     init(id: ConnectionID, dispatcher: Dispatcher) {
         self.id = id
@@ -578,8 +581,21 @@ final class DispatcherConnection: ChannelInboundHandler {
     /// A peer that sends requests without reading the replies is not read from until it catches up,
     /// so replies never pile up without bound.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenComplete { _ in }
+        if context.channel.isWritable && readHeldBack {
+            readHeldBack = false
+            context.read()
+        }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Reads only while the peer takes our replies: while they pile up (the channel is not writable), the next
+    /// read waits, the kernel's buffers fill and the peer's sends block.
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readHeldBack = true
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -9,8 +9,7 @@ import XCTest
 @testable import DevCIDispatcher
 
 /// The dispatcher's connection handler on `EmbeddedChannel`s: no socket, and timers on the embedded loop's
-/// own clock. Authentication, the bad-line budget, the one-shot `status` and admission. (Backpressure turns
-/// `autoRead` off, which an `EmbeddedChannel` does not model.)
+/// own clock. Authentication, the bad-line budget, the one-shot `status`, admission and backpressure.
 final class ConnectionHandlerTests: XCTestCase {
     var dir: URL!
     var loop: EmbeddedEventLoop!
@@ -111,4 +110,31 @@ final class ConnectionHandlerTests: XCTestCase {
         XCTAssertEqual(try heard(fourth), ["hello proto=1 server=devci auth=required"], "room again")
         XCTAssertTrue(second.isActive && fourth.isActive)
     }
+
+    /// Counts the reads that reach the transport.
+    final class ReadCounter: ChannelOutboundHandler {
+        typealias OutboundIn = Any
+        var reads = 0
+        func read(context: ChannelHandlerContext) {
+            reads += 1
+            context.read()
+        }
+    }
+
+    func testAPeerThatDoesNotReadItsRepliesIsNotReadFrom() throws {
+        try makeDispatcher()
+        let channel = try connect()
+        let counter = ReadCounter()
+        try channel.pipeline.syncOperations.addHandler(counter, position: .first)
+        channel.read()
+        XCTAssertEqual(counter.reads, 1, "reads pass while the peer keeps up")
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        channel.read()
+        XCTAssertEqual(counter.reads, 1, "held back while replies pile up")
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        XCTAssertEqual(counter.reads, 2, "the held-back read goes out once the peer catches up")
+    }
 }
+
