@@ -45,21 +45,29 @@ struct Watch {
 /// The repository observer: polls each clone's origin through libgit2 and dispatches every new commit of
 /// each watched branch, oldest first. It never exits on a network error: an unreachable dispatcher is
 /// reported once and retried on every poll.
-public final class Observer: @unchecked Sendable {
-    // @unchecked: everything but `stopped` is touched by the one thread running `run()`; `stopped` is guarded by
-    // `stopLock`, which `stop()` takes from any thread.
+public final class Observer: Sendable {
     public let config: ObserverConfig
     let logger: Logger
-    private var watches: [Watch] = []
-    private var client: WireClient?
-    private var dispatcherDown = false
-    private var fetchErrors: [String: String] = [:]
-    private let stopLock = NSCondition()
-    private var stopped = false
+    /// What is being watched, for the startup line.
+    public let description: String
+    /// The polling state, reached on `queue` only (checked): `run()` polls there.
+    private let queue = DispatchQueue(label: "devci.observer")
+    private let state: QueueBound<State>
+    private let stopped = OnceFlag()
+    /// Signalled by `stop()`, so a poll interval's wait ends at once.
+    private let wake = DispatchSemaphore(value: 0)
+
+    private struct State {
+        var watches: [Watch] = []
+        var client: WireClient?
+        var dispatcherDown = false
+        var fetchErrors: [String: String] = [:]
+    }
 
     public init(config: ObserverConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
+        var watches: [Watch] = []
         for path in config.clonePaths {
             let repository = try GitRepository(path: path)
             let repo = try repository.originURL()
@@ -76,64 +84,55 @@ public final class Observer: @unchecked Sendable {
                 watches.append(Watch(clone: path, repository: repository, repo: repo, branch: branch, last: .none))
             }
         }
+        description = watches.map { "\($0.clone) (\($0.repo)) branch \($0.branch)" }.joined(separator: "; ")
+        state = QueueBound(State(watches: watches), queue: queue)
     }
 
-    /// What is being watched, for the startup line.
-    public var description: String {
-        watches.map { "\($0.clone) (\($0.repo)) branch \($0.branch)" }.joined(separator: "; ")
-    }
-
-    /// Polls until `stop()`; call from a thread of its own.
+    /// Polls until `stop()`, on the observer's own queue; blocks the calling thread.
     public func run() {
-        while !isStopped {
-            let started = ContinuousClock.now
-            pollOnce()
-            let wait = config.interval - (ContinuousClock.now - started)
-            if wait > .zero { sleep(wait) }
+        queue.sync {
+            while !isStopped {
+                let started = ContinuousClock.now
+                pollOnce()
+                let wait = config.interval - (ContinuousClock.now - started)
+                if wait > .zero, !isStopped { _ = wake.wait(timeout: .now() + wait.seconds) }
+            }
+            state.value.client?.close()
         }
-        client?.close()
     }
 
     public func stop() {
-        stopLock.lock()
-        stopped = true
-        stopLock.broadcast()
-        stopLock.unlock()
+        stopped.set()
+        wake.signal()
     }
 
-    private var isStopped: Bool {
-        stopLock.lock()
-        defer { stopLock.unlock() }
-        return stopped
-    }
-
-    private func sleep(_ d: Duration) {
-        stopLock.lock()
-        if !stopped { _ = stopLock.wait(until: Date(timeIntervalSinceNow: d.seconds)) }
-        stopLock.unlock()
-    }
+    private var isStopped: Bool { stopped.isSet }
 
     /// One poll of every watch: fetch each clone once, then dispatch what is new on each branch.
-    public func pollOnce() {
+    private func pollOnce() {
         var fetched: Set<String> = []
-        for i in watches.indices where !isStopped {
-            let w = watches[i]
+        for i in state.value.watches.indices where !isStopped {
+            let w = state.value.watches[i]
             if !fetched.contains(w.clone) {
                 fetched.insert(w.clone)
                 do {
                     try w.repository.fetchOrigin()
-                    if fetchErrors.removeValue(forKey: w.clone) != nil { logger.notice("fetching \(w.clone) works again") }
+                    if state.value.fetchErrors.removeValue(forKey: w.clone) != nil { logger.notice("fetching \(w.clone) works again") }
                 } catch {
                     // Said once per distinct error, not every poll.
-                    if fetchErrors[w.clone] != "\(error)" {
+                    if state.value.fetchErrors[w.clone] != "\(error)" {
                         logger.error("cannot fetch origin of \(w.clone): \(error)")
-                        fetchErrors[w.clone] = "\(error)"
+                        state.value.fetchErrors[w.clone] = "\(error)"
                     }
                     continue
                 }
             }
-            if fetchErrors[w.clone] != nil { continue }
-            poll(&watches[i])
+            if state.value.fetchErrors[w.clone] != nil { continue }
+            // Polled on a copy: `poll` itself reaches the state (the connection), which an inout access to it
+            // for the whole call would conflict with.
+            var watch = state.value.watches[i]
+            poll(&watch)
+            state.value.watches[i] = watch
         }
     }
 
@@ -189,29 +188,29 @@ public final class Observer: @unchecked Sendable {
             // is no outage, and the request is simply sent again on a new one.
             var reused = false
             do {
-                if client == nil || client?.isOpen == false {
-                    client = try WireClient(address: config.dispatcher, token: config.token, timeout: 5)
+                if state.value.client == nil || state.value.client?.isOpen == false {
+                    state.value.client = try WireClient(address: config.dispatcher, token: config.token, timeout: 5)
                 } else {
                     reused = true
                 }
-                let reply = try client!.request(message)
+                let reply = try state.value.client!.request(message)
                 if reused, case .error(.timeout, _) = reply {
-                    client?.close()
-                    client = nil
+                    state.value.client?.close()
+                    state.value.client = nil
                     continue
                 }
-                if dispatcherDown {
+                if state.value.dispatcherDown {
                     // Nothing to re-ask: a dispatch counts only once it is acknowledged, after the database has it.
-                    dispatcherDown = false
+                    state.value.dispatcherDown = false
                     logger.notice("dispatcher \(config.dispatcher) is reachable again")
                 }
                 return reply
             } catch {
-                client?.close()
-                client = nil
+                state.value.client?.close()
+                state.value.client = nil
                 if reused { continue }
-                if !dispatcherDown {
-                    dispatcherDown = true
+                if !state.value.dispatcherDown {
+                    state.value.dispatcherDown = true
                     logger.warning("cannot reach the dispatcher at \(config.dispatcher): \(ConnectionTrouble.describe(error)); polling on and dispatching when it is back")
                 } else {
                     logger.debug("still cannot reach the dispatcher: \(ConnectionTrouble.describe(error))")

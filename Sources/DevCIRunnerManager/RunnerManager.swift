@@ -1,5 +1,6 @@
 import DevCIGit
 import DevCIProcess
+import DevCIWire
 import Foundation
 import Logging
 
@@ -32,21 +33,27 @@ public struct RunnerManagerConfig: Sendable {
 
 /// Starts `devci runner` processes, each in its own working copy, restarts those that die and stops them
 /// all on shutdown. Decisions come from `Supervisor`; this class spawns, reaps and times.
-public final class RunnerManager: @unchecked Sendable {
-    // @unchecked: `supervisor`, `processes` and `timer` are touched on `queue` only; children's exits hop onto it.
+public final class RunnerManager: Sendable {
     public let config: RunnerManagerConfig
     let logger: Logger
-    private let queue = DispatchQueue(label: "devci.runner-manager")
-    private var supervisor: Supervisor
-    private var processes: [Int: NamedChild] = [:]
-    private var timer: DispatchSourceTimer?
+    private let queue: DispatchQueue
     private let finished = DispatchSemaphore(value: 0)
-    private var signalledFinish = false
+    /// Everything that changes, reached on `queue` only (checked); children's exits hop onto it.
+    private let state: QueueBound<State>
+
+    private struct State {
+        var supervisor: Supervisor
+        var processes: [Int: NamedChild] = [:]
+        var timer: DispatchSourceTimer?
+        var signalledFinish = false
+    }
 
     public init(config: RunnerManagerConfig, logger: Logger) {
         self.config = config
         self.logger = logger
-        self.supervisor = Supervisor(desired: config.desiredCount, config: config.supervisor)
+        let queue = DispatchQueue(label: "devci.runner-manager")
+        self.queue = queue
+        state = QueueBound(State(supervisor: Supervisor(desired: config.desiredCount, config: config.supervisor)), queue: queue)
     }
 
     public func start() {
@@ -56,13 +63,13 @@ public final class RunnerManager: @unchecked Sendable {
             timer.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100))
             timer.setEventHandler { self.handle(.tick) }
             timer.resume()
-            self.timer = timer
+            self.state.value.timer = timer
         }
     }
 
     /// Changes the desired count.
     public func scale(by delta: Int) {
-        queue.async { self.handle(.scale(self.supervisor.desired + delta)) }
+        queue.async { self.handle(.scale(self.state.value.supervisor.desired + delta)) }
     }
 
     /// Stops every runner and returns once they have all exited.
@@ -72,16 +79,16 @@ public final class RunnerManager: @unchecked Sendable {
     }
 
     private func handle(_ event: Supervisor.Event) {
-        for action in supervisor.handle(event, now: .now) {
+        for action in state.value.supervisor.handle(event, now: .now) {
             switch action {
             case .start(let slot): spawn(slot)
-            case .stop(let slot): processes[slot]?.stop(grace: 10)
+            case .stop(let slot): state.value.processes[slot]?.stop(grace: 10)
             case .log(let line): logger.info("\(line)")
             }
         }
-        if supervisor.isFinished && !signalledFinish {
-            signalledFinish = true
-            timer?.cancel()
+        if state.value.supervisor.isFinished && !state.value.signalledFinish {
+            state.value.signalledFinish = true
+            state.value.timer?.cancel()
             finished.signal()
         }
     }
@@ -104,10 +111,10 @@ public final class RunnerManager: @unchecked Sendable {
         }
         let child = NamedChild(name: name, argv: [config.executable, "runner", workCopy, "--name", name] + config.runnerArguments,
                                directory: workCopy)
-        processes[slot] = child
+        state.value.processes[slot] = child
         child.start { termination in
             self.queue.async {
-                if self.processes[slot] === child { self.processes[slot] = nil }
+                if self.state.value.processes[slot] === child { self.state.value.processes[slot] = nil }
                 self.handle(.exited(slot: slot, how: "\(termination)"))
             }
         }
