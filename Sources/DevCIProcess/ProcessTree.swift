@@ -5,8 +5,8 @@ import Foundation
 /// child that exits on its own (not while the tree is stopping) is reported once through `onUnexpectedExit`,
 /// so the owner can stop the rest and fail rather than run on half a system.
 public final class ProcessTree: @unchecked Sendable {
-    // @unchecked: `children` is touched by the owner's thread only; the exit callbacks read only `stopping`,
-    // a locked flag.
+    // @unchecked: `children` is guarded by `lock`; `stopping` is a locked flag.
+    private let lock = NSLock()
     private var children: [NamedChild] = []
     private let stopping = OnceFlag()
     private let onUnexpectedExit: @Sendable (String) -> Void
@@ -24,7 +24,7 @@ public final class ProcessTree: @unchecked Sendable {
             exited.set()
             if !stopping.isSet { report("the \(child.name) exited (\(how)); stopped everything") }
         }
-        children.append(child)
+        lock.withLock { children.append(child) }
         guard let ready else { return }
         let deadline = Date(timeIntervalSinceNow: timeout)
         while !ready() {
@@ -40,7 +40,7 @@ public final class ProcessTree: @unchecked Sendable {
     /// Stops every child, the last started first, each given `grace` after SIGTERM; returns when all are gone.
     public func stopAll(grace: TimeInterval) {
         stopping.set()
-        for child in children.reversed() {
+        for child in lock.withLock({ children }).reversed() {
             child.stop(grace: grace)
             child.wait()
         }
