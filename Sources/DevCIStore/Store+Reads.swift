@@ -29,7 +29,7 @@ extension SQLiteStore {
             try Row.fetchAll(db, sql: """
                 SELECT e.* FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.build_id = ? ORDER BY e.id
                 """, arguments: [build]).map { r in
-                JobEvent(job: r["job_id"], state: r["state"], attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
+                JobEvent(job: r["job_id"], state: Self.typed(r["state"], or: JobState.error), attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
                          at: Date(timeIntervalSince1970: r["at"]))
             }
         }
@@ -97,7 +97,7 @@ extension SQLiteStore {
             }
             return try Row.fetchAll(db, sql: "SELECT * FROM runners ORDER BY state = 'connected' DESC, name").map { r in
                 let name: String = r["name"]
-                return RunnerSummary(name: name, state: r["state"], host: r["host"],
+                return RunnerSummary(name: name, state: Self.typed(r["state"], or: RunnerState.disconnected), host: r["host"],
                                      connectedAt: (r["connected_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                                      lastHeartbeat: (r["last_heartbeat"] as Double?).map(Date.init(timeIntervalSince1970:)),
                                      currentJobs: current[name] ?? [], jobsRun: counts[name] ?? 0, lostRecently: lost[name] ?? [])

@@ -369,7 +369,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
 
     static func jobSummary(_ r: Row) -> JobSummary {
         let job = newJob(r)
-        return JobSummary(id: r["id"], build: r["build_id"], name: job.name, stage: job.stage, status: r["status"], allowFailure: job.allowFailure,
+        return JobSummary(id: r["id"], build: r["build_id"], name: job.name, stage: job.stage, status: typed(r["status"], or: JobState.error), allowFailure: job.allowFailure,
                           dependencies: job.dependencies, runner: r["runner"], attempt: r["attempt"], reassignments: r["reassignments"],
                           retriesUsed: r["retries_used"], startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                           finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)), exitCode: r["exit_code"], reason: r["reason"])
@@ -438,7 +438,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     }
 
     static func buildSummary(_ r: Row) -> BuildSummary {
-        BuildSummary(id: r["id"], repo: r["repo"], branch: r["branch"], commit: r["commit_id"], status: r["status"],
+        BuildSummary(id: r["id"], repo: r["repo"], branch: r["branch"], commit: r["commit_id"], status: typed(r["status"], or: BuildStatus.error),
                      runner: r["runner"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
                      startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                      finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
@@ -449,7 +449,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     public func events(job: Int64) throws -> [JobEvent] {
         try read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM job_events WHERE job_id = ? ORDER BY id", arguments: [job]).map { r in
-                JobEvent(job: job, state: r["state"], attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
+                JobEvent(job: job, state: Self.typed(r["state"], or: JobState.error), attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
                          at: Date(timeIntervalSince1970: r["at"]))
             }
         }
@@ -468,8 +468,11 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     }
 }
 
-// The typed states read straight from their columns (the store writes only their raw values).
-extension JobState: DatabaseValueConvertible {}
-extension BuildStatus: DatabaseValueConvertible {}
-extension RunnerState: DatabaseValueConvertible {}
+extension SQLiteStore {
+    /// A state column as its type. A value this version does not know (written by a newer DevCI) reads as
+    /// `fallback` rather than stopping the reader.
+    static func typed<T: RawRepresentable>(_ raw: String?, or fallback: T) -> T where T.RawValue == String {
+        raw.flatMap(T.init(rawValue:)) ?? fallback
+    }
+}
 

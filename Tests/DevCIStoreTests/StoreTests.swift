@@ -83,4 +83,23 @@ final class StoreTests: XCTestCase {
                                        reason: "attempt 1 failed (lease on attempt 1 expired); retry 1 of 1", kind: .retry, retriesUsed: 1))
         XCTAssertEqual(try store.runners().first { $0.name == "r1" }?.lostRecently, [r.jobs[0].id])
     }
+
+    func testAStateThisVersionDoesNotKnowReadsAsAFallbackNotACrash() throws {
+        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a")], at: Date())
+        try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
+        // As a newer DevCI might write it.
+        let sqlite = Process()
+        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sqlite.arguments = ["python3", "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                            + "c.execute(\"UPDATE jobs SET status = 'paused'\"); c.execute(\"UPDATE builds SET status = 'paused'\"); "
+                            + "c.execute(\"UPDATE job_events SET state = 'paused'\"); c.commit()", store.path]
+        try sqlite.run()
+        sqlite.waitUntilExit()
+        XCTAssertEqual(sqlite.terminationStatus, 0)
+        let reader = try openReader(at: store.path)
+        XCTAssertEqual(try reader.jobs(build: r.build).map(\.status), [.error])
+        XCTAssertEqual(try reader.build(r.build)?.status, .error)
+        XCTAssertEqual(try reader.events(job: r.jobs[0].id).map(\.state), [.error, .error])
+    }
 }
+
