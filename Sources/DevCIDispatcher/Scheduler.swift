@@ -260,7 +260,8 @@ public struct Scheduler {
         }
         if outcome == .cancelled {
             // The runner gave the job back: queue it again at once. One shutting down gets no more work.
-            if giveBack == .shutdown { runners[name]?.draining = true }
+            // Runners from before `give_back` said it only in words.
+            if giveBack == .shutdown || (giveBack == nil && reason == "runner shutting down") { runners[name]?.draining = true }
             release(job, reason: "runner \(name) gave the job back: \(reason)", kind: .gaveBack, into: &actions)
             actions.append(.send(conn, .accepted(job: job, attempt: attempt)))
             return

@@ -96,6 +96,8 @@ public final class RunnerAgent: Sendable {
                 for line in lines.dropLast() { ch.write(LineCodec.encode(line), promise: nil) }
                 if let last = lines.last { state.value.lastWrite = ch.writeAndFlush(LineCodec.encode(last)) }
             case .close:
+                state.value.channel?.close(promise: nil)
+            case .closeAfterWrites:
                 guard let ch = state.value.channel else { continue }
                 (state.value.lastWrite ?? loop.makeSucceededVoidFuture()).whenComplete { _ in ch.close(promise: nil) }
             case .reconnect(let delay):

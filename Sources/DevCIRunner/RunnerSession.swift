@@ -38,8 +38,10 @@ struct RunnerSession {
     enum Action: Equatable {
         /// Write these lines and flush.
         case send([ClientMessage])
-        /// Close the connection once what was sent before is written.
+        /// Close the connection now (a dead or wrong peer: nothing more is owed to it).
         case close
+        /// Close the connection once what was sent before is written (a goodbye: the give-backs go out first).
+        case closeAfterWrites
         /// Dial again after this long (the edge adds jitter).
         case reconnect(after: Duration)
         case armRegistrationDeadline(Duration)
@@ -115,7 +117,7 @@ struct RunnerSession {
                 ClientMessage.result(job: $0.assignment.job, attempt: $0.assignment.attempt, outcome: .cancelled, exitCode: -1, reason: "runner shutting down",
                                      giveBack: .shutdown)
             }
-            return out + [.send(giveBack + [.heartbeat]), .close]
+            return out + [.send(giveBack + [.heartbeat]), .closeAfterWrites]
         }
     }
 

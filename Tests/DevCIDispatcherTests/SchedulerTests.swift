@@ -233,6 +233,13 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.runnerName(1), "r1")
     }
 
+    func testARunnerFromBeforeGiveBackStillDrainsWhenItSaysItIsShuttingDown() {
+        join(1, "a")
+        on(.enqueued([spec(1)]))
+        let r = on(.result(1, job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner shutting down"))
+        XCTAssertTrue(assignments(r).isEmpty, "an old runner shutting down is not given the job straight back")
+    }
+
     func testRestoreAfterDispatcherRestart() {
         let active = [
             ActiveJob(spec: spec(1), state: .running, attempt: 2, reassignments: 1, runner: "a"),

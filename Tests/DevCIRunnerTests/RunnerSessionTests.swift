@@ -117,7 +117,7 @@ final class RunnerSessionTests: XCTestCase {
         let stop = on(.stop)
         XCTAssertTrue(stop.contains(.cancelJob(1, grace: 1)))
         XCTAssertEqual(sent(stop), [.result(job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "runner shutting down", giveBack: .shutdown), .heartbeat])
-        XCTAssertEqual(stop.last, .close)
+        XCTAssertEqual(stop.last, .closeAfterWrites, "the give-back is on the wire before the hang-up")
         XCTAssertEqual(on(.finished(job: 1, result: .result(job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "stopped"))), [])
         XCTAssertFalse(on(.disconnected).contains { if case .reconnect = $0 { return true } else { return false } }, "no redial")
     }
