@@ -112,9 +112,13 @@ struct DashboardSnapshot: Equatable {
     var summary: SystemSummary
     var builds: [BuildSummary]
 
+    init(summary: SystemSummary, builds: [BuildSummary]) {
+        self.summary = summary
+        self.builds = builds
+    }
+
     init(_ store: any BuildReader, _ filter: BuildFilter, size: Int) throws {
-        summary = try store.summary()
-        builds = try store.builds(filter, offset: 0, limit: size)
+        self.init(summary: try store.summary(), builds: try store.builds(filter, offset: 0, limit: size))
     }
 
     /// A short, stable name for this content (FNV-1a over its description), which the page carries as `data-seen`.

@@ -110,7 +110,9 @@ public struct Reporter: Sendable {
             "statuses": Self.statuses.map { ["value": $0, "selected": $0 == status] as [String: Any] },
             "page": pageNumber, "newer": pageNumber > 1 ? link(pageNumber - 1) : false, "older": hasOlder ? link(pageNumber + 1) : false,
             "fragmentURL": "/?" + query(repo: repo, branch: branch, status: status, page: pageNumber) + "&fragment=rows",
-            "seen": try DashboardSnapshot(store, filter, size: config.pageSize).fingerprint,
+            // What the live stream compares against: page 1 is what was just read; other pages look at page 1.
+            "seen": (pageNumber == 1 ? DashboardSnapshot(summary: summary, builds: builds)
+                                     : try DashboardSnapshot(store, filter, size: config.pageSize)).fingerprint,
         ]
         return page(title: "Builds", summary: summary, content: Templates.render("dashboard", model))
     }

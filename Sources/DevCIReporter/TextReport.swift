@@ -15,14 +15,8 @@ public enum TextReport {
     public static func jobs(_ jobs: [JobSummary]) -> String {
         TextTable.render(["BUILD", "JOB", "STAGE", "STATUS", "RUNNER", "ATTEMPT", "DURATION", "REASON"], jobs.map { j in
             [String(j.build), j.name, j.stage, j.status.display + (j.allowFailure && j.status != .success ? " (allowed)" : ""), j.runner ?? "-",
-             String(j.attempt), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
+             String(j.attempt), TextTable.duration(j.startedAt, j.finishedAt), j.reason ?? ""]
         })
-    }
-
-    /// Seconds from start to end (or to now), or `-` before it started.
-    public static func duration(_ start: Date?, _ end: Date?) -> String {
-        guard let start else { return "-" }
-        return String(format: "%.1fs", (end ?? Date()).timeIntervalSince(start))
     }
 
     /// Pretty, sorted JSON with ISO 8601 dates, as every `--json` prints it.

@@ -56,20 +56,15 @@ public enum LocalReportTable {
         guard !reports.isEmpty else { return "no local runs yet" }
         return TextTable.render(["REPOSITORY", "RUN", "STATUS", "COMMIT", "JOBS", "DURATION", "PIPELINE"], reports.map { r in
             [r.repository, String(r.run), r.status.display, String((r.commit ?? "-").prefix(12)), String(r.jobs.count),
-             duration(r.startedAt, r.finishedAt), r.pipeline]
+             TextTable.duration(r.startedAt, r.finishedAt), r.pipeline]
         })
     }
 
     public static func jobs(_ jobs: [(LocalRunReport, LocalRunReport.Job)]) -> String {
         TextTable.render(["REPOSITORY", "RUN", "JOB", "STAGE", "STATUS", "ATTEMPTS", "DURATION", "REASON"], jobs.map { r, j in
             [r.repository, String(r.run), j.name, j.stage, j.status.display + (j.allowFailure && j.status != .success ? " (allowed)" : ""),
-             String(j.attempts.count), duration(j.startedAt, j.finishedAt), j.reason ?? ""]
+             String(j.attempts.count), TextTable.duration(j.startedAt, j.finishedAt), j.reason ?? ""]
         })
-    }
-
-    static func duration(_ start: Date?, _ end: Date?) -> String {
-        guard let start else { return "-" }
-        return String(format: "%.1fs", (end ?? Date()).timeIntervalSince(start))
     }
 }
 

@@ -379,10 +379,6 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         try recordRunners([RunnerChange(name: name, state: state, host: host, at: at)], heartbeats: [:])
     }
 
-    public func recordHeartbeat(runner: String, at: Date) throws {
-        try recordRunners([], heartbeats: [runner: at])
-    }
-
     public func recordRunners(_ changes: [RunnerChange], heartbeats: [String: Date]) throws {
         guard !changes.isEmpty || !heartbeats.isEmpty else { return }
         try write { db in

@@ -2,8 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 
-/// Connection errors in plain words ("connection refused: is the dispatcher running?"), and a way to say each
-/// outage once rather than on every retry.
+/// Connection errors in plain words ("connection refused: is the dispatcher running?").
 public enum ConnectionTrouble {
     /// What went wrong reaching a peer, for a person.
     public static func describe(_ error: Error) -> String {
@@ -36,29 +35,5 @@ public enum ConnectionTrouble {
             }
         }
         return "\(error)"
-    }
-}
-
-/// Says an outage once: the first failure is worth a warning, the retries that follow are not, and the
-/// recovery is worth a line of its own.
-public struct OutageNotice: Sendable {
-    private var failures = 0
-    private var since: Date?
-
-    public init() {}
-
-    /// The message to log for this failure, or nil when this outage was already reported.
-    public mutating func failed(_ what: String) -> String? {
-        failures += 1
-        guard since == nil else { return nil }
-        since = Date()
-        return what
-    }
-
-    /// After an outage: how long it lasted and how many tries it took; nil when there was none.
-    public mutating func recovered() -> String? {
-        defer { failures = 0; since = nil }
-        guard let since else { return nil }
-        return String(format: "after %.1f s and %d failed attempt(s)", Date().timeIntervalSince(since), failures)
     }
 }

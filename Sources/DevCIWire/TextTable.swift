@@ -9,4 +9,10 @@ public enum TextTable {
                 .joined(separator: "  ")
         }.joined(separator: "\n")
     }
+
+    /// Seconds from start to end (or to now), as a cell: `12.3s`, or `-` before it started.
+    public static func duration(_ start: Date?, _ end: Date?) -> String {
+        guard let start else { return "-" }
+        return String(format: "%.1fs", (end ?? Date()).timeIntervalSince(start))
+    }
 }
