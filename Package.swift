@@ -17,6 +17,9 @@ let package = Package(
         // Default traits off: they pull in swift-configuration and make SwiftPM rebuild Hummingbird at random.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        // HMAC-SHA256 for GitHub's webhook signatures.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -64,6 +67,9 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
         // The runner: dials the dispatcher, executes jobs in its own clone.
@@ -110,7 +116,7 @@ let package = Package(
         .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
         .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIWire"]),
         .testTarget(name: "DevCIRunnerManagerTests", dependencies: ["DevCIRunnerManager", "DevCIWire"]),
-        .testTarget(name: "DevCIStoreTests", dependencies: ["DevCIStore", "DevCIWire"]),
+        .testTarget(name: "DevCIStoreTests", dependencies: ["DevCIStore", "DevCIWire", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "DevCIRunnerTests", dependencies: ["DevCIRunner", "DevCIWire", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DevCIIntegrationTests", dependencies: ["DevCIWire", "DevCIStore"]),
     ],

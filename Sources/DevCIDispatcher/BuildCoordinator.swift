@@ -16,6 +16,9 @@ public struct BuildCoordinator {
         case created(build: Int64, plan: BuildPlan, jobs: [JobSpec], queued: Set<String>)
         /// A runner's message, a connection's end, or the clock.
         case runner(Scheduler.Event)
+        /// Someone cancelled a build or a job: every unfinished job of it ends `cancelled` (running ones are
+        /// stopped on their runners).
+        case cancel(CancelTarget, reason: String)
     }
 
     public enum Action: Equatable {
@@ -48,6 +51,14 @@ public struct BuildCoordinator {
     /// How many builds have unfinished jobs.
     public var activeBuilds: Int { builds.count }
 
+    /// Whether a `cancel` of this build or job has anything to stop.
+    public func isUnfinished(_ target: CancelTarget) -> Bool {
+        switch target {
+        case .build(let id): return builds[id] != nil
+        case .job(let id): return jobIndex[id] != nil
+        }
+    }
+
     public mutating func handle(_ event: Event, now: Instant) -> [Action] {
         switch event {
         case .restored(let active, let jobsByBuild):
@@ -69,6 +80,24 @@ public struct BuildCoordinator {
             return schedule(.enqueued(jobs.filter { queued.contains($0.name) }), now: now)
         case .runner(let e):
             return schedule(e, now: now)
+        case .cancel(let target, let reason):
+            let jobs: [Int64]
+            switch target {
+            case .build(let id): jobs = builds[id].map { $0.jobs.values.map(\.id).sorted() } ?? []
+            case .job(let id): jobs = jobIndex[id] == nil ? [] : [id]
+            }
+            var out: [Action] = []
+            for job in jobs {
+                guard let (build, name) = jobIndex[job], let plan = builds[build]?.plan, !(plan.states[name]?.isFinal ?? false) else { continue }
+                if scheduler.isActive(job: job) {
+                    out += schedule(.cancel(job: job, reason: reason), now: now)
+                } else {
+                    // Still pending on its build's plan: no runner has it.
+                    out.append(.record(JobTransition(job: job, state: .cancelled, attempt: 0, reason: reason)))
+                    out += advance(build, after: (name, .cancelled), now: now)
+                }
+            }
+            return out
         }
     }
 

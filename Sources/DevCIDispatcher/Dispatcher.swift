@@ -29,6 +29,14 @@ public struct DispatcherConfig: Sendable {
     /// How long a connection that is not a registered runner (a client: the observer, `devci dispatch`) may
     /// stay silent before it is closed, so idle sockets cannot pile up after they authenticated.
     public var idleTimeout: Duration = .seconds(60)
+    /// Tasks, administrators and queues (`--config DIR`), and the folder it is reread from on a reload.
+    public var serverConfig = ServerConfig.empty
+    public var configDirectory: String?
+    /// The HTTP side (webhooks, the generic trigger): off when nil.
+    public var httpHost = "127.0.0.1"
+    public var httpPort: Int?
+    /// The secret GitHub signs its webhook deliveries with; without one, `/hooks/github` refuses every delivery.
+    public var webhookSecret: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8888, token: String? = nil,
                 scheduler: SchedulerConfig = SchedulerConfig(), tickInterval: Duration = .milliseconds(100),
@@ -55,12 +63,18 @@ public final class Dispatcher: Sendable {
     let store: BuildWriter
     let logger: Logger
     let loop: EventLoop
-    private let writer: StoreWriter
+    let writer: StoreWriter
     /// Everything that changes: read and written on `loop` only, which the box checks.
-    private let state: NIOLoopBoundBox<State>
+    let state: NIOLoopBoundBox<State>
 
-    private struct State {
+    struct State {
         var coordinator: BuildCoordinator
+        var triggers = Triggers()
+        /// Observers waiting for a push to one of their repositories (normalized addresses), and pushes that came
+        /// in while nobody waited for their repository.
+        var pushWaiters: [ConnectionID: (repos: Set<String>, timer: Scheduled<Void>)] = [:]
+        var unclaimedPushes: Set<String> = []
+        var httpTask: Task<Void, Error>?
         var channels: [ConnectionID: Channel] = [:]
         var nextConnection: ConnectionID = 1
         var pendingLogs: [LogRecord] = []
@@ -78,6 +92,7 @@ public final class Dispatcher: Sendable {
         var stopping = false
         var tickTask: RepeatedTask?
         var runnerHosts: [String: String] = [:]
+        var runnerQueues: [String: [String]] = [:]
         var heartbeatWritten: [String: ContinuousClock.Instant] = [:]
         var serverChannel: Channel?
     }
@@ -121,8 +136,11 @@ public final class Dispatcher: Sendable {
         var jobsOfBuilds: [Int64: [JobSummary]] = [:]
         for build in Set(active.map(\.spec.build)) { jobsOfBuilds[build] = try store.jobs(build: build) }
         let builds = jobsOfBuilds
+        let schedule = try store.taskSchedule(), runs = try store.taskRuns()
         let server = try loop.submit { () throws -> Void in
             self.apply(self.state.value.coordinator.handle(.restored(active: active, builds: builds), now: .now))
+            _ = self.state.value.triggers.handle(.configured(self.config.serverConfig), now: Date())
+            _ = self.state.value.triggers.handle(.restored(schedule: schedule, runs: runs), now: Date())
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
                 .serverChannelOption(.backlog, value: Int32(clamping: self.config.listenBacklog))
@@ -153,6 +171,7 @@ public final class Dispatcher: Sendable {
     private func tick() {
         let now = ContinuousClock.now
         apply(state.value.coordinator.handle(.runner(.tick), now: now))
+        applyTriggers(state.value.triggers.handle(.tick, now: Date()))
         flushRunnerChanges()
         flushWrites()
         // A database deleted or replaced under an idle dispatcher is noticed within a second, too.
@@ -164,6 +183,7 @@ public final class Dispatcher: Sendable {
 
     /// Stops accepting, closes every connection and writes what is buffered. Call it off the loop.
     public func shutdown() {
+        stopHTTP()
         try? loop.submit {
             Self.stopServing(self.state)
             self.flushLogs()
@@ -205,6 +225,7 @@ public final class Dispatcher: Sendable {
     func isRunner(_ id: ConnectionID) -> Bool { scheduler.runnerName(id) != nil }
 
     func disconnected(_ id: ConnectionID) {
+        state.value.pushWaiters.removeValue(forKey: id)?.timer.cancel()
         state.value.channels[id] = nil
         state.value.sendTail[id] = nil
         // Closed by our own shutdown: the runner is alive and keeps its job for the next dispatcher.
@@ -224,11 +245,36 @@ public final class Dispatcher: Sendable {
                 return false
             }
             send(id, .ok(what: "auth"))
-        case .register(let name, let slots):
+        case .register(let name, let slots, let queues):
             state.value.runnerHosts[name] = state.value.channels[id]?.remoteAddress?.ipAddress
-            apply(state.value.coordinator.handle(.runner(.registered(id, name: name, slots: slots)), now: now))
+            state.value.runnerQueues[name] = queues
+            apply(state.value.coordinator.handle(.runner(.registered(id, name: name, slots: slots, queues: queues)), now: now))
         case .status:
-            send(id, .status(queued: scheduler.queuedCount, running: scheduler.leasedCount, runners: scheduler.connectedRunnerCount))
+            send(id, .status(queued: scheduler.queuedCount, running: scheduler.leasedCount, runners: scheduler.connectedRunnerCount,
+                             waiting: scheduler.waitingQueues))
+        case .addJob(let job):
+            addJob(job, replyTo: id)
+        case .cancel(let target):
+            guard state.value.coordinator.isUnfinished(target) else {
+                let what = switch target { case .build(let b): "build \(b)"; case .job(let j): "job \(j)" }
+                send(id, .error(code: .notFound, message: "\(what) has nothing left to cancel: it has ended, or does not exist"))
+                return true
+            }
+            let what = switch target { case .build(let b): "build \(b)"; case .job(let j): "job \(j)" }
+            logger.notice("cancelling \(what) on request")
+            let actions = state.value.coordinator.handle(.cancel(target, reason: "cancelled on request"), now: now)
+            send(id, .ok(what: "cancel"), after: apply(actions))
+        case .reload:
+            reload { errors in
+                if let errors {
+                    self.send(id, .error(code: .config, message: errors))
+                } else {
+                    self.send(id, .ok(what: "reload"))
+                }
+                self.flushWrites()
+            }
+        case .awaitPush(let repos, let timeout):
+            awaitPush(repos: repos, timeoutMillis: timeout, replyTo: id)
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
             dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark, replyTo: id)
         case .lastDispatched(let repo, let branch):
@@ -256,7 +302,7 @@ public final class Dispatcher: Sendable {
 
     /// Answers a request with what a store call returned, or with a `store` error when the database stays
     /// locked longer than `dispatchReplyTimeout` (so a peer never waits past its own read timeout) or failed.
-    private func answer<T>(_ id: ConnectionID, _ result: EventLoopFuture<T>, busy: String, _ reply: @escaping (T) -> ServerMessage) {
+    func answer<T>(_ id: ConnectionID, _ result: EventLoopFuture<T>, busy: String, _ reply: @escaping (T) -> ServerMessage) {
         // On the loop: the timer and the completion below share `answered` without a lock.
         var answered = false
         let timeout = loop.assumeIsolated().scheduleTask(in: .init(config.dispatchReplyTimeout)) {
@@ -300,16 +346,9 @@ public final class Dispatcher: Sendable {
             } catch {
                 return invalid("\(pipelineFileName) is invalid", error.errors.map(\.description))
             }
-            plan = BuildPlan(pipeline: pipeline)
-            // Each job's script travels in one `assign` line: refuse what would not fit.
-            for def in pipeline.jobs where LineCodec.percentEncode(def.script(pipelineEnv: pipeline.env).json()).utf8.count > WireLimits.maxScriptBytes {
-                return invalid("\(pipelineFileName) is invalid",
-                               ["\(pipelineFileName): jobs.\(def.name): the job's steps and env are too large to send to a runner (over \(WireLimits.maxScriptBytes) bytes encoded)"])
-            }
-            jobs = zip(pipeline.jobs, plan.jobs).map { def, planned in
-                NewJob(name: def.name, stage: def.stage, dependencies: planned.dependencies, allowFailure: def.allowFailure,
-                       script: def.script(pipelineEnv: pipeline.env).json(), retries: def.retries,
-                       retryDelaySeconds: def.retryDelay.seconds)
+            switch Self.jobs(of: pipeline, file: pipelineFileName) {
+            case .success(let made): (plan, jobs) = made
+            case .failure(let tooLarge): return invalid("\(pipelineFileName) is invalid", [tooLarge.description])
             }
         }
         // What may start at once is stored `queued` in the same transaction as the build.
@@ -329,6 +368,31 @@ public final class Dispatcher: Sendable {
             }
             return result
         }
+    }
+
+    /// Why a job cannot be sent to a runner.
+    struct ScriptTooLarge: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The jobs of a pipeline and its plan; each job's queues, priority and (where it names none) timeout as given.
+    static func jobs(of pipeline: Pipeline, file: String, queues: [String] = [defaultQueue], priority: Int = 0, timeout: Duration? = nil)
+        -> Result<(BuildPlan, [NewJob]), ScriptTooLarge>
+    {
+        let plan = BuildPlan(pipeline: pipeline)
+        var jobs: [NewJob] = []
+        for (def, planned) in zip(pipeline.jobs, plan.jobs) {
+            var script = def.script(pipelineEnv: pipeline.env)
+            if script.timeoutSeconds == nil { script.timeoutSeconds = timeout?.seconds }
+            let json = script.json()
+            // Each job's script travels in one `assign` line: refuse what would not fit.
+            guard LineCodec.percentEncode(json).utf8.count <= WireLimits.maxScriptBytes else {
+                return .failure(ScriptTooLarge(description: "\(file): jobs.\(def.name): the job's steps and env are too large to send to a runner (over \(WireLimits.maxScriptBytes) bytes encoded)"))
+            }
+            jobs.append(NewJob(name: def.name, stage: def.stage, dependencies: planned.dependencies, allowFailure: def.allowFailure,
+                               script: json, retries: def.retries, retryDelaySeconds: def.retryDelay.seconds, queues: queues, priority: priority))
+        }
+        return .success((plan, jobs))
     }
 
     private func runnerMessage(_ message: ClientMessage, from id: ConnectionID, now: ContinuousClock.Instant) {
@@ -388,7 +452,8 @@ public final class Dispatcher: Sendable {
 
     /// Performs the state.value.coordinator's actions in order. A `send` that follows a `record` goes out only once that
     /// record is written (and never if it could not be).
-    private func apply(_ actions: [BuildCoordinator.Action]) {
+    @discardableResult
+    func apply(_ actions: [BuildCoordinator.Action]) -> EventLoopFuture<Void>? {
         var written: EventLoopFuture<Void>?
         for action in actions {
             switch action {
@@ -396,6 +461,11 @@ public final class Dispatcher: Sendable {
                 written = record(r)
             case .buildEnded(let build, let status):
                 logger.info("build \(build) \(status.display)")
+                let after = written
+                // Downstream tasks start once the ending is written.
+                (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
+                    self.applyTriggers(self.state.value.triggers.handle(.buildEnded(build, status), now: Date()))
+                }
             case .send(let id, let message):
                 send(id, message, after: written)
             case .close(let id):
@@ -404,9 +474,11 @@ public final class Dispatcher: Sendable {
             case .runnerState(let name, let runnerState):
                 logger.info("runner \(name) \(runnerState)")
                 let host = runnerState == .connected ? state.value.runnerHosts[name] : nil
-                state.value.runnerChanges.append(RunnerChange(name: name, state: runnerState, host: host, at: Date()))
+                let queues = runnerState == .connected ? state.value.runnerQueues[name] : nil
+                state.value.runnerChanges.append(RunnerChange(name: name, state: runnerState, host: host, at: Date(), queues: queues))
             }
         }
+        return written
     }
 
     /// Writes a job's state change (log lines of the attempt first) and logs it.

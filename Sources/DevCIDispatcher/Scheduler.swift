@@ -31,7 +31,7 @@ public struct Scheduler {
         case restored([ActiveJob])
         /// New jobs were written to the database.
         case enqueued([JobSpec])
-        case registered(ConnectionID, name: String, slots: Int)
+        case registered(ConnectionID, name: String, slots: Int, queues: [String] = [defaultQueue])
         case disconnected(ConnectionID)
         case heartbeat(ConnectionID)
         case claim(ConnectionID, job: Int64, attempt: Int)
@@ -39,6 +39,8 @@ public struct Scheduler {
         case result(ConnectionID, job: Int64, attempt: Int, outcome: Outcome, exitCode: Int, reason: String, giveBack: GiveBack? = nil)
         /// Time passed: expire leases and notice silent runners.
         case tick
+        /// Someone cancelled the job: a queued one ends at once, a running one is stopped on its runner.
+        case cancel(job: Int64, reason: String)
     }
 
     public enum Action: Equatable {
@@ -70,6 +72,7 @@ public struct Scheduler {
         var name: String
         var connection: ConnectionID?
         var slots: Int
+        var queues: Set<String> = [defaultQueue]
         var lastHeartbeat: Instant
         var jobs: Set<Int64> = []
         var lost = false
@@ -90,7 +93,7 @@ public struct Scheduler {
 
     public let config: SchedulerConfig
     private var entries: [Int64: Entry] = [:]
-    private var queue = CircularBuffer<Int64>()
+    private var queue = JobQueue()
     /// Jobs waiting out their `retry_delay` before they are queued again, with when.
     private var delayed: [(job: Int64, due: Instant)] = []
     private var leased: Set<Int64> = []
@@ -107,6 +110,15 @@ public struct Scheduler {
     public var queuedCount: Int { queue.count + delayed.count }
     public var leasedCount: Int { leased.count }
     public var connectedRunnerCount: Int { runners.values.filter { $0.connection != nil && !$0.lost }.count }
+
+    /// Queues that have jobs waiting and no connected runner serving any queue of those jobs.
+    public var waitingQueues: [String] {
+        let served = runners.values.filter { $0.connection != nil && !$0.lost }.reduce(into: Set<String>()) { $0.formUnion($1.queues) }
+        return Set(queue.waitingQueueSets.filter { served.isDisjoint(with: $0) }.joined()).sorted()
+    }
+
+    /// Whether the job is queued, waiting to retry, or leased (not pending on its build's plan, not ended).
+    public func isActive(job: Int64) -> Bool { entries[job] != nil }
 
     /// The runner name behind a connection, once it registered.
     public func runnerName(_ connection: ConnectionID) -> String? { connections[connection] }
@@ -130,10 +142,10 @@ public struct Scheduler {
         case .enqueued(let specs):
             for spec in specs where entries[spec.id] == nil {
                 entries[spec.id] = Entry(spec: spec, attempt: 0, reassignments: 0)
-                queue.append(spec.id)
+                enqueue(spec)
             }
-        case .registered(let conn, let name, let slots):
-            register(conn, name: name, slots: slots, now: now, into: &actions)
+        case .registered(let conn, let name, let slots, let queues):
+            register(conn, name: name, slots: slots, queues: queues, now: now, into: &actions)
         case .disconnected(let conn):
             disconnect(conn, into: &actions)
         case .heartbeat(let conn):
@@ -160,6 +172,8 @@ public struct Scheduler {
             finish(conn, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason, giveBack: giveBack, now: now, into: &actions)
         case .tick:
             tick(now: now, into: &actions)
+        case .cancel(let job, let reason):
+            cancel(job, reason: reason, into: &actions)
         }
         assignPending(now: now, into: &actions)
         return actions
@@ -174,13 +188,17 @@ public struct Scheduler {
                 runners[name, default: Runner(name: name, slots: 1, lastHeartbeat: now)].jobs.insert(job.spec.id)
                 leased.insert(job.spec.id)
             } else {
-                queue.append(job.spec.id)
+                enqueue(job.spec)
             }
             entries[job.spec.id] = entry
         }
     }
 
-    private mutating func register(_ conn: ConnectionID, name: String, slots: Int, now: Instant, into actions: inout [Action]) {
+    private mutating func enqueue(_ spec: JobSpec) {
+        queue.append(spec.id, priority: spec.job.priority, queues: spec.job.queues)
+    }
+
+    private mutating func register(_ conn: ConnectionID, name: String, slots: Int, queues: [String], now: Instant, into actions: inout [Action]) {
         // Refusals first: a refused `register` changes nothing.
         if let previous = connections[conn], previous != name {
             actions.append(.send(conn, .error(code: .alreadyRegistered, message: "this connection is runner \(previous)")))
@@ -198,6 +216,7 @@ public struct Scheduler {
         var runner = runners[name] ?? Runner(name: name, slots: slots, lastHeartbeat: now)
         runner.connection = conn
         runner.slots = slots
+        runner.queues = Set(queues)
         runner.lastHeartbeat = now
         runner.lost = false
         runner.draining = false
@@ -291,7 +310,9 @@ public struct Scheduler {
 
     private mutating func moveDueRetries(now: Instant) {
         guard delayed.contains(where: { $0.due <= now }) else { return }
-        for d in delayed where d.due <= now { queue.append(d.job) }
+        for d in delayed where d.due <= now {
+            if let spec = entries[d.job]?.spec { enqueue(spec) }
+        }
         delayed.removeAll { $0.due <= now }
     }
 
@@ -333,18 +354,39 @@ public struct Scheduler {
                                           reassignments: entry.reassignments)))
         } else {
             entries[job] = entry
-            queue.prepend(job)
+            queue.prepend(job, priority: entry.spec.job.priority, queues: entry.spec.job.queues)
             actions.append(.record(JobTransition(job: job, state: .queued, attempt: lease.attempt, runner: lease.runner,
                                           reason: "\(reason); requeued (reassignment \(entry.reassignments) of \(config.maxReassignments))", kind: kind,
                                           reassignments: entry.reassignments)))
         }
     }
 
+    /// Ends a job someone cancelled: out of the queue (or its retry wait), or taken from its runner, which is told
+    /// to stop it (its result, when it comes, is discarded).
+    private mutating func cancel(_ job: Int64, reason: String, into actions: inout [Action]) {
+        guard let entry = entries.removeValue(forKey: job) else { return }
+        queue.remove(job)
+        delayed.removeAll { $0.job == job }
+        var runner: String?
+        if let lease = entry.lease {
+            leased.remove(job)
+            runners[lease.runner]?.jobs.remove(job)
+            runner = lease.runner
+            if let conn = runners[lease.runner]?.connection {
+                runners[lease.runner]?.stale.insert(job)
+                actions.append(.send(conn, .cancel(job: job, attempt: lease.attempt, reason: reason)))
+            }
+        }
+        actions.append(.record(JobTransition(job: job, state: .cancelled, attempt: entry.lease?.attempt ?? entry.attempt, runner: runner, reason: reason)))
+    }
+
     private mutating func assignPending(now: Instant, into actions: inout [Action]) {
-        while let next = queue.first {
-            // Never straight back to a runner still dropping an earlier attempt of the same job.
-            guard let name = pickRunner(excluding: next), let conn = runners[name]?.connection else { return }
-            let job = queue.removeFirst()
+        // The queue is moved out while runners are picked for it (no copy: it is unique once moved).
+        var pending = queue
+        queue = JobQueue()
+        defer { queue = pending }
+        // Never straight back to a runner still dropping an earlier attempt of the same job.
+        while let (job, name) = pending.popFirst(runnerFor: { pickRunner(serving: $0, excluding: $1) }), let conn = runners[name]?.connection {
             guard var entry = entries[job], entry.lease == nil else { continue }
             entry.attempt += 1
             entry.lease = Lease(runner: name, attempt: entry.attempt, expires: now + config.leaseDuration, confirmed: true)
@@ -360,10 +402,10 @@ public struct Scheduler {
         }
     }
 
-    /// The available runner with the most free slots, least recently given work on a tie.
-    private func pickRunner(excluding job: Int64) -> String? {
+    /// The available runner of one of `queues` with the most free slots, least recently given work on a tie.
+    private func pickRunner(serving queues: [String], excluding job: Int64) -> String? {
         var best: Runner?
-        for r in runners.values where r.isAvailable && !r.stale.contains(job) {
+        for r in runners.values where r.isAvailable && !r.stale.contains(job) && queues.contains(where: r.queues.contains) {
             guard let b = best else { best = r; continue }
             let free = r.slots - r.jobs.count, bestFree = b.slots - b.jobs.count
             if free > bestFree || (free == bestFree && (r.lastAssigned, r.name) < (b.lastAssigned, b.name)) { best = r }

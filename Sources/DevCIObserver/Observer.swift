@@ -60,6 +60,8 @@ public final class Observer: Sendable {
     private struct State {
         var watches: [Watch] = []
         var client: WireClient?
+        /// The dispatcher answered `await_push` with `unknown_verb` (an older one).
+        var pushUnsupported = false
         var dispatcherDown = false
         var fetchErrors: [String: String] = [:]
     }
@@ -95,10 +97,38 @@ public final class Observer: Sendable {
                 let started = ContinuousClock.now
                 pollOnce()
                 let wait = config.interval - (ContinuousClock.now - started)
-                if wait > .zero, !isStopped { _ = wake.wait(timeout: .now() + wait.seconds) }
+                if wait > .zero, !isStopped { waitForPush(upTo: wait) }
             }
             state.value.client?.close()
         }
+    }
+
+    /// Waits out the poll interval, asking the dispatcher to end the wait early when a webhook push names one
+    /// of the watched repositories (a push starts its build at once, not at the next poll). A dispatcher that
+    /// does not know `await_push`, or cannot be reached, is simply waited out.
+    private func waitForPush(upTo wait: Duration) {
+        let deadline = ContinuousClock.now + wait
+        let repos = Array(Set(state.value.watches.map(\.repo))).sorted()
+        while !isStopped, !state.value.pushUnsupported, !repos.isEmpty {
+            // In slices well inside the client's read timeout, so that `stop()` is seen soon.
+            let slice = min(deadline - ContinuousClock.now, .seconds(2))
+            guard slice > .milliseconds(50) else { return }
+            switch request(.awaitPush(repos: Array(repos.prefix(16)), timeoutMillis: Int(slice.milliseconds))) {
+            case .pushed(let pushed)? where !pushed.isEmpty:
+                logger.info("webhook push to \(pushed.joined(separator: ", ")): polling now")
+                return
+            case .pushed?:
+                continue
+            case .error(.unknownVerb, _)?:
+                logger.notice("the dispatcher does not tell observers of webhook pushes: polling every \(config.interval)")
+                state.value.pushUnsupported = true
+            default:
+                break
+            }
+            break
+        }
+        let left = deadline - ContinuousClock.now
+        if left > .zero, !isStopped { _ = wake.wait(timeout: .now() + left.seconds) }
     }
 
     public func stop() {

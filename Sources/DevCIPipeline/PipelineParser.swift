@@ -340,10 +340,14 @@ public enum PipelineParser {
 
         /// A cycle in `needs`, spelled out from its first job back to it, if there is one.
         static func cycle(in jobs: [JobDefinition]) -> [String]? {
+            cycle(in: jobs.map { job in (job.name, (job.needs ?? []).filter { $0 != job.name }) })
+        }
+
+        /// A cycle in a graph of names (each with the names it points to), spelled out from its first name back to it.
+        static func cycle(in graph: [(name: String, edges: [String])]) -> [String]? {
             var needs: [String: [String]] = [:]
-            for job in jobs where needs[job.name] == nil {
-                needs[job.name] = (job.needs ?? []).filter { $0 != job.name }
-            }
+            for (name, edges) in graph where needs[name] == nil { needs[name] = edges }
+            let order = graph.map(\.name)
             var state: [String: Int] = [:]  // 1 visiting, 2 done
             var path: [String] = []
             func visit(_ n: String) -> [String]? {
@@ -357,8 +361,8 @@ public enum PipelineParser {
                 state[n] = 2
                 return nil
             }
-            for job in jobs where state[job.name] == nil {
-                if let c = visit(job.name) { return c }
+            for name in order where state[name] == nil {
+                if let c = visit(name) { return c }
             }
             return nil
         }

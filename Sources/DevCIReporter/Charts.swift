@@ -10,8 +10,9 @@ enum Charts {
         case .success?: (word, colour) = ("passing", "#1a7f37")
         case .passedWithAllowedFailures?: (word, colour) = ("passing*", "#4d8f5a")
         case .failed?, .error?, .timedOut?: (word, colour) = ("failing", "#cf222e")
-        case .running?, .queued?: (word, colour) = ("running", "#bf8700")
+        case .running?, .started?, .queued?: (word, colour) = ("running", "#bf8700")
         case .cancelled?: (word, colour) = ("cancelled", "#6e7781")
+        case .skipped?: (word, colour) = ("skipped", "#6e7781")
         case nil: (word, colour) = ("unknown", "#6e7781")
         }
         let w = 38 + word.count * 7 + 10

@@ -12,7 +12,9 @@ extension Reporter {
         if let status, !Self.statuses.contains(status) {
             throw HTTPError(.badRequest, message: "status must be one of \(Self.statuses.joined(separator: ", "))")
         }
-        return BuildFilter(repo: value("repo"), branch: value("branch"), status: status)
+        if let task = value("task"), !Validate.isRunnerName(task) { throw HTTPError(.badRequest, message: "task is not a valid task name") }
+        if let tag = value("tag"), !Validate.isRunnerName(tag) { throw HTTPError(.badRequest, message: "tag is not a valid tag") }
+        return BuildFilter(repo: value("repo"), branch: value("branch"), status: status, task: value("task"), tag: value("tag"))
     }
 
     func wantsJSON(_ request: Request) -> Bool { Self.wantsJSON(request) }
@@ -55,7 +57,9 @@ extension Reporter {
     }
 
     func page(title: String, summary: SystemSummary, content: String) -> Response {
-        html(Templates.render("layout", ["title": title, "summary": summary, "content": content] as [String: Any]))
+        let header: [String: Any] = ["queued": summary.queued, "running": summary.running, "runners": summary.runners,
+                                     "waitingText": summary.waitingText ?? false]
+        return html(Templates.render("layout", ["title": title, "summary": header, "content": content] as [String: Any]))
     }
 
     func asset(_ text: String, _ type: String) -> Response {
@@ -70,7 +74,8 @@ extension Reporter {
     }
 
     func buildRow(_ b: BuildSummary) -> [String: Any] {
-        ["id": b.id, "status": b.displayStatus, "statusClass": statusClass(b), "repoName": Self.repoName(b.repo),
+        ["id": b.id, "status": b.displayStatus, "statusClass": statusClass(b), "repoName": Self.repoName(b.repo), "what": Self.what(b),
+         "hasRepo": !b.repo.isEmpty,
          "repoPath": Self.pathEncoded(Self.repoName(b.repo)), "branch": b.branch,
          "shortCommit": String(b.commit.prefix(10)), "title": b.title, "author": b.author.isEmpty ? false : b.author,
          "runner": b.runner ?? "–", "started": Self.time(b.startedAt), "duration": Self.duration(b.startedAt, b.finishedAt),
@@ -78,13 +83,19 @@ extension Reporter {
          "attempts": b.attempts]
     }
 
+    /// What a build is a run of, for people: `task nightly #3 (period)`, `ad-hoc job`; empty for a commit's build.
+    static func what(_ b: BuildSummary) -> String {
+        if let task = b.task { return "task \(task)\(b.runNumber.map { " #\($0)" } ?? "") (\(b.cause.rawValue))" }
+        return b.cause == .adhoc ? "ad-hoc job" : ""
+    }
+
     func statusClass(_ b: BuildSummary) -> String { b.buildStatus == .passedWithAllowedFailures ? "allowed" : b.status.rawValue }
 
-    func query(repo: String?, branch: String?, status: String?, page: Int) -> String {
+    func query(_ filter: BuildFilter, page: Int) -> String {
         var items = [URLQueryItem]()
-        if let repo { items.append(URLQueryItem(name: "repo", value: repo)) }
-        if let branch { items.append(URLQueryItem(name: "branch", value: branch)) }
-        if let status { items.append(URLQueryItem(name: "status", value: status)) }
+        for (name, value) in [("repo", filter.repo), ("branch", filter.branch), ("status", filter.status), ("task", filter.task), ("tag", filter.tag)] {
+            if let value { items.append(URLQueryItem(name: name, value: value)) }
+        }
         items.append(URLQueryItem(name: "page", value: String(page)))
         var c = URLComponents()
         c.queryItems = items

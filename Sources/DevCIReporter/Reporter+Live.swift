@@ -71,14 +71,14 @@ extension Reporter {
             var quiet = 0
             if let seen, seen != first.fingerprint {
                 let s = first.summary
-                try await writer.write(ByteBuffer(string: Self.event("changed", ["queued": s.queued, "running": s.running, "runners": s.runners])))
+                try await writer.write(ByteBuffer(string: Self.event("changed", ["queued": s.queued, "running": s.running, "runners": s.runners, "waiting": s.waitingText ?? ""])))
             }
             while !stopping.isSet {
                 try await Task.sleep(for: .seconds(1))
                 let now = try DashboardSnapshot(store, filter, size: size)
                 if now != last {
                     let s = now.summary
-                    try await writer.write(ByteBuffer(string: Self.event("changed", ["queued": s.queued, "running": s.running, "runners": s.runners])))
+                    try await writer.write(ByteBuffer(string: Self.event("changed", ["queued": s.queued, "running": s.running, "runners": s.runners, "waiting": s.waitingText ?? ""])))
                     last = now
                     quiet = 0
                 } else {

@@ -62,7 +62,7 @@ public struct Reporter: Sendable {
         try await app.runService()
     }
 
-    static let statuses = ["queued", "running", "success", "failed", "error", "timed_out", "cancelled"]
+    static let statuses = BuildStatus.allCases.filter { $0 != .passedWithAllowedFailures }.map(\.rawValue)
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
@@ -95,7 +95,6 @@ public struct Reporter: Sendable {
         let pageNumber = try positiveInt(q["page"].map(String.init), name: "page") ?? 1
         guard pageNumber <= 100_000 else { throw HTTPError(.badRequest, message: "page is too large") }
         let filter = try buildFilter(request)
-        let (repo, branch, status) = (filter.repo, filter.branch, filter.status)
         var builds = try store.builds(filter, offset: (pageNumber - 1) * config.pageSize, limit: config.pageSize + 1)
         let hasOlder = builds.count > config.pageSize
         builds = Array(builds.prefix(config.pageSize))
@@ -103,13 +102,14 @@ public struct Reporter: Sendable {
         if json { return try jsonResponse(["summary": AnyEncodable(summary), "builds": AnyEncodable(builds), "page": AnyEncodable(pageNumber)]) }
         let rowsModel: [String: Any] = ["builds": builds.map(buildRow)]
         if q["fragment"] == "rows" { return html(Templates.render("rows", rowsModel)) }
-        func link(_ p: Int) -> String { "/?" + query(repo: repo, branch: branch, status: status, page: p) }
-        let repos = try store.repositories().map { ["value": $0, "name": Self.repoName($0), "selected": $0 == repo] as [String: Any] }
+        func link(_ p: Int) -> String { "/?" + query(filter, page: p) }
+        let repos = try store.repositories().map { ["value": $0, "name": Self.repoName($0), "selected": $0 == filter.repo] as [String: Any] }
         let model: [String: Any] = [
-            "builds": rowsModel["builds"]!, "repos": repos, "branch": branch ?? "",
-            "statuses": Self.statuses.map { ["value": $0, "selected": $0 == status] as [String: Any] },
+            "builds": rowsModel["builds"]!, "repos": repos, "branch": filter.branch ?? "", "tag": filter.tag ?? "",
+            "tasks": try store.tasks().map { ["value": $0, "selected": $0 == filter.task] as [String: Any] },
+            "statuses": Self.statuses.map { ["value": $0, "selected": $0 == filter.status] as [String: Any] },
             "page": pageNumber, "newer": pageNumber > 1 ? link(pageNumber - 1) : false, "older": hasOlder ? link(pageNumber + 1) : false,
-            "fragmentURL": "/?" + query(repo: repo, branch: branch, status: status, page: pageNumber) + "&fragment=rows",
+            "fragmentURL": "/?" + query(filter, page: pageNumber) + "&fragment=rows",
             // What the live stream compares against: page 1 is what was just read; other pages look at page 1.
             "seen": (pageNumber == 1 ? DashboardSnapshot(summary: summary, builds: builds)
                                      : try DashboardSnapshot(store, filter, size: config.pageSize)).fingerprint,
@@ -150,6 +150,10 @@ public struct Reporter: Sendable {
             "branch": build.branch, "commit": build.commit, "title": build.title.isEmpty ? false : build.title,
             "author": build.author.isEmpty ? false : build.author, "created": Self.time(build.createdAt), "started": Self.time(build.startedAt),
             "duration": Self.duration(build.startedAt, build.finishedAt),
+            "what": Self.what(build), "hasRepo": !build.repo.isEmpty, "tags": build.tags.map { ["tag": $0] },
+            "scheduled": build.scheduledAt.map { Self.time($0) } ?? false, "ended": build.finishedAt.map { Self.time($0) } ?? false,
+            "runner": build.runner ?? false, "reason": build.reason ?? false,
+            "ancestor": build.upstream ?? false, "descendants": build.descendants.isEmpty ? false : ["builds": build.descendants.map { ["id": $0] }] as Any,
             "startedMillis": Self.epochMillis(build.startedAt).map(String.init) ?? "",
             "finishedMillis": Self.epochMillis(build.finishedAt).map(String.init) ?? "",
             "stages": stages.map { ["name": $0.0, "jobs": $0.1] as [String: Any] },

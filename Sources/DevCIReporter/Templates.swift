@@ -23,7 +23,7 @@ enum Templates {
         <title>{{title}} · DevCI</title><link rel="stylesheet" href="/static/devci.css">{{#reload}}<meta http-equiv="refresh" content="{{reload}}">{{/reload}}</head>
         <body data-live="{{live}}">
         <header><a class="brand" href="/">DevCI</a><nav><a href="/">Builds</a><a href="/runners">Runners</a></nav>
-        <span class="summary" id="summary">{{#summary}}<b>{{queued}}</b> queued · <b>{{running}}</b> running · <b>{{runners}}</b> runner(s) connected{{/summary}}</span></header>
+        <span class="summary" id="summary">{{#summary}}<b>{{queued}}</b> queued · <b>{{running}}</b> running · <b>{{runners}}</b> runner(s) connected{{#waitingText}} · <b class="waiting">{{waitingText}}</b>{{/waitingText}}{{/summary}}</span></header>
         <main>{{{content}}}</main>
         <script src="/static/devci.js"></script></body></html>
         """
@@ -33,7 +33,9 @@ enum Templates {
         <form class="filters" method="get" action="/">
           <label>Repository <select name="repo"><option value="">all</option>{{#repos}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{name}}</option>{{/repos}}</select></label>
           <label>Branch <input name="branch" value="{{branch}}" placeholder="any"></label>
-          <label>Status <select name="status"><option value="">any</option>{{#statuses}}<option{{#selected}} selected{{/selected}}>{{value}}</option>{{/statuses}}</select></label>
+          <label>Task <select name="task"><option value="">any</option>{{#tasks}}<option{{#selected}} selected{{/selected}}>{{value}}</option>{{/tasks}}</select></label>
+          <label>Tag <input name="tag" value="{{tag}}" placeholder="any"></label>
+          <label>State <select name="status"><option value="">any</option>{{#statuses}}<option{{#selected}} selected{{/selected}}>{{value}}</option>{{/statuses}}</select></label>
           <button>Filter</button>
         </form>
         <table class="builds"><thead><tr><th>Status</th><th>#</th><th>Repository</th><th>Branch</th><th>Commit</th><th>Runner</th><th>Started</th><th>Duration</th><th title="The first try plus every retry and reassignment of the build's jobs (1: every job ran once)">Attempts</th></tr></thead>
@@ -43,7 +45,7 @@ enum Templates {
 
     static let rows = """
         {{#builds}}<tr><td><span class="status s-{{statusClass}}">{{status}}</span></td><td><a href="/builds/{{id}}">{{id}}</a></td>
-        <td><a href="/repos/{{repoPath}}">{{repoName}}</a></td><td>{{branch}}</td>
+        <td>{{#what}}<span class="what">{{what}}</span> {{/what}}{{#hasRepo}}<a href="/repos/{{repoPath}}">{{repoName}}</a>{{/hasRepo}}</td><td>{{branch}}</td>
         <td><code>{{shortCommit}}</code> <span class="title">{{title}}</span>{{#author}} <span class="author">— {{author}}</span>{{/author}}</td>
         <td>{{runner}}</td><td>{{started}}</td><td class="duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</td><td>{{attempts}}</td></tr>
         {{/builds}}{{^builds}}<tr><td colspan="9" class="empty">No builds yet.</td></tr>{{/builds}}
@@ -51,8 +53,11 @@ enum Templates {
 
     static let build = """
         <h1 data-build="{{id}}" data-after="{{after}}"><span class="status s-{{statusClass}}" id="build-status">{{status}}</span> Build {{id}}</h1>
-        <p class="meta"><a href="/repos/{{repoPath}}">{{repo}}</a> · {{branch}} · <code>{{commit}}</code>{{#title}} · {{title}}{{/title}}{{#author}} — {{author}}{{/author}}</p>
-        <p class="meta">queued {{created}} · started <span id="build-started">{{started}}</span> · duration <span class="duration" id="build-duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span></p>
+        <p class="meta">{{#what}}<b>{{what}}</b>{{#hasRepo}} · {{/hasRepo}}{{/what}}{{#hasRepo}}<a href="/repos/{{repoPath}}">{{repo}}</a> · {{branch}} · <code>{{commit}}</code>{{/hasRepo}}{{#title}} · {{title}}{{/title}}{{#author}} — {{author}}{{/author}}{{#tags}} <span class="tag">{{tag}}</span>{{/tags}}</p>
+        {{#ancestor}}<p class="meta">ancestor: <a href="/builds/{{ancestor}}">build {{ancestor}}</a>, whose success started this run</p>{{/ancestor}}
+        {{#descendants}}<p class="meta">descendants: {{#builds}}<a href="/builds/{{id}}">build {{id}}</a> {{/builds}}</p>{{/descendants}}
+        {{#reason}}<p class="meta reason">{{reason}}</p>{{/reason}}
+        <p class="meta">enqueued {{created}}{{#scheduled}} · scheduled {{scheduled}}{{/scheduled}} · started <span id="build-started">{{started}}</span>{{#ended}} · ended {{ended}}{{/ended}}{{#runner}} · runner {{runner}}{{/runner}} · duration <span class="duration" id="build-duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span></p>
         {{#stages}}<section class="stage"><h2>{{name}}</h2>
         {{#jobs}}<article class="job" id="job-{{id}}" data-attempt="{{attempt}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}
           {{#allowFailure}}<small>(allowed to fail)</small>{{/allowFailure}}</h3>

@@ -23,6 +23,8 @@ public struct RunnerConfig: Sendable {
     /// How long the dispatcher may take to greet and register this runner before it reconnects (a connection
     /// that completed on this side only, in an overflowing listen backlog, would otherwise wait for ever).
     public var registrationTimeout: Duration = .seconds(10)
+    /// The queues whose jobs this runner takes.
+    public var queues: [String] = [defaultQueue]
 
     public init(clonePath: String, host: String, port: Int, token: String? = nil, name: String,
                 testCommand: String = RunnerConfig.defaultTestCommand, maxBackoff: Duration = .seconds(5), parallel: Int = 1) {
@@ -66,7 +68,7 @@ public final class RunnerAgent: Sendable {
         self.config = config
         self.loop = loop
         self.logger = logger
-        let session = RunnerSession(config: .init(name: config.name, slots: config.parallel, token: config.token, maxBackoff: config.maxBackoff,
+        let session = RunnerSession(config: .init(name: config.name, slots: config.parallel, queues: config.queues, token: config.token, maxBackoff: config.maxBackoff,
                                                   registrationTimeout: config.registrationTimeout, dispatcher: "\(config.host):\(config.port)"))
         state = .makeBoxSendingValue(State(session: session), as: State.self, eventLoop: loop)
     }

@@ -12,6 +12,7 @@ struct RunnerSession {
     struct Config: Equatable {
         var name: String
         var slots: Int
+        var queues: [String] = [defaultQueue]
         var token: String?
         var maxBackoff: Duration
         var registrationTimeout: Duration
@@ -142,7 +143,7 @@ struct RunnerSession {
             } else if authRequired {
                 out.append(.log(.error, "the dispatcher requires a token: start the runner with --token or DEVCI_TOKEN"))
             }
-            lines.append(.register(name: config.name, slots: config.slots))
+            lines.append(.register(name: config.name, slots: config.slots, queues: config.queues))
             // Take back what we still hold, then deliver what was produced while cut off.
             for (job, result) in unacknowledged.sorted(by: { $0.key < $1.key }) {
                 if case .result(_, let attempt, _, _, _, _) = result { lines.append(.claim(job: job, attempt: attempt)) }
@@ -194,7 +195,7 @@ struct RunnerSession {
             // Not registered: start over (the dispatcher frees a silent runner's name once its lease expires).
             if code == .nameInUse { out.append(.close) }
             return out
-        case .ok, .queued, .status, .last:
+        case .ok, .queued, .status, .last, .pushed:
             return []
         }
     }

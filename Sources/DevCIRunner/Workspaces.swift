@@ -19,6 +19,7 @@ struct Workspaces {
     /// Makes the slot's workspace hold the assignment's commit (cloning the slot the first time, fetching the
     /// job's repository when the commit is missing) and returns its path. `say` gets the steps for the job's log.
     func prepare(slot: Int, for a: JobAssignment, say: (String) -> Void) throws -> String {
+        guard a.hasCheckout else { return try scratch(slot: slot, say: say) }
         let workspace = path(slot: slot)
         say("checking out \(a.commit) (\(a.branch)) in \(workspace)")
         do {
@@ -39,5 +40,19 @@ struct Workspaces {
             throw Failure(description: "checkout failed: \(error)")
         }
         return workspace
+    }
+
+    /// An empty folder for a job without a checkout (an ad-hoc job, a task run without a commit): emptied
+    /// before each job, so nothing of an earlier one is left.
+    func scratch(slot: Int, say: (String) -> Void) throws -> String {
+        let folder = "\(clonePath).scratch/\(slot)"
+        do {
+            if FileManager.default.fileExists(atPath: folder) { try FileManager.default.removeItem(atPath: folder) }
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch {
+            throw Failure(description: "cannot make the empty folder \(folder): \(error)")
+        }
+        say("no checkout: running in the empty folder \(folder)")
+        return folder
     }
 }

@@ -35,9 +35,15 @@ public struct NewJob: Equatable, Sendable {
     public var retryDelaySeconds: Double
     /// Created `queued` (it may start at once) rather than `pending`: saves a write per job on the hot path.
     public var startsQueued = false
+    /// The queues whose runners may take it.
+    public var queues: [String]
+    /// Higher first; equal priorities keep arrival order.
+    public var priority: Int
 
     public init(name: String, stage: String = "test", dependencies: [String] = [], allowFailure: Bool = false, script: String? = nil,
-                retries: Int = 0, retryDelaySeconds: Double = 0) {
+                retries: Int = 0, retryDelaySeconds: Double = 0, queues: [String] = [defaultQueue], priority: Int = 0) {
+        self.queues = queues
+        self.priority = priority
         self.name = name
         self.stage = stage
         self.dependencies = dependencies
@@ -45,6 +51,52 @@ public struct NewJob: Equatable, Sendable {
         self.script = script
         self.retries = retries
         self.retryDelaySeconds = retryDelaySeconds
+    }
+}
+
+/// How a build came to be.
+public enum BuildCause: String, Codable, Sendable, CaseIterable {
+    /// A commit of a repository, from the observer or `devci dispatch`: one build per repository and commit.
+    case commit
+    /// A task run started by a GitHub push (one per task and commit).
+    case push
+    /// A task's `period` came round.
+    case period
+    /// A run of an upstream task succeeded.
+    case upstream
+    /// `POST /hooks/tasks/<name>`.
+    case hook
+    /// `devci add-job`.
+    case adhoc
+}
+
+/// A build other than a commit's: a task run or an ad-hoc job, before it is stored.
+public struct NewRun: Equatable, Sendable {
+    public var task: String?
+    public var cause: BuildCause
+    /// Empty when the run has no commit (it then runs without a checkout).
+    public var repo: String
+    public var branch: String
+    public var commit: String
+    /// The build whose success started this one.
+    public var upstream: Int64?
+    /// When the trigger meant it to start (a period's due time); nil: when it was enqueued.
+    public var scheduledAt: Date?
+    public var tags: [String]
+    /// For people: the task's description or the ad-hoc command.
+    public var title: String
+
+    public init(task: String?, cause: BuildCause, repo: String = "", branch: String = "", commit: String = "", upstream: Int64? = nil,
+                scheduledAt: Date? = nil, tags: [String] = [], title: String = "") {
+        self.task = task
+        self.cause = cause
+        self.repo = repo
+        self.branch = branch
+        self.commit = commit
+        self.upstream = upstream
+        self.scheduledAt = scheduledAt
+        self.tags = tags
+        self.title = title
     }
 }
 
@@ -155,6 +207,17 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     /// The commit's first line and author, when the dispatching peer knew them.
     public var title: String = ""
     public var author: String = ""
+    /// The task it is a run of, and that run's number (nil for a commit's build or an ad-hoc job).
+    public var task: String? = nil
+    public var runNumber: Int? = nil
+    public var cause: BuildCause = .commit
+    /// Its ancestor: the upstream run whose success started it.
+    public var upstream: Int64? = nil
+    /// When its trigger meant it to start (a period's due time; else when it was enqueued).
+    public var scheduledAt: Date? = nil
+    public var tags: [String] = []
+    /// Its descendants: the runs its success started.
+    public var descendants: [Int64] = []
 
     /// The status as people mean it: a stored `success` with allowed failures is `passedWithAllowedFailures`.
     public var buildStatus: BuildStatus {
@@ -206,8 +269,16 @@ public struct BuildFilter: Equatable, Sendable {
     public var branch: String?
     public var status: String?
     public var id: Int64?
+    public var task: String?
+    public var tag: String?
+    /// Builds started by this one's success (its descendants).
+    public var upstream: Int64?
 
-    public init(repo: String? = nil, branch: String? = nil, status: String? = nil, id: Int64? = nil) {
+    public init(repo: String? = nil, branch: String? = nil, status: String? = nil, id: Int64? = nil, task: String? = nil, tag: String? = nil,
+                upstream: Int64? = nil) {
+        self.task = task
+        self.tag = tag
+        self.upstream = upstream
         self.repo = repo
         self.branch = branch
         self.status = status
@@ -226,6 +297,8 @@ public struct RunnerSummary: Codable, Equatable, Sendable {
     public var jobsRun: Int
     /// Jobs taken away from it (lease expired) in the last day.
     public var lostRecently: [Int64]
+    /// The queues it serves.
+    public var queues: [String] = [defaultQueue]
 }
 
 /// Queued and running jobs and connected runners, for the dashboard's summary.
@@ -233,4 +306,26 @@ public struct SystemSummary: Codable, Equatable, Sendable {
     public var queued: Int
     public var running: Int
     public var runners: Int
+    /// Queues with queued jobs that no connected runner serves.
+    public var waiting: [String] = []
+
+    /// `waiting for a runner on queue 'gpu'`, or nil when no queue waits.
+    public var waitingText: String? { WaitingQueues.describe(waiting) }
+}
+
+
+/// A task's run as the trigger logic restores it: each task's active runs and its latest run.
+public struct TaskRun: Equatable, Sendable {
+    public var build: Int64
+    public var task: String
+    /// Queued or running.
+    public var active: Bool
+    public var enqueuedAt: Date
+
+    public init(build: Int64, task: String, active: Bool, enqueuedAt: Date) {
+        self.build = build
+        self.task = task
+        self.active = active
+        self.enqueuedAt = enqueuedAt
+    }
 }

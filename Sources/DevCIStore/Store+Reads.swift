@@ -13,9 +13,13 @@ extension SQLiteStore {
                 """) {
                 counts[r["status"]] = r["n"]
             }
-            let runners = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM runners WHERE state = 'connected'") ?? 0
+            let served = try String.fetchAll(db, sql: "SELECT queues FROM runners WHERE state = 'connected'")
+            let servedQueues = Set(served.flatMap { $0.split(separator: ",").map(String.init) })
+            let wanted = try String.fetchAll(db, sql: "SELECT DISTINCT queues FROM jobs WHERE status = 'queued'")
+            let waiting = Set(wanted.filter { set in !set.split(separator: ",").contains { servedQueues.contains(String($0)) } }
+                .flatMap { $0.split(separator: ",").map(String.init) }).sorted()
             return SystemSummary(queued: counts["queued", default: 0], running: counts["assigned", default: 0] + counts["running", default: 0],
-                                 runners: runners)
+                                 runners: served.count, waiting: waiting)
         }
     }
 
@@ -100,7 +104,8 @@ extension SQLiteStore {
                 return RunnerSummary(name: name, state: Self.typed(r["state"], or: RunnerState.disconnected), host: r["host"],
                                      connectedAt: (r["connected_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                                      lastHeartbeat: (r["last_heartbeat"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                                     currentJobs: current[name] ?? [], jobsRun: counts[name] ?? 0, lostRecently: lost[name] ?? [])
+                                     currentJobs: current[name] ?? [], jobsRun: counts[name] ?? 0, lostRecently: lost[name] ?? [],
+                                     queues: (r["queues"] as String? ?? defaultQueue).split(separator: ",").map(String.init))
             }
         }
     }
@@ -108,6 +113,10 @@ extension SQLiteStore {
     /// Every repository with a build (every build came through a dispatch, which notes its branch head).
     public func repositories() throws -> [String] {
         try read { db in try String.fetchAll(db, sql: "SELECT DISTINCT repo FROM branch_heads ORDER BY repo") }
+    }
+
+    public func tasks() throws -> [String] {
+        try read { db in try String.fetchAll(db, sql: "SELECT DISTINCT task FROM builds WHERE task IS NOT NULL ORDER BY task") }
     }
 
     /// Whether the file at `path` holds no table yet: a dispatcher has just created it and is still migrating

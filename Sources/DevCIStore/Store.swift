@@ -20,8 +20,11 @@ public struct RunnerChange: Equatable, Sendable {
     /// The runner's address, on connecting.
     public var host: String?
     public var at: Date
+    /// The queues it serves, on connecting.
+    public var queues: [String]?
 
-    public init(name: String, state: RunnerState, host: String?, at: Date) {
+    public init(name: String, state: RunnerState, host: String?, at: Date, queues: [String]? = nil) {
+        self.queues = queues
         self.name = name
         self.state = state
         self.host = host
@@ -183,7 +186,115 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
                 CREATE INDEX job_events_kind ON job_events(kind, at) WHERE kind IS NOT NULL;
                 """)
         }
+        m.registerMigration("v6: tasks and queues") { db in
+            // Task runs and ad-hoc jobs are builds too, so one build per repository and commit holds for commit
+            // builds only: the table is rebuilt without its UNIQUE constraint, which a partial index replaces.
+            try db.execute(sql: """
+                CREATE TABLE builds_v6(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    repo TEXT NOT NULL, branch TEXT NOT NULL, commit_id TEXT NOT NULL,
+                    status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+                    allowed_failures INTEGER NOT NULL DEFAULT 0, title TEXT NOT NULL DEFAULT '', author TEXT NOT NULL DEFAULT '',
+                    cause TEXT NOT NULL DEFAULT 'commit', task TEXT, run_number INTEGER, upstream_build INTEGER,
+                    scheduled_at REAL, tags TEXT NOT NULL DEFAULT '', reason TEXT);
+                INSERT INTO builds_v6(id, repo, branch, commit_id, status, created_at, started_at, finished_at, allowed_failures, title, author)
+                    SELECT id, repo, branch, commit_id, status, created_at, started_at, finished_at, allowed_failures, title, author FROM builds;
+                DROP TABLE builds;
+                ALTER TABLE builds_v6 RENAME TO builds;
+                CREATE INDEX builds_created ON builds(created_at);
+                CREATE INDEX builds_repo ON builds(repo, id);
+                CREATE INDEX builds_branch ON builds(branch, id);
+                CREATE INDEX builds_status ON builds(status, id);
+                CREATE UNIQUE INDEX builds_commit ON builds(repo, commit_id) WHERE cause = 'commit';
+                CREATE UNIQUE INDEX builds_task_commit ON builds(task, repo, commit_id) WHERE cause = 'push';
+                CREATE INDEX builds_task ON builds(task, id) WHERE task IS NOT NULL;
+                CREATE INDEX builds_upstream ON builds(upstream_build) WHERE upstream_build IS NOT NULL;
+                ALTER TABLE jobs ADD COLUMN queues TEXT NOT NULL DEFAULT 'default';
+                ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE runners ADD COLUMN queues TEXT NOT NULL DEFAULT 'default';
+                CREATE TABLE webhook_deliveries(id TEXT PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL);
+                CREATE TABLE task_schedule(task TEXT PRIMARY KEY, last_scheduled REAL NOT NULL);
+                """)
+        }
         return m
+    }
+
+    public func enqueueRun(_ run: NewRun, jobs newJobs: [NewJob], at: Date) throws -> EnqueueResult {
+        try write { db in
+            if run.cause == .push, let id = try Int64.fetchOne(db, sql: """
+                SELECT id FROM builds WHERE cause = 'push' AND task = ? AND repo = ? AND commit_id = ?
+                """, arguments: [run.task, run.repo, run.commit]) {
+                return EnqueueResult(build: id, jobs: try Self.jobSpecs(db, build: id, repo: run.repo, commit: run.commit, branch: run.branch),
+                                     created: false)
+            }
+            let build = try Self.insertRun(db, run, status: .queued, reason: nil, at: at)
+            var specs: [JobSpec] = []
+            for job in newJobs {
+                let id = try Self.insertJob(db, build: build, job: job, at: at)
+                specs.append(JobSpec(id: id, build: build, name: job.name, repo: run.repo, commit: run.commit, branch: run.branch, job: job))
+            }
+            return EnqueueResult(build: build, jobs: specs, created: true)
+        }
+    }
+
+    public func recordSkipped(_ run: NewRun, reason: String, at: Date) throws -> Int64 {
+        try write { db in try Self.insertRun(db, run, status: .skipped, reason: reason, at: at) }
+    }
+
+    private static func insertRun(_ db: Database, _ run: NewRun, status: BuildStatus, reason: String?, at: Date) throws -> Int64 {
+        let number = try run.task.map { try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(run_number), 0) + 1 FROM builds WHERE task = ?", arguments: [$0]) ?? 1 }
+        let t = at.timeIntervalSince1970
+        try db.execute(sql: """
+            INSERT INTO builds(repo, branch, commit_id, status, created_at, finished_at, cause, task, run_number, upstream_build, scheduled_at, tags, title, reason)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [run.repo, run.branch, run.commit, status.rawValue, t, status.isFinal ? t : nil, run.cause.rawValue, run.task, number,
+                             run.upstream, (run.scheduledAt ?? at).timeIntervalSince1970, Self.tagList(run.tags), String(run.title.prefix(200)), reason])
+        return db.lastInsertedRowID
+    }
+
+    /// Tags stored as `,a,b,` so that one tag matches with `LIKE '%,a,%'`.
+    static func tagList(_ tags: [String]) -> String { tags.isEmpty ? "" : "," + tags.joined(separator: ",") + "," }
+
+    public func noteDelivery(id: String, event: String, at: Date) throws -> Bool {
+        try write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO webhook_deliveries(id, at, event) VALUES (?, ?, ?)", arguments: [id, at.timeIntervalSince1970, event])
+            return db.changesCount > 0
+        }
+    }
+
+    public func taskSchedule() throws -> [String: Date] {
+        try read { db in
+            var out: [String: Date] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT task, last_scheduled FROM task_schedule") {
+                out[r["task"]] = Date(timeIntervalSince1970: r["last_scheduled"])
+            }
+            return out
+        }
+    }
+
+    public func setTaskSchedule(_ schedule: [String: Date]) throws {
+        guard !schedule.isEmpty else { return }
+        try write { db in
+            for (task, at) in schedule.sorted(by: { $0.key < $1.key }) {
+                try db.execute(sql: """
+                    INSERT INTO task_schedule(task, last_scheduled) VALUES (?, ?)
+                    ON CONFLICT(task) DO UPDATE SET last_scheduled = excluded.last_scheduled
+                    """, arguments: [task, at.timeIntervalSince1970])
+            }
+        }
+    }
+
+    public func taskRuns() throws -> [TaskRun] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT id, task, status, created_at FROM builds WHERE task IS NOT NULL
+                AND (status IN ('queued', 'started', 'running') OR id IN (SELECT MAX(id) FROM builds WHERE task IS NOT NULL AND status != 'skipped' GROUP BY task))
+                ORDER BY id
+                """).map { r in
+                TaskRun(build: r["id"], task: r["task"], active: !Self.typed(r["status"], or: BuildStatus.error).isFinal,
+                        enqueuedAt: Date(timeIntervalSince1970: r["created_at"]))
+            }
+        }
     }
 
     public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], mark: MarkUpdate = .always, at: Date) throws -> EnqueueResult {
@@ -219,14 +330,18 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     }
 
     private func existingBuild(_ db: Database, repo: String, commit: String) throws -> EnqueueResult? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ?", arguments: [repo, commit]) else {
+        guard let row = try Row.fetchOne(db, sql: "SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ? AND cause = 'commit'",
+                                         arguments: [repo, commit]) else {
             return nil
         }
         let id: Int64 = row["id"]
-        let jobs = try Row.fetchAll(db, sql: "SELECT id, name FROM jobs WHERE build_id = ? ORDER BY id", arguments: [id]).map {
-            JobSpec(id: $0["id"], build: id, name: $0["name"], repo: repo, commit: commit, branch: row["branch"])
+        return EnqueueResult(build: id, jobs: try Self.jobSpecs(db, build: id, repo: repo, commit: commit, branch: row["branch"]), created: false)
+    }
+
+    private static func jobSpecs(_ db: Database, build: Int64, repo: String, commit: String, branch: String) throws -> [JobSpec] {
+        try Row.fetchAll(db, sql: "SELECT id, name FROM jobs WHERE build_id = ? ORDER BY id", arguments: [build]).map {
+            JobSpec(id: $0["id"], build: build, name: $0["name"], repo: repo, commit: commit, branch: branch)
         }
-        return EnqueueResult(build: id, jobs: jobs, created: false)
     }
 
     private static func noteBranchHead(_ db: Database, repo: String, branch: String, commit: String, move: MarkUpdate, at: Date) throws {
@@ -255,10 +370,10 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         let deps = String(decoding: try JSONEncoder().encode(job.dependencies), as: UTF8.self)
         let state = job.startsQueued ? JobState.queued.rawValue : JobState.pending.rawValue
         try db.execute(sql: """
-            INSERT INTO jobs(build_id, name, status, queued_at, stage, dependencies, allow_failure, script, retries, retry_delay)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO jobs(build_id, name, status, queued_at, stage, dependencies, allow_failure, script, retries, retry_delay, queues, priority)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [build, job.name, state, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries,
-                             job.retryDelaySeconds])
+                             job.retryDelaySeconds, job.queues.joined(separator: ","), job.priority])
         let id = db.lastInsertedRowID
         try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", arguments: [id, at.timeIntervalSince1970, state])
         return id
@@ -358,7 +473,8 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     static func newJob(_ r: Row) -> NewJob {
         let deps = (try? JSONDecoder().decode([String].self, from: Data((r["dependencies"] as String? ?? "[]").utf8))) ?? []
         return NewJob(name: r["name"], stage: r["stage"], dependencies: deps, allowFailure: r["allow_failure"], script: r["script"],
-                      retries: r["retries"], retryDelaySeconds: r["retry_delay"])
+                      retries: r["retries"], retryDelaySeconds: r["retry_delay"],
+                      queues: (r["queues"] as String? ?? defaultQueue).split(separator: ",").map(String.init), priority: r["priority"] ?? 0)
     }
 
     public func jobs(build: Int64) throws -> [JobSummary] {
@@ -383,14 +499,15 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         guard !changes.isEmpty || !heartbeats.isEmpty else { return }
         try write { db in
             let upsert = try db.cachedStatement(sql: """
-                INSERT INTO runners(name, state, first_seen, last_change, host, connected_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO runners(name, state, first_seen, last_change, host, connected_at, last_heartbeat, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change,
-                    host = COALESCE(excluded.host, host),
+                    host = COALESCE(excluded.host, host), queues = CASE WHEN ? THEN excluded.queues ELSE queues END,
                     connected_at = CASE WHEN excluded.state = 'connected' AND state != 'lost' THEN excluded.connected_at ELSE connected_at END
                 """)
             for c in changes {
                 let t = c.at.timeIntervalSince1970
-                try upsert.execute(arguments: [c.name, c.state.rawValue, t, t, c.host, t, t])
+                try upsert.execute(arguments: [c.name, c.state.rawValue, t, t, c.host, t, t, (c.queues ?? [defaultQueue]).joined(separator: ","),
+                                               c.queues != nil])
             }
             let beat = try db.cachedStatement(sql: "UPDATE runners SET last_heartbeat = ? WHERE name = ?")
             for (name, at) in heartbeats.sorted(by: { $0.key < $1.key }) {
@@ -416,6 +533,9 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         if let br = filter.branch { conditions.append("b.branch = ?"); args.append(br) }
         if let st = filter.status { conditions.append("b.status = ?"); args.append(st) }
         if let id = filter.id { conditions.append("b.id = ?"); args.append(id) }
+        if let task = filter.task { conditions.append("b.task = ?"); args.append(task) }
+        if let tag = filter.tag { conditions.append("b.tags LIKE ?"); args.append("%," + tag + ",%") }
+        if let up = filter.upstream { conditions.append("b.upstream_build = ?"); args.append(up) }
         args += [limit, offset]
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         // `attempts` is one for the first try plus every second chance (retries and reassignments over its jobs),
@@ -427,7 +547,8 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
                 SELECT b.*, (SELECT CASE WHEN MAX(attempt) > 0 THEN 1 + SUM(retries_used + reassignments) ELSE 0 END FROM jobs WHERE build_id = b.id) AS attempts,
                        (SELECT j.runner FROM jobs j WHERE j.build_id = b.id AND j.runner IS NOT NULL
                         ORDER BY (SELECT MAX(e.id) FROM job_events e WHERE e.job_id = j.id) DESC LIMIT 1) AS runner,
-                       (SELECT reason FROM jobs WHERE build_id = b.id AND reason IS NOT NULL ORDER BY id DESC LIMIT 1) AS reason
+                       (SELECT group_concat(d.id) FROM builds d WHERE d.upstream_build = b.id) AS descendants,
+                       COALESCE(b.reason, (SELECT reason FROM jobs WHERE build_id = b.id AND reason IS NOT NULL ORDER BY id DESC LIMIT 1)) AS summary_reason
                 FROM builds b \(whereClause) ORDER BY b.id DESC LIMIT ? OFFSET ?
                 """, arguments: StatementArguments(args)).map(Self.buildSummary)
         }
@@ -438,8 +559,12 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
                      runner: r["runner"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
                      startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                      finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                     attempts: r["attempts"], reason: r["reason"], allowedFailures: r["allowed_failures"],
-                     title: r["title"], author: r["author"])
+                     attempts: r["attempts"], reason: r["summary_reason"], allowedFailures: r["allowed_failures"],
+                     title: r["title"], author: r["author"], task: r["task"], runNumber: r["run_number"],
+                     cause: typed(r["cause"], or: BuildCause.commit), upstream: r["upstream_build"],
+                     scheduledAt: (r["scheduled_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                     tags: (r["tags"] as String? ?? "").split(separator: ",").map(String.init),
+                     descendants: (r["descendants"] as String? ?? "").split(separator: ",").compactMap { Int64($0) })
     }
 
     public func events(job: Int64) throws -> [JobEvent] {

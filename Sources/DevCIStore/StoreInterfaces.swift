@@ -12,6 +12,18 @@ public protocol BuildWriter: AnyObject, Sendable {
     func enqueue(repo: String, branch: String, commit: String, jobs: [NewJob], mark: MarkUpdate, at: Date) throws -> EnqueueResult
     /// Records a build whose pipeline file is invalid: one job, `pipeline`, failed at once with `details` as its log.
     func enqueueInvalid(repo: String, branch: String, commit: String, reason: String, details: [String], mark: MarkUpdate, at: Date) throws -> EnqueueResult
+    /// Records a task run or an ad-hoc job with these jobs. A run caused by a push is recorded once per task,
+    /// repository and commit: a second returns the first (`created` false).
+    func enqueueRun(_ run: NewRun, jobs: [NewJob], at: Date) throws -> EnqueueResult
+    /// Records a task run that does not run (`skipped`, ended at once), with why. Returns its build id.
+    func recordSkipped(_ run: NewRun, reason: String, at: Date) throws -> Int64
+    /// Notes a webhook delivery id; false when it was noted before (a redelivery).
+    func noteDelivery(id: String, event: String, at: Date) throws -> Bool
+    /// When each periodic task was last scheduled (or first seen).
+    func taskSchedule() throws -> [String: Date]
+    func setTaskSchedule(_ schedule: [String: Date]) throws
+    /// Every active task run, and each task's latest run that was not skipped.
+    func taskRuns() throws -> [TaskRun]
     /// Stores a build's commit title and author, for people.
     func describe(build: Int64, title: String, author: String) throws
     /// Writes a job's new state and an event row, and rolls the build's status up. A job already in a final
@@ -66,6 +78,8 @@ public protocol BuildReader: AnyObject, Sendable {
     func runners() throws -> [RunnerSummary]
     /// Every repository with a dispatched branch.
     func repositories() throws -> [String]
+    /// Every task with a run.
+    func tasks() throws -> [String]
     /// The last commit dispatched on a repository's branch.
     func lastDispatched(repo: String, branch: String) throws -> String?
 }

@@ -3,6 +3,8 @@
 public enum BuildStatus: String, Sendable, CaseIterable, Codable {
     /// Nothing has started yet.
     case queued
+    /// A runner has taken its first job, which has not begun running yet.
+    case started
     /// Some job is under way, or some have ended and others wait.
     case running
     case success
@@ -10,6 +12,8 @@ public enum BuildStatus: String, Sendable, CaseIterable, Codable {
     case passedWithAllowedFailures = "passed_with_allowed_failures"
     case failed, error, cancelled
     case timedOut = "timed_out"
+    /// A task run that never ran: another run of the task was active, or its debounce window was open.
+    case skipped
 
     /// A job as the roll-up sees it.
     public struct Job: Sendable, Equatable {
@@ -25,7 +29,8 @@ public enum BuildStatus: String, Sendable, CaseIterable, Codable {
     /// Active while any job is, else the worst final state among the jobs not allowed to fail (a skipped job
     /// means something upstream failed); `passedWithAllowedFailures` when only allowed failures failed.
     public static func rollUp(_ jobs: [Job]) -> BuildStatus {
-        if jobs.contains(where: { $0.state.isLeased }) { return .running }
+        if jobs.contains(where: { $0.state == .running }) { return .running }
+        if jobs.contains(where: { $0.state == .assigned }) { return jobs.contains(where: { $0.state.isFinal }) ? .running : .started }
         if jobs.contains(where: { !$0.state.isFinal }) {
             return jobs.contains(where: { $0.state.isFinal }) ? .running : .queued
         }
@@ -42,7 +47,7 @@ public enum BuildStatus: String, Sendable, CaseIterable, Codable {
     }
 
     /// No job will change any more.
-    public var isFinal: Bool { self != .queued && self != .running }
+    public var isFinal: Bool { self != .queued && self != .started && self != .running }
 
     /// Passed, with or without allowed failures.
     public var passed: Bool { self == .success || self == .passedWithAllowedFailures }

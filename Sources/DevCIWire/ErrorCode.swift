@@ -26,6 +26,10 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let nameInUse = ErrorCode(rawValue: "name_in_use")
     public static let alreadyRegistered = ErrorCode(rawValue: "already_registered")
     public static let store = ErrorCode(rawValue: "store")
+    /// A `cancel` or trigger named a build, job or task that does not exist or has already ended.
+    public static let notFound = ErrorCode(rawValue: "not_found")
+    /// A `reload` found the server configuration invalid; the old one stays.
+    public static let config = ErrorCode(rawValue: "config")
     // Inside `WireClient` only: the connection closed.
     public static let closed = ErrorCode(rawValue: "closed")
 }

@@ -20,7 +20,9 @@ public enum LineCodec {
     public static func encode(_ message: ClientMessage) -> String {
         switch message {
         case .auth(let token): return line("auth", ("token", token))
-        case .register(let name, let slots): return line("register", ("name", name), ("slots", String(slots)))
+        case .register(let name, let slots, let queues):
+            let base = line("register", ("name", name), ("slots", String(slots)))
+            return queues == [defaultQueue] ? base : base + " queues=" + percentEncode(queues.joined(separator: ","))
         case .heartbeat: return "heartbeat"
         case .claim(let job, let attempt): return line("claim", ("job", String(job)), ("attempt", String(attempt)))
         case .started(let job, let attempt): return line("started", ("job", String(job)), ("attempt", String(attempt)))
@@ -47,6 +49,15 @@ public enum LineCodec {
             }
         case .status: return "status"
         case .lastDispatched(let repo, let branch): return line("last", ("repo", repo), ("branch", branch))
+        case .addJob(let j):
+            var base = line("add_job", ("command", j.command), ("queue", j.queue), ("priority", String(j.priority)))
+            if let t = j.timeoutSeconds { base += " timeout=" + TimeValue.format(seconds: t) }
+            return base
+        case .cancel(.build(let id)): return line("cancel", ("build", String(id)))
+        case .cancel(.job(let id)): return line("cancel", ("job", String(id)))
+        case .reload: return "reload"
+        case .awaitPush(let repos, let timeout):
+            return line("await_push", ("repos", repos.joined(separator: "\n")), ("timeout_ms", String(timeout)))
         }
     }
 
@@ -59,8 +70,8 @@ public enum LineCodec {
         case .registered(let name, let hb, let lease):
             return line("registered", ("name", name), ("heartbeat_ms", String(hb)), ("lease_ms", String(lease)))
         case .assign(let a):
-            let base = line("assign", ("job", String(a.job)), ("attempt", String(a.attempt)), ("build", String(a.build)), ("name", a.name),
-                            ("repo", a.repo), ("commit", a.commit), ("branch", a.branch))
+            var base = line("assign", ("job", String(a.job)), ("attempt", String(a.attempt)), ("build", String(a.build)), ("name", a.name))
+            if a.hasCheckout { base += line("", ("repo", a.repo), ("commit", a.commit), ("branch", a.branch)) }
             return a.script.map { base + " script=" + percentEncode($0) } ?? base
         case .cancel(let job, let attempt, let reason):
             return line("cancel", ("job", String(job)), ("attempt", String(attempt)), ("reason", reason))
@@ -70,10 +81,12 @@ public enum LineCodec {
         case .queued(let build, let jobs, let created):
             return line("queued", ("build", String(build)), ("jobs", jobs.map(String.init).joined(separator: ",")),
                         ("created", created ? "true" : "false"))
-        case .status(let queued, let running, let runners):
-            return line("status", ("queued", String(queued)), ("running", String(running)), ("runners", String(runners)))
+        case .status(let queued, let running, let runners, let waiting):
+            let base = line("status", ("queued", String(queued)), ("running", String(running)), ("runners", String(runners)))
+            return waiting.isEmpty ? base : base + " waiting=" + percentEncode(waiting.joined(separator: ","))
         case .last(let repo, let branch, let commit):
             return line("last", ("repo", repo), ("branch", branch), ("commit", commit))
+        case .pushed(let repos): return line("pushed", ("repos", repos.joined(separator: "\n")))
         }
     }
 
@@ -89,7 +102,11 @@ public enum LineCodec {
             guard Validate.isRunnerName(name) else { throw WireError(.badField, "name must be 1-64 of [A-Za-z0-9._-]") }
             let slots = try f.int("slots", default: 1)
             guard (1...256).contains(slots) else { throw WireError(.badField, "slots must be 1-256") }
-            message = .register(name: name, slots: slots)
+            let queues = try f.string("queues", default: defaultQueue).split(separator: ",").map(String.init)
+            guard !queues.isEmpty, queues.count <= 32, queues.allSatisfy(Validate.isRunnerName) else {
+                throw WireError(.badField, "queues must be 1-32 comma-separated names of [A-Za-z0-9._-]")
+            }
+            message = .register(name: name, slots: slots, queues: queues)
         case "heartbeat": message = .heartbeat
         case "claim": message = .claim(job: try f.id("job"), attempt: try f.attempt())
         case "started": message = .started(job: try f.id("job"), attempt: try f.attempt())
@@ -136,6 +153,32 @@ public enum LineCodec {
             }
             message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark)
         case "status": message = .status
+        case "add_job":
+            let command = try f.string("command")
+            guard command.contains(where: { !$0.isWhitespace }) else { throw WireError(.badField, "command is empty") }
+            let queue = try f.string("queue", default: defaultQueue)
+            guard Validate.isRunnerName(queue) else { throw WireError(.badField, "queue must be 1-64 of [A-Za-z0-9._-]") }
+            let priority = try f.int("priority", default: 0)
+            guard priorityRange.contains(priority) else {
+                throw WireError(.badField, "priority must be from \(priorityRange.lowerBound) to \(priorityRange.upperBound)")
+            }
+            var timeout: Double?
+            if f.has("timeout") {
+                guard let t = TimeValue.parse(try f.string("timeout")), t > .zero else { throw WireError(.badField, "timeout must be a time like 30s or 5m") }
+                timeout = t.seconds
+            }
+            message = .addJob(AdHocJob(command: command, queue: queue, priority: priority, timeoutSeconds: timeout))
+        case "cancel":
+            message = f.has("build") ? .cancel(.build(try f.id("build"))) : .cancel(.job(try f.id("job")))
+        case "reload": message = .reload
+        case "await_push":
+            let repos = try f.string("repos").split(separator: "\n").map(String.init)
+            guard !repos.isEmpty, repos.count <= 16, repos.allSatisfy(Validate.isRepository) else {
+                throw WireError(.badField, "repos must be 1-16 repository addresses, one per line")
+            }
+            let timeout = try f.int("timeout_ms")
+            guard (0...60_000).contains(timeout) else { throw WireError(.badField, "timeout_ms must be from 0 to 60000") }
+            message = .awaitPush(repos: repos, timeoutMillis: timeout)
         case "last":
             let repo = try f.string("repo"), branch = try f.string("branch")
             guard Validate.isRepository(repo), Validate.isBranchName(branch) else { throw WireError(.badField, "bad repo or branch") }
@@ -159,11 +202,12 @@ public enum LineCodec {
         case "registered":
             message = .registered(name: try f.string("name"), heartbeatMillis: try f.int("heartbeat_ms"), leaseMillis: try f.int("lease_ms"))
         case "assign":
+            let checkout = f.has("repo")
             let a = JobAssignment(job: try f.id("job"), attempt: try f.attempt(), build: try f.id("build"),
-                                  name: try f.string("name", default: "test"), repo: try f.string("repo"),
-                                  commit: try f.string("commit"), branch: try f.string("branch"),
+                                  name: try f.string("name", default: "test"), repo: checkout ? try f.string("repo") : "",
+                                  commit: checkout ? try f.string("commit") : "", branch: checkout ? try f.string("branch") : "",
                                   script: f.has("script") ? try f.string("script") : nil)
-            guard Validate.isCommitID(a.commit), Validate.isRepository(a.repo), Validate.isBranchName(a.branch) else {
+            guard !checkout || (Validate.isCommitID(a.commit) && Validate.isRepository(a.repo) && Validate.isBranchName(a.branch)) else {
                 throw WireError(.badField, "assignment has an invalid commit, repository or branch")
             }
             message = .assign(a)
@@ -179,9 +223,11 @@ public enum LineCodec {
             }
             message = .queued(build: build, jobs: jobs, created: try f.string("created") == "true")
         case "status":
-            message = .status(queued: try f.int("queued"), running: try f.int("running"), runners: try f.int("runners"))
+            message = .status(queued: try f.int("queued"), running: try f.int("running"), runners: try f.int("runners"),
+                              waiting: try f.string("waiting", default: "").split(separator: ",").map(String.init))
         case "last":
             message = .last(repo: try f.string("repo"), branch: try f.string("branch"), commit: try f.string("commit", default: ""))
+        case "pushed": message = .pushed(repos: try f.string("repos", default: "").split(separator: "\n").map(String.init))
         default:
             throw WireError(.unknownVerb, "unknown message '\(f.verb.prefix(32))'")
         }

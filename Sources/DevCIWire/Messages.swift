@@ -2,8 +2,8 @@
 public enum ClientMessage: Equatable, Sendable {
     /// Proves the shared token; must come first when the dispatcher has one.
     case auth(token: String)
-    /// A runner introduces itself; `slots` is how many jobs it runs at once.
-    case register(name: String, slots: Int)
+    /// A runner introduces itself; `slots` is how many jobs it runs at once, `queues` which queues it serves.
+    case register(name: String, slots: Int, queues: [String] = [defaultQueue])
     /// Renews every lease the runner holds.
     case heartbeat
     /// After a reconnect: the runner is still working on this attempt and wants its lease back.
@@ -24,7 +24,43 @@ public enum ClientMessage: Equatable, Sendable {
     case status
     /// Ask for the last commit dispatched for a repository and branch (empty when none).
     case lastDispatched(repo: String, branch: String)
+    /// Queue a one-off shell command on the fleet (no checkout): answered `queued`.
+    case addJob(AdHocJob)
+    /// Cancel a build's unfinished jobs, or one job: queued ones end at once, running ones are stopped.
+    case cancel(CancelTarget)
+    /// Reread the server configuration (`--config`): answered `ok` or `error code=config` with the problems.
+    case reload
+    /// An observer waits (at most `timeoutMillis`) for a webhook push to any of these repository addresses:
+    /// answered `pushed`, at once when one came in since its last wait.
+    case awaitPush(repos: [String], timeoutMillis: Int)
 }
+
+/// A one-off job: `devci add-job "command"`.
+public struct AdHocJob: Equatable, Sendable {
+    public var command: String
+    public var queue: String
+    public var priority: Int
+    public var timeoutSeconds: Double?
+
+    public init(command: String, queue: String = defaultQueue, priority: Int = 0, timeoutSeconds: Double? = nil) {
+        self.command = command
+        self.queue = queue
+        self.priority = priority
+        self.timeoutSeconds = timeoutSeconds
+    }
+}
+
+/// What a `cancel` names.
+public enum CancelTarget: Equatable, Sendable {
+    case build(Int64)
+    case job(Int64)
+}
+
+/// The queue a runner serves and a job goes to when nobody says otherwise.
+public let defaultQueue = "default"
+
+/// The range of a job's priority (higher runs first).
+public let priorityRange = -1000...1000
 
 /// A message the dispatcher sends to a peer.
 public enum ServerMessage: Equatable, Sendable {
@@ -46,10 +82,13 @@ public enum ServerMessage: Equatable, Sendable {
     case discarded(job: Int64, attempt: Int, reason: String)
     /// A build was enqueued (`created`) or already existed for this repository and commit.
     case queued(build: Int64, jobs: [Int64], created: Bool)
-    /// The dispatcher's view, one readable line.
-    case status(queued: Int, running: Int, runners: Int)
+    /// The dispatcher's view, one readable line. `waiting`: queues with queued jobs that no connected runner serves.
+    case status(queued: Int, running: Int, runners: Int, waiting: [String] = [])
     /// The last commit dispatched for a repository and branch; empty when none was.
     case last(repo: String, branch: String, commit: String)
+    /// The answer to `awaitPush`: the repository addresses a webhook push named since the last wait (empty
+    /// when the wait timed out).
+    case pushed(repos: [String])
 }
 
 /// A commit's pipeline file as the dispatching peer found it.
@@ -74,6 +113,8 @@ public struct JobAssignment: Equatable, Sendable {
     public var build: Int64
     /// The job's name in its pipeline (`test` for a build without one).
     public var name: String
+    /// Empty (with `commit` and `branch`) for a job that runs without a checkout: a task run without a
+    /// commit, or an ad-hoc job. It then runs in an empty folder.
     public var repo: String
     public var commit: String
     public var branch: String
@@ -91,6 +132,9 @@ public struct JobAssignment: Equatable, Sendable {
         self.branch = branch
         self.script = script
     }
+
+    /// Whether the job runs in a checkout of `repo` at `commit`.
+    public var hasCheckout: Bool { !repo.isEmpty }
 }
 
 /// What a dispatch does to its branch's last-dispatched mark (the commit the observer builds onwards from).

@@ -53,3 +53,11 @@ public enum Outcome: String, Sendable, CaseIterable {
 public enum LogStream: String, Sendable, Codable {
     case out, err, system
 }
+
+/// The words every surface (status line, reporter, `devci status`) uses for queues nobody serves.
+public enum WaitingQueues {
+    public static func describe(_ queues: [String]) -> String? {
+        guard !queues.isEmpty else { return nil }
+        return "waiting for a runner on queue\(queues.count == 1 ? "" : "s") " + queues.map { "'\($0)'" }.joined(separator: ", ")
+    }
+}

@@ -17,4 +17,10 @@ public enum TimeValue {
         }
         return nil
     }
+
+    /// Seconds written back as the parser reads them: whole milliseconds (`1500ms`), whole seconds when exact (`30s`).
+    public static func format(seconds: Double) -> String {
+        let ms = Int64((seconds * 1000).rounded())
+        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
+    }
 }

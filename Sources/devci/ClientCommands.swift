@@ -99,10 +99,99 @@ struct StatusCommand: ParsableCommand {
         let client = try server.connect()
         defer { client.close() }
         switch try client.request(.status) {
-        case .status(let queued, let running, let runners):
-            print("queued \(queued), running \(running), runners connected \(runners)")
+        case .status(let queued, let running, let runners, let waiting):
+            print("queued \(queued), running \(running), runners connected \(runners)" + (WaitingQueues.describe(waiting).map { "; " + $0 } ?? ""))
         case let other:
             throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        }
+    }
+}
+
+struct AddJobCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add-job",
+        abstract: "Queue a one-off shell command on the fleet and print its build id.",
+        discussion: "The command runs through /bin/sh -c on a runner of the queue, in an empty folder (no checkout)."
+    )
+
+    @Argument(help: "The shell command.") var command: String
+    @Option(help: "The queue whose runners may take it.") var queue = defaultQueue
+    @Option(help: "Higher runs first (\(priorityRange.lowerBound) to \(priorityRange.upperBound)).") var priority = 0
+    @Option(help: "Kill it after this long (30s, 5m, 1h).") var timeout: String?
+    @OptionGroup var server: DispatcherAddress
+
+    func validate() throws {
+        guard command.contains(where: { !$0.isWhitespace }) else { throw ValidationError("the command is empty") }
+        guard Validate.isRunnerName(queue) else { throw ValidationError("--queue must be 1-64 of letters, digits, '.', '_', '-'") }
+        guard priorityRange.contains(priority) else { throw ValidationError("--priority must be from \(priorityRange.lowerBound) to \(priorityRange.upperBound)") }
+        if let timeout { _ = try timeFlag(timeout, "--timeout") }
+    }
+
+    func run() throws {
+        let client = try server.connect()
+        defer { client.close() }
+        let job = AdHocJob(command: command, queue: queue, priority: priority, timeoutSeconds: try timeout.map { try timeFlag($0, "--timeout").seconds })
+        switch try DispatchCommand.request(client, .addJob(job), "queue the job") {
+        case .queued(let build, let jobs, _):
+            print("build \(build) jobs \(jobs.map(String.init).joined(separator: ","))")
+        case .error(let code, let message): throw Failure("dispatcher refused: \(code): \(message)")
+        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        }
+    }
+}
+
+struct CancelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel",
+        abstract: "Cancel a build's unfinished jobs (or one job): queued ones end at once, running ones are killed on their runner.",
+        discussion: "Name a build by its id (12 or build:12) or a job as job:34."
+    )
+
+    @Argument(help: "A build id (12, build:12) or a job (job:34).") var target: String
+    @OptionGroup var server: DispatcherAddress
+
+    var parsed: CancelTarget? {
+        let parts = target.split(separator: ":", maxSplits: 1).map(String.init)
+        switch (parts.count, parts.first) {
+        case (1, _): return Int64(parts[0]).flatMap { $0 > 0 ? .build($0) : nil }
+        case (2, "build"): return Int64(parts[1]).flatMap { $0 > 0 ? .build($0) : nil }
+        case (2, "job"): return Int64(parts[1]).flatMap { $0 > 0 ? .job($0) : nil }
+        default: return nil
+        }
+    }
+
+    func validate() throws {
+        guard parsed != nil else { throw ValidationError("say a build id (12 or build:12) or a job (job:34); got '\(target)'") }
+    }
+
+    func run() throws {
+        guard let parsed else { throw ValidationError("bad target") }
+        let client = try server.connect()
+        defer { client.close() }
+        switch try client.request(.cancel(parsed)) {
+        case .ok: print("cancelled \(target)")
+        case .error(let code, let message): throw Failure("dispatcher refused: \(code): \(message)")
+        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        }
+    }
+}
+
+struct ReloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload",
+        abstract: "Make the dispatcher reread its --config folder (like kill -HUP); prints the errors of an invalid one, which is not taken."
+    )
+    @OptionGroup var server: DispatcherAddress
+
+    func run() throws {
+        let client = try server.connect()
+        defer { client.close() }
+        switch try client.request(.reload) {
+        case .ok: print("configuration reloaded")
+        case .error(let code, let message):
+            FileHandle.standardError.write(Data("dispatcher refused the reload (\(code)); the old configuration stays:\n\(message)\n".utf8))
+            throw ExitCode(1)
+        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
         }
     }
 }

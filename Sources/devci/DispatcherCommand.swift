@@ -24,9 +24,14 @@ struct DispatcherCommand: ParsableCommand {
     @Option(help: "How long a connection that is not a registered runner may stay silent before it is closed.") var idleTimeout = "60s"
     @Option(help: "How many connections may be waiting to authenticate at once; more are refused (default: half the open-file limit, which the dispatcher raises to its hard limit at start).")
     var maxPendingConnections: Int?
+    @Option(help: "Server configuration folder: tasks, administrators, queues, from every *.yml/*.yaml under it. Reread on SIGHUP and `devci reload`.") var config: String?
+    @Option(help: "Address of the HTTP side (webhooks, the task trigger).") var httpHost = "127.0.0.1"
+    @Option(help: "Port of the HTTP side; off when not given.") var httpPort: Int?
+    @Option(help: "The secret GitHub signs webhook deliveries with (default: DEVCI_WEBHOOK_SECRET).") var webhookSecret: String?
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
+        if let httpPort, !(0...65535).contains(httpPort) { throw ValidationError("--http-port must be from 0 to 65535") }
         _ = try timeFlag(heartbeat, "--heartbeat")
         _ = try timeFlag(authTimeout, "--auth-timeout")
         _ = try timeFlag(idleTimeout, "--idle-timeout")
@@ -42,7 +47,11 @@ struct DispatcherCommand: ParsableCommand {
         let heartbeat = try timeFlag(self.heartbeat, "--heartbeat"), lease = try timeFlag(self.lease, "--lease")
         let token = (token ?? ProcessInfo.processInfo.environment["DEVCI_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
         Secrets.guardSecret(variable: "DEVCI_TOKEN", option: "--token")
+        let webhookSecret = (webhookSecret ?? ProcessInfo.processInfo.environment["DEVCI_WEBHOOK_SECRET"]).flatMap { $0.isEmpty ? nil : $0 }
+        Secrets.guardSecret(variable: "DEVCI_WEBHOOK_SECRET", option: "--webhook-secret")
         let path = try databasePath(db)
+        // An invalid configuration stops the start, with every error.
+        let serverConfig = try self.config.map(loadServerConfig) ?? .empty
         let files = OpenFiles.raiseLimit()
         // One dispatcher per database: a second one would write beside the first.
         let lock: DatabaseLock
@@ -72,6 +81,11 @@ struct DispatcherCommand: ParsableCommand {
                                       listenBacklog: listenBacklog, identifyTimeout: try timeFlag(authTimeout, "--auth-timeout"),
                                       maxPendingConnections: pendingCap)
         config.idleTimeout = try timeFlag(idleTimeout, "--idle-timeout")
+        config.serverConfig = serverConfig
+        config.configDirectory = self.config.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        config.httpHost = httpHost
+        config.httpPort = httpPort
+        config.webhookSecret = webhookSecret
         let dispatcher = Dispatcher(
             config: config,
             store: store, loop: group.next(), logger: logger, onFatal: { termination.fail($0) })
@@ -82,6 +96,23 @@ struct DispatcherCommand: ParsableCommand {
         } catch {
             throw Failure("cannot listen on \(host):\(port): \(error)")
         }
+        if let httpPort {
+            do {
+                let port = try dispatcher.startHTTP(port: httpPort)
+                logger.info("HTTP side serving http://\(httpHost.contains(":") ? "[\(httpHost)]" : httpHost):\(port) (POST /hooks/github: \(webhookSecret == nil ? "off, no --webhook-secret" : "on"); POST /hooks/tasks/<name>)")
+            } catch {
+                dispatcher.shutdown()
+                throw Failure("cannot listen for HTTP on \(httpHost):\(httpPort): \(error)")
+            }
+        }
+        if let dir = self.config {
+            logger.info("configuration \(dir): \(serverConfig.tasks.count) task(s); kill -HUP \(getpid()) or `devci reload` rereads it")
+        }
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { dispatcher.reload() }
+        hangup.resume()
+        defer { hangup.cancel() }
         lock.describe("dispatcher pid \(getpid()) listening on \(address), started \(ISO8601DateFormatter().string(from: Date()))")
         logger.info("listening on \(address) (protocol \(WireLimits.protocolVersion), heartbeat \(heartbeat), lease \(lease), token \(token == nil ? "off" : "on"), open files \(files), waiting connections at most \(pendingCap))")
         defer { try? group.syncShutdownGracefully() }

@@ -6,13 +6,30 @@ import DevCIRunner
 import Foundation
 
 struct LintCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "lint", abstract: "Check a pipeline file; exit non-zero on any error.")
+    static let configuration = CommandConfiguration(commandName: "lint", abstract: "Check a pipeline file, or with --config a dispatcher's configuration folder; exit non-zero on any error.")
 
     @Argument(help: "The pipeline file.") var file = pipelineFileName
+    @Option(help: "Check this server configuration folder (every *.yml/*.yaml under it) instead.") var config: String?
 
     func run() throws {
+        if let config {
+            let loaded = try loadServerConfig(config)
+            let periodic = loaded.tasks.values.filter { $0.period != nil }.count
+            print("\(config): ok — \(loaded.tasks.count) task(s) (\(periodic) periodic), \(loaded.queues.count) queue setting(s), \(loaded.administrators.count) administrator(s)")
+            return
+        }
         let pipeline = try loadPipeline(file)
         print("\(file): ok — \(pipeline.jobs.count) job(s) in \(pipeline.stages.count) stage(s): \(pipeline.stages.joined(separator: " → "))")
+    }
+}
+
+/// Reads and checks a server configuration folder, printing every error and failing when there is one.
+func loadServerConfig(_ directory: String) throws -> ServerConfig {
+    do {
+        return try ServerConfigParser.load(directory: directory)
+    } catch {
+        FileHandle.standardError.write(Data((error.description + "\n").utf8))
+        throw ExitCode(2)
     }
 }
 

@@ -17,12 +17,15 @@ struct RunnerCommand: ParsableCommand {
     @Option(help: "Command run for a job of a commit without a pipeline file, through /bin/sh -c.") var testCommand = RunnerConfig.defaultTestCommand
     @Option(help: "How many jobs to run at once, each in its own workspace (the first in the clone itself, the others in <clone>.workspaces/N).") var parallel = 1
     @Option(help: "How long the dispatcher may take to greet and register this runner before it dials again.") var registrationTimeout = "10s"
+    @Option(name: .customLong("queue"), help: "A queue whose jobs this runner takes; repeat for several (default: default).") var queues: [String] = []
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
         if let name, !Validate.isRunnerName(name) { throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'") }
         _ = try timeFlag(registrationTimeout, "--registration-timeout")
+        for q in queues where !Validate.isRunnerName(q) { throw ValidationError("--queue must be 1-64 of letters, digits, '.', '_', '-'; got '\(q)'") }
+        guard queues.count <= 32 else { throw ValidationError("at most 32 --queue") }
         _ = try server.address
     }
 
@@ -43,8 +46,9 @@ struct RunnerCommand: ParsableCommand {
         var config = RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.takeToken(),
                                   name: runnerName, testCommand: testCommand, parallel: parallel)
         config.registrationTimeout = try timeFlag(registrationTimeout, "--registration-timeout")
+        config.queues = queues.isEmpty ? [defaultQueue] : queues.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let agent = RunnerAgent(config: config, loop: group.next(), logger: logger)
-        logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), test command: \(testCommand)")
+        logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), queues \(config.queues.joined(separator: ", ")), test command: \(testCommand)")
         agent.start()
         waitForTermination(logger) { agent.shutdown() }
         try? group.syncShutdownGracefully()

@@ -19,12 +19,14 @@ struct RunnerManagerCommand: ParsableCommand {
     @Option(help: "Where the runners' working copies live (default: ~/.devci/runners).") var workDir: String?
     @Option(help: "Runner names are <prefix>-<n> (default: this host's name).") var namePrefix: String?
     @Option(help: "Passed to every runner.") var testCommand = RunnerConfig.defaultTestCommand
+    @Option(name: .customLong("queue"), help: "A queue whose jobs the runners take; repeat for several, passed to every runner (default: default).") var queues: [String] = []
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         guard Validate.isRunnerName((namePrefix ?? RunnerCommand.hostName()) + "-000") else {
             throw ValidationError("--name-prefix must be letters, digits, '.', '_', '-'" + (namePrefix == nil ? " (this host's name is not: pass --name-prefix)" : ""))
         }
+        for q in queues where !Validate.isRunnerName(q) { throw ValidationError("--queue must be 1-64 of letters, digits, '.', '_', '-'; got '\(q)'") }
         _ = try server.address
     }
 
@@ -43,7 +45,8 @@ struct RunnerManagerCommand: ParsableCommand {
             config: RunnerManagerConfig(
                 clonePath: clone, workDirectory: work, desiredCount: desiredCount, namePrefix: prefix,
                 executable: currentExecutablePath(),
-                runnerArguments: ["--dispatcher-server", address.description, "--test-command", testCommand, "--log-level", logging.logLevel]),
+                runnerArguments: ["--dispatcher-server", address.description, "--test-command", testCommand, "--log-level", logging.logLevel]
+                    + queues.flatMap { ["--queue", $0] }),
             logger: logger)
         logger.info("runner manager: \(desiredCount) runner(s) from \(clone), working copies in \(work), dispatcher \(address); pid \(getpid()): `kill -USR1 \(getpid())` adds a runner, `kill -USR2 \(getpid())` removes one")
         signal(SIGUSR1, SIG_IGN)

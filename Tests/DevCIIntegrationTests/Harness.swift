@@ -155,7 +155,7 @@ final class Harness {
         var address: HostPort?
         try waitUntil("the dispatcher listens", timeout: 20) {
             guard p.isRunning else { throw Failure("the dispatcher exited:\n\(self.log(of: p))") }
-            guard let line = self.log(of: p).split(separator: "\n").first(where: { $0.contains("listening on ") }),
+            guard let line = self.log(of: p).split(separator: "\n").first(where: { $0.contains("listening on ") && $0.contains("(protocol") }),
                   let range = line.range(of: "listening on ") else { return false }
             address = HostPort(String(line[range.upperBound...].split(separator: " ")[0]))
             return address != nil

@@ -109,7 +109,7 @@ final class ObserverAndManagerTests: HarnessTestCase {
         let (_, address) = try h.startDispatcher()
         let manager = try h.startManager(try h.clone(origin, as: "clone-runner"), address, count: 1, prefix: "sc")
         func runners() throws -> Int {
-            guard case .status(_, _, let n) = try WireClient(address: address, token: nil).request(.status) else { return -1 }
+            guard case .status(_, _, let n, _) = try WireClient(address: address, token: nil).request(.status) else { return -1 }
             return n
         }
         try h.waitUntil("one runner") { try runners() == 1 }

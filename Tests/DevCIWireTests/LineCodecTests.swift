@@ -36,6 +36,14 @@ final class LineCodecTests: XCTestCase {
              "result job=7 attempt=2 status=cancelled exit=-1 reason=runner%20shutting%20down give_back=shutdown"),
             (.status, "status"),
             (.lastDispatched(repo: "/r", branch: "main"), "last repo=/r branch=main"),
+            (.register(name: "r1", slots: 2, queues: ["fast", "gpu"]), "register name=r1 slots=2 queues=fast,gpu"),
+            (.addJob(AdHocJob(command: "make clean && make", queue: "fast", priority: -5, timeoutSeconds: 90)),
+             "add_job command=make%20clean%20&&%20make queue=fast priority=-5 timeout=90s"),
+            (.addJob(AdHocJob(command: "true")), "add_job command=true queue=default priority=0"),
+            (.cancel(.build(12)), "cancel build=12"),
+            (.cancel(.job(34)), "cancel job=34"),
+            (.reload, "reload"),
+            (.awaitPush(repos: ["/r", "https://x/y z.git"], timeoutMillis: 1500), "await_push repos=/r%0Ahttps://x/y%20z.git timeout_ms=1500"),
         ]
         for (message, line) in golden {
             XCTAssertEqual(LineCodec.encode(message), line)
@@ -60,6 +68,11 @@ final class LineCodecTests: XCTestCase {
             (.queued(build: 2, jobs: [3, 4], created: true), "queued build=2 jobs=3,4 created=true"),
             (.status(queued: 1, running: 2, runners: 3), "status queued=1 running=2 runners=3"),
             (.last(repo: "/r", branch: "main", commit: ""), "last repo=/r branch=main commit="),
+            (.status(queued: 1, running: 0, runners: 1, waiting: ["fast", "gpu"]), "status queued=1 running=0 runners=1 waiting=fast,gpu"),
+            (.assign(JobAssignment(job: 5, attempt: 1, build: 3, name: "adhoc", repo: "", commit: "", branch: "", script: "{}")),
+             "assign job=5 attempt=1 build=3 name=adhoc script={}"),
+            (.pushed(repos: ["/r"]), "pushed repos=/r"),
+            (.pushed(repos: []), "pushed repos="),
         ]
         for (message, line) in golden {
             XCTAssertEqual(LineCodec.encode(message), line)
@@ -93,6 +106,16 @@ final class LineCodecTests: XCTestCase {
             ("claim job=99999999999999999999 attempt=1", "bad_field"),
             ("claim job=1 attempt=-9223372036854775808", "bad_field"),
             ("register name=a slots=-9223372036854775808", "bad_field"),
+            ("register name=a queues=", "bad_field"),
+            ("register name=a queues=a,b%20c", "bad_field"),
+            ("add_job command=%20%20", "bad_field"),
+            ("add_job command=x queue=a/b", "bad_field"),
+            ("add_job command=x priority=1001", "bad_field"),
+            ("add_job command=x timeout=soon", "bad_field"),
+            ("cancel", "missing_field"),
+            ("cancel build=0", "bad_field"),
+            ("await_push repos=/r timeout_ms=60001", "bad_field"),
+            ("await_push repos=-x timeout_ms=1", "bad_field"),
         ]
         for (line, code) in bad {
             XCTAssertThrowsError(try LineCodec.decodeClient(line), line) { error in

@@ -1,0 +1,254 @@
+import DevCIWire
+import Foundation
+import Yams
+
+/// Reads the server configuration: every `*.yml` and `*.yaml` file under a folder (names and folders carry no
+/// meaning), merged into one `ServerConfig`. Every error names its file, line and field; a name defined twice
+/// names both places; unknown keys suggest the nearest known one; upstream tasks must not form a cycle.
+public enum ServerConfigParser {
+    static let topKeys = ["tasks", "administrators", "queues"]
+    static let taskKeys = ["command", "pipeline", "enabled", "description", "queues", "tags", "period", "debounce", "priority", "timeout",
+                           "triggered_by", "authorized_users"]
+    static let triggerKeys = ["repository", "branch", "branches", "task"]
+    static let queueKeys = ["description", "priority"]
+    /// A configuration file larger than this is refused (it is written by people).
+    public static let fileLimit = 1 << 20
+
+    /// Reads and merges every configuration file under `directory`.
+    public static func load(directory: String) throws(PipelineErrors) -> ServerConfig {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
+            throw PipelineErrors(errors: [PipelineError(file: directory, line: 0, column: 0, field: "", message: "no such folder")])
+        }
+        var files: [(String, String)] = []
+        var errors: [PipelineError] = []
+        for relative in configFiles(in: directory) {
+            let path = directory + "/" + relative
+            guard let data = FileManager.default.contents(atPath: path) else {
+                errors.append(PipelineError(file: relative, line: 0, column: 0, field: "", message: "cannot be read"))
+                continue
+            }
+            guard data.count <= fileLimit else {
+                errors.append(PipelineError(file: relative, line: 0, column: 0, field: "", message: "is larger than \(fileLimit) bytes"))
+                continue
+            }
+            guard let text = String(data: data, encoding: .utf8) else {
+                errors.append(PipelineError(file: relative, line: 0, column: 0, field: "", message: "is not UTF-8 text"))
+                continue
+            }
+            files.append((relative, text))
+        }
+        let parsed: Result<ServerConfig, PipelineErrors>
+        do { parsed = .success(try parse(files)) } catch { parsed = .failure(error) }
+        switch parsed {
+        case .success(let config) where errors.isEmpty: return config
+        case .success: throw PipelineErrors(errors: errors)
+        case .failure(let failure): throw PipelineErrors(errors: errors + failure.errors)
+        }
+    }
+
+    /// The configuration files under `directory`, relative to it, sorted; hidden files and folders are left out.
+    static func configFiles(in directory: String) -> [String] {
+        guard let walker = FileManager.default.enumerator(atPath: directory) else { return [] }
+        var out: [String] = []
+        while let relative = walker.nextObject() as? String {
+            let name = (relative as NSString).lastPathComponent
+            if name.hasPrefix(".") {
+                walker.skipDescendants()
+                continue
+            }
+            if name.hasSuffix(".yml") || name.hasSuffix(".yaml") { out.append(relative) }
+        }
+        return out.sorted()
+    }
+
+    /// Parses and merges configuration texts, each with the file name its errors carry.
+    public static func parse(_ files: [(file: String, text: String)]) throws(PipelineErrors) -> ServerConfig {
+        var config = ServerConfig()
+        var errors: [PipelineError] = []
+        var queueSeen: [String: (String, Int)] = [:]
+        var taskNodes: [String: Node] = [:]
+        for (file, text) in files {
+            var r = PipelineParser.Reader(file: file)
+            if let anchor = PipelineParser.anchorPosition(in: text) {
+                errors.append(PipelineError(file: file, line: anchor.line, column: anchor.column, field: "",
+                                            message: "anchors and aliases (&name, *name) are not supported: write the value out"))
+                continue
+            }
+            let root: Node?
+            do {
+                root = try Yams.compose(yaml: text)
+            } catch let error as YamlError {
+                errors.append(r.yamlError(error))
+                continue
+            } catch {
+                errors.append(PipelineError(file: file, line: 1, column: 1, field: "", message: "\(error)"))
+                continue
+            }
+            guard let root else { continue }  // an empty file adds nothing
+            for (key, _, value) in r.mapping(root, "", known: topKeys) ?? [] {
+                switch key {
+                case "administrators":
+                    for user in r.strings(value, "administrators") ?? [] {
+                        if !Validate.isRunnerName(user) { r.fail(value, "administrators", "'\(user)' is not a valid user name") }
+                        if !config.administrators.contains(user) { config.administrators.append(user) }
+                    }
+                case "queues":
+                    for (name, keyNode, settingsNode) in r.mapping(value, "queues", known: nil) ?? [] {
+                        guard Validate.isRunnerName(name) else {
+                            r.fail(keyNode, "queues", "'\(name)' is not a valid queue name (letters, digits, '.', '_', '-'; at most 64)")
+                            continue
+                        }
+                        let here = (file, keyNode.mark?.line ?? 0)
+                        if let first = queueSeen[name] {
+                            r.fail(keyNode, "queues.\(name)", "queue '\(name)' is defined twice: \(first.0):\(first.1) and \(here.0):\(here.1)")
+                            continue
+                        }
+                        queueSeen[name] = here
+                        var settings = QueueSettings()
+                        for (k, _, v) in r.mapping(settingsNode, "queues.\(name)", known: queueKeys) ?? [] {
+                            if k == "description" {
+                                settings.description = r.string(v, "queues.\(name).description") ?? ""
+                            } else {
+                                settings.priority = r.int(v, "queues.\(name).priority", range: priorityRange)
+                            }
+                        }
+                        config.queues[name] = settings
+                    }
+                default:
+                    for (name, keyNode, taskNode) in r.mapping(value, "tasks", known: nil) ?? [] {
+                        guard Validate.isRunnerName(name) else {
+                            r.fail(keyNode, "tasks", "'\(name)' is not a valid task name (letters, digits, '.', '_', '-'; at most 64)")
+                            continue
+                        }
+                        if let first = config.tasks[name] {
+                            r.fail(keyNode, "tasks.\(name)", "task '\(name)' is defined twice: \(first.file):\(first.line) and \(file):\(keyNode.mark?.line ?? 0)")
+                            continue
+                        }
+                        if var task = r.task(name, taskNode) {
+                            task.file = file
+                            task.line = keyNode.mark?.line ?? 0
+                            config.tasks[name] = task
+                            taskNodes[name] = taskNode
+                        }
+                    }
+                }
+            }
+            errors += r.errors
+        }
+        // Cross-references, once every file is read.
+        for task in config.tasks.values.sorted(by: { $0.name < $1.name }) {
+            for upstream in task.upstreamTasks where config.tasks[upstream] == nil {
+                let hint = PipelineParser.Reader.nearest(upstream, in: Array(config.tasks.keys)).map { " — did you mean '\($0)'?" } ?? ""
+                errors.append(PipelineError(file: task.file, line: task.line, column: 1, field: "tasks.\(task.name).triggered_by",
+                                            message: "names task '\(upstream)', which is not defined\(hint)"))
+            }
+            for queue in task.queues where !config.queues.isEmpty && config.queues[queue] == nil && queue != defaultQueue {
+                errors.append(PipelineError(file: task.file, line: task.line, column: 1, field: "tasks.\(task.name).queues",
+                                            message: "queue '\(queue)' has no settings under 'queues:' (define it, or use one that is)"))
+            }
+        }
+        let graph = config.tasks.values.sorted { $0.name < $1.name }.map { (name: $0.name, edges: $0.upstreamTasks) }
+        if let cycle = PipelineParser.Reader.cycle(in: graph), let first = config.tasks[cycle[0]] {
+            errors.append(PipelineError(file: first.file, line: first.line, column: 1, field: "tasks.\(first.name).triggered_by",
+                                        message: "upstream tasks form a cycle: \(cycle.reversed().joined(separator: " triggers "))"))
+        }
+        // A task on a queue with a default priority takes it when it names none.
+        for (name, node) in taskNodes where (node.mapping?.keys.contains { $0.scalar?.string == "priority" } ?? false) == false {
+            if let task = config.tasks[name], let p = task.queues.lazy.compactMap({ config.queues[$0]?.priority }).first {
+                config.tasks[name]?.priority = p
+            }
+        }
+        guard errors.isEmpty else {
+            throw PipelineErrors(errors: errors.sorted { ($0.file, $0.line, $0.column) < ($1.file, $1.line, $1.column) })
+        }
+        return config
+    }
+}
+
+extension PipelineParser.Reader {
+    /// One task of `tasks:`.
+    mutating func task(_ name: String, _ node: Node) -> TaskDefinition? {
+        let f = "tasks.\(name)"
+        guard let pairs = mapping(node, f, known: ServerConfigParser.taskKeys) else { return nil }
+        var task = TaskDefinition(name: name, work: .command(""))
+        var work: TaskDefinition.Work?
+        for (key, _, value) in pairs {
+            switch key {
+            case "command":
+                guard let command = string(value, "\(f).command") else { continue }
+                if work != nil { fail(value, f, "give either 'command' or 'pipeline', not both") }
+                if !command.contains(where: { !$0.isWhitespace }) { fail(value, "\(f).command", "is empty") }
+                work = .command(command)
+            case "pipeline":
+                if work != nil { fail(value, f, "give either 'command' or 'pipeline', not both") }
+                let before = errors.count
+                if let pipeline = self.pipeline(value) {
+                    work = .pipeline(pipeline)
+                } else if errors.count == before {
+                    fail(value, "\(f).pipeline", "is not a valid pipeline")
+                }
+            case "enabled": task.enabled = bool(value, "\(f).enabled") ?? true
+            case "description": task.description = string(value, "\(f).description") ?? ""
+            case "queues":
+                let queues = strings(value, "\(f).queues") ?? [defaultQueue]
+                for q in queues where !Validate.isRunnerName(q) { fail(value, "\(f).queues", "'\(q)' is not a valid queue name") }
+                if queues.isEmpty { fail(value, "\(f).queues", "list at least one queue") }
+                task.queues = queues.isEmpty ? [defaultQueue] : queues
+            case "tags":
+                task.tags = strings(value, "\(f).tags") ?? []
+                for t in task.tags where !Validate.isRunnerName(t) { fail(value, "\(f).tags", "'\(t)' is not a valid tag (letters, digits, '.', '_', '-')") }
+            case "period":
+                task.period = duration(value, "\(f).period", allowZero: false)
+                if let p = task.period, p < .seconds(1) { fail(value, "\(f).period", "must be at least 1s") }
+            case "debounce": task.debounce = duration(value, "\(f).debounce", allowZero: true)
+            case "priority": task.priority = int(value, "\(f).priority", range: priorityRange) ?? 0
+            case "timeout": task.timeout = duration(value, "\(f).timeout", allowZero: false)
+            case "triggered_by": task.triggeredBy = triggers(value, "\(f).triggered_by")
+            default:
+                task.authorizedUsers = strings(value, "\(f).authorized_users") ?? []
+                for u in task.authorizedUsers where !Validate.isRunnerName(u) { fail(value, "\(f).authorized_users", "'\(u)' is not a valid user name") }
+            }
+        }
+        guard let work else {
+            fail(node, f, "task '\(name)' has nothing to run: add 'command' or 'pipeline'")
+            return nil
+        }
+        task.work = work
+        return task
+    }
+
+    /// `triggered_by:`: a list of `{repository: URL, branch: main}` (or `branches: [..]`) and `{task: name}`.
+    mutating func triggers(_ node: Node, _ field: String) -> [TaskTrigger] {
+        guard let seq = node.sequence else {
+            fail(node, field, "expected a list like [{task: build}, {repository: …, branch: main}], found \(kind(node))")
+            return []
+        }
+        var out: [TaskTrigger] = []
+        for (i, item) in seq.enumerated() {
+            let f = "\(field)[\(i)]"
+            var repository: String?, branches: [String] = [], task: String?
+            for (k, _, v) in mapping(item, f, known: ServerConfigParser.triggerKeys) ?? [] {
+                switch k {
+                case "repository":
+                    repository = string(v, "\(f).repository")
+                    if let r = repository, !Validate.isRepository(r) { fail(v, "\(f).repository", "'\(r.prefix(60))' is not a repository address") }
+                case "branch": branches += string(v, "\(f).branch").map { [$0] } ?? []
+                case "branches": branches += strings(v, "\(f).branches") ?? []
+                default:
+                    task = string(v, "\(f).task")
+                }
+            }
+            for b in branches where !Validate.isBranchName(b) { fail(item, f, "'\(b.prefix(60))' is not a valid branch name") }
+            switch (repository, task) {
+            case (let r?, nil): out.append(.push(repository: r, branches: branches))
+            case (nil, let t?):
+                if !branches.isEmpty { fail(item, f, "'branch' goes with 'repository', not with 'task'") }
+                out.append(.task(t))
+            case (.some, .some): fail(item, f, "give either 'repository' or 'task', not both")
+            case (nil, nil): fail(item, f, "give 'repository' (a push to it) or 'task' (a successful run of it)")
+            }
+        }
+        return out
+    }
+}
