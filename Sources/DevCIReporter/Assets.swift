@@ -10,7 +10,7 @@ enum Assets {
         th{background:var(--bg);font-weight:600}code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}.title{color:#444}.author{color:var(--idle)}
         .status{display:inline-block;min-width:5.5em;text-align:center;border-radius:1em;padding:0 .6em;color:#fff;font-weight:600;font-size:12px;background:var(--idle)}
         .s-success{background:var(--ok)}.s-allowed{background:#4d8f5a}.s-failed,.s-error,.s-timed_out{background:var(--bad)}
-        .s-running,.s-assigned,.s-connected{background:var(--run)}.s-started{background:var(--run)}.s-queued,.s-pending,.s-skipped,.s-cancelled,.s-disconnected,.s-lost{background:var(--idle)}
+        .s-running,.s-assigned,.s-connected{background:var(--run)}.s-started{background:var(--run)}.tag{display:inline-block;border:1px solid #d0d7de;border-radius:1em;padding:0 .5em;font-size:.85em;margin-left:.2em}.what{font-weight:600}.build-reason{color:var(--bad)}.waiting{color:#ffd33d}.s-queued,.s-pending,.s-skipped,.s-cancelled,.s-disconnected,.s-lost{background:var(--idle)}
         .s-connected{background:var(--ok)}.s-lost{background:var(--bad)}
         .filters{display:flex;gap:1em;margin-bottom:1em;flex-wrap:wrap;align-items:end}.filters label{display:flex;flex-direction:column;font-size:12px;color:var(--idle)}
         .meta{color:#57606a;margin:.2em 0}.reason{color:var(--bad)}.reason:not(:empty)::before{content:" · ";color:#57606a}.empty{color:var(--idle);text-align:center;padding:2em}

@@ -74,19 +74,13 @@ extension Reporter {
     }
 
     func buildRow(_ b: BuildSummary) -> [String: Any] {
-        ["id": b.id, "status": b.displayStatus, "statusClass": statusClass(b), "repoName": Self.repoName(b.repo), "what": Self.what(b),
+        ["id": b.id, "status": b.displayStatus, "statusClass": statusClass(b), "repoName": Self.repoName(b.repo), "what": b.runDescription,
          "hasRepo": !b.repo.isEmpty,
          "repoPath": Self.pathEncoded(Self.repoName(b.repo)), "branch": b.branch,
          "shortCommit": String(b.commit.prefix(10)), "title": b.title, "author": b.author.isEmpty ? false : b.author,
          "runner": b.runner ?? "–", "started": Self.time(b.startedAt), "duration": Self.duration(b.startedAt, b.finishedAt),
          "startedMillis": Self.epochMillis(b.startedAt).map(String.init) ?? "", "finishedMillis": Self.epochMillis(b.finishedAt).map(String.init) ?? "",
          "attempts": b.attempts]
-    }
-
-    /// What a build is a run of, for people: `task nightly #3 (period)`, `ad-hoc job`; empty for a commit's build.
-    static func what(_ b: BuildSummary) -> String {
-        if let task = b.task { return "task \(task)\(b.runNumber.map { " #\($0)" } ?? "") (\(b.cause.rawValue))" }
-        return b.cause == .adhoc ? "ad-hoc job" : ""
     }
 
     func statusClass(_ b: BuildSummary) -> String { b.buildStatus == .passedWithAllowedFailures ? "allowed" : b.status.rawValue }

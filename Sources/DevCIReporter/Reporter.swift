@@ -150,7 +150,7 @@ public struct Reporter: Sendable {
             "branch": build.branch, "commit": build.commit, "title": build.title.isEmpty ? false : build.title,
             "author": build.author.isEmpty ? false : build.author, "created": Self.time(build.createdAt), "started": Self.time(build.startedAt),
             "duration": Self.duration(build.startedAt, build.finishedAt),
-            "what": Self.what(build), "hasRepo": !build.repo.isEmpty, "tags": build.tags.map { ["tag": $0] },
+            "what": build.runDescription, "hasRepo": !build.repo.isEmpty, "tags": build.tags.map { ["tag": $0] },
             "scheduled": build.scheduledAt.map { Self.time($0) } ?? false, "ended": build.finishedAt.map { Self.time($0) } ?? false,
             "runner": build.runner ?? false, "reason": build.reason ?? false,
             "ancestor": build.upstream ?? false, "descendants": build.descendants.isEmpty ? false : ["builds": build.descendants.map { ["id": $0] }] as Any,

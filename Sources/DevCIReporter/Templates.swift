@@ -38,7 +38,7 @@ enum Templates {
           <label>State <select name="status"><option value="">any</option>{{#statuses}}<option{{#selected}} selected{{/selected}}>{{value}}</option>{{/statuses}}</select></label>
           <button>Filter</button>
         </form>
-        <table class="builds"><thead><tr><th>Status</th><th>#</th><th>Repository</th><th>Branch</th><th>Commit</th><th>Runner</th><th>Started</th><th>Duration</th><th title="The first try plus every retry and reassignment of the build's jobs (1: every job ran once)">Attempts</th></tr></thead>
+        <table class="builds"><thead><tr><th>Status</th><th>#</th><th>Repository or task</th><th>Branch</th><th>Commit</th><th>Runner</th><th>Started</th><th>Duration</th><th title="The first try plus every retry and reassignment of the build's jobs (1: every job ran once)">Attempts</th></tr></thead>
         <tbody id="rows" data-fragment="{{fragmentURL}}" data-seen="{{seen}}">{{> rows}}</tbody></table>
         <p class="pages">{{#newer}}<a href="{{newer}}">← newer</a>{{/newer}} page {{page}} {{#older}}<a href="{{older}}">older →</a>{{/older}}</p>
         """
@@ -56,7 +56,7 @@ enum Templates {
         <p class="meta">{{#what}}<b>{{what}}</b>{{#hasRepo}} · {{/hasRepo}}{{/what}}{{#hasRepo}}<a href="/repos/{{repoPath}}">{{repo}}</a> · {{branch}} · <code>{{commit}}</code>{{/hasRepo}}{{#title}} · {{title}}{{/title}}{{#author}} — {{author}}{{/author}}{{#tags}} <span class="tag">{{tag}}</span>{{/tags}}</p>
         {{#ancestor}}<p class="meta">ancestor: <a href="/builds/{{ancestor}}">build {{ancestor}}</a>, whose success started this run</p>{{/ancestor}}
         {{#descendants}}<p class="meta">descendants: {{#builds}}<a href="/builds/{{id}}">build {{id}}</a> {{/builds}}</p>{{/descendants}}
-        {{#reason}}<p class="meta reason">{{reason}}</p>{{/reason}}
+        {{#reason}}<p class="meta build-reason">{{reason}}</p>{{/reason}}
         <p class="meta">enqueued {{created}}{{#scheduled}} · scheduled {{scheduled}}{{/scheduled}} · started <span id="build-started">{{started}}</span>{{#ended}} · ended {{ended}}{{/ended}}{{#runner}} · runner {{runner}}{{/runner}} · duration <span class="duration" id="build-duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span></p>
         {{#stages}}<section class="stage"><h2>{{name}}</h2>
         {{#jobs}}<article class="job" id="job-{{id}}" data-attempt="{{attempt}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}

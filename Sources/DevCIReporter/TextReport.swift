@@ -8,7 +8,8 @@ public enum TextReport {
         guard !builds.isEmpty else { return "no builds yet" }
         return TextTable.render(["BUILD", "STATUS", "COMMIT", "BRANCH", "RUNNER", "DURATION", "ATTEMPTS", "REPOSITORY", "REASON"], builds.map { b in
             [String(b.id), b.displayStatus, String(b.commit.prefix(12)), b.branch, b.runner ?? "-",
-             b.duration.map { String(format: "%.1fs", $0) } ?? "-", String(b.attempts), b.repo, b.reason ?? ""]
+             b.duration.map { String(format: "%.1fs", $0) } ?? "-", String(b.attempts),
+             [b.runDescription, b.repo].filter { !$0.isEmpty }.joined(separator: " "), b.reason ?? ""]
         })
     }
 

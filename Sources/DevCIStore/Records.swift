@@ -227,6 +227,12 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     /// The status as people read it: `passed with allowed failures`, `timed out`.
     public var displayStatus: String { buildStatus.display }
 
+    /// What it is a run of, for people: `task nightly #3 (period)`, `ad-hoc job`; empty for a commit's build.
+    public var runDescription: String {
+        if let task { return "task \(task)\(runNumber.map { " #\($0)" } ?? "") (\(cause.rawValue))" }
+        return cause == .adhoc ? "ad-hoc job" : ""
+    }
+
     /// Seconds from the first start to the end, or to now while running.
     public var duration: Double? {
         guard let s = startedAt else { return nil }

@@ -208,6 +208,7 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Only this repository (a substring of its path; with --local, its folder name).") var repo: String?
     @Option(help: "Only runs of this pipeline file (with --local).") var pipeline: String?
     @Option(name: .customLong("run"), help: "Only this build id (or, with --local, run number).") var runNumber: Int?
+    @Option(help: "Only runs of this task.") var task: String?
     @Option(help: "Only jobs of this stage.") var stage: String?
     @Option(help: "Only this job.") var job: String?
     @Option(help: "How many builds.") var limit = 20
@@ -220,7 +221,7 @@ struct ReportCommand: ParsableCommand {
             throw Failure("no database at \(path): start the dispatcher first, or pass --db")
         }
         let store = try openReader(at: path)
-        let builds = try store.recentBuilds(limit: runNumber == nil ? max(1, limit) : 100_000)
+        let builds = try store.builds(BuildFilter(task: task), offset: 0, limit: runNumber == nil ? max(1, limit) : 100_000)
             .filter { b in (repo.map { b.repo.contains($0) } ?? true) && (runNumber.map { b.id == $0 } ?? true) }
         if stage != nil || job != nil {
             var rows: [JobSummary] = []

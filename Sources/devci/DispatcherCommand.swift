@@ -97,6 +97,9 @@ struct DispatcherCommand: ParsableCommand {
             throw Failure("cannot listen on \(host):\(port): \(error)")
         }
         if let httpPort {
+            if token == nil && !["127.0.0.1", "localhost", "::1"].contains(httpHost) {
+                logger.warning("HTTP side on \(httpHost) without a token: anyone who can reach it can start any task; set --token or DEVCI_TOKEN")
+            }
             do {
                 let port = try dispatcher.startHTTP(port: httpPort)
                 logger.info("HTTP side serving http://\(httpHost.contains(":") ? "[\(httpHost)]" : httpHost):\(port) (POST /hooks/github: \(webhookSecret == nil ? "off, no --webhook-secret" : "on"); POST /hooks/tasks/<name>)")

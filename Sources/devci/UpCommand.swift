@@ -15,6 +15,8 @@ struct UpCommand: ParsableCommand {
     var sampleDir: String?
     @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
     @Option(help: "The reporter's port (0 leaves the reporter out).") var reporterPort = 5000
+    @Option(help: "The dispatcher's configuration folder (tasks, queues), passed on.") var config: String?
+    @Option(help: "The dispatcher's HTTP port (webhooks, task triggers), passed on; off when not given.") var httpPort: Int?
     @OptionGroup var logging: LoggingOptions
 
     func run() throws {
@@ -38,7 +40,9 @@ struct UpCommand: ParsableCommand {
         // exits non-zero, saying which one and how, rather than run on half a system.
         let termination = Termination()
         let tree = ProcessTree { termination.fail($0) }
-        let dispatcher = NamedChild(name: "dispatcher", argv: [exe, "dispatcher", "--port", String(port)] + (db.map { ["--db", $0] } ?? []) + level)
+        let dispatcher = NamedChild(name: "dispatcher", argv: [exe, "dispatcher", "--port", String(port)] + (db.map { ["--db", $0] } ?? [])
+                                        + (config.map { ["--config", URL(fileURLWithPath: $0).standardizedFileURL.path] } ?? [])
+                                        + (httpPort.map { ["--http-port", String($0)] } ?? []) + level)
         do {
             try tree.start(dispatcher) { (try? WireClient(address: HostPort(host: "localhost", port: port), token: nil, timeout: 1)) != nil }
         } catch {

@@ -142,7 +142,7 @@ final class TriggerTests: HarnessTestCase {
         let many = (0..<10_000).map { String(format: "%040x", $0) }
         let huge = try pushPayload(repo: origin, commits: many)
         let (hugeStatus, hugeText) = try deliver(base, huge, secret: secret)
-        XCTAssertTrue(hugeStatus == 413 || hugeStatus == 400, "\(hugeStatus) \(hugeText)")
+        XCTAssertEqual(hugeStatus, 413, hugeText)
         let listed = try deliver(base, try JSONSerialization.data(withJSONObject: [
             "ref": "refs/heads/main", "commits": many.prefix(3000).map { ["id": $0] }, "repository": ["clone_url": origin]]), secret: secret)
         XCTAssertEqual(listed.0, 400, listed.1)
@@ -209,6 +209,37 @@ final class TriggerTests: HarnessTestCase {
         let report = try h.run(["report", "--db", h.dbPath, "--json"])
         XCTAssertTrue(report.output.contains("\"upstream\""), report.output)
         XCTAssertTrue(report.output.contains("\"descendants\""), report.output)
+    }
+
+    func testAPeriodicTaskCatchesUpOnceAfterADispatcherRestartAndATimeoutEndsARunTimedOut() throws {
+        let origin = try h.makeOrigin()
+        _ = try h.commit("exit 0", to: origin)
+        let config = try configFolder(["tasks.yml": """
+            tasks:
+              tick: {command: echo tick, period: 2s}
+              stuck: {command: sleep 30, timeout: 1s}
+            """])
+        let (dispatcher, address, base) = try startDispatcher(config: config)
+        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        XCTAssertEqual(try post(base + "/hooks/tasks/stuck", body: Data()).0, 201)
+        let stuck = try h.waitForFinalBuild(try XCTUnwrap(try h.builds().first { $0.task == "stuck" }).id)
+        XCTAssertEqual(stuck.status, .timedOut)
+        try h.waitUntil("the first tick passes") { try h.builds().contains { $0.task == "tick" && $0.status == .success } }
+        kill(dispatcher.processIdentifier, SIGKILL)
+        dispatcher.waitUntilExit()
+        // Down for more than three periods: the point is the time that passes, not a condition to wait for.
+        Thread.sleep(forTimeInterval: 7)
+        let before = try h.builds().filter { $0.task == "tick" }.count
+        let restartedAt = Date()
+        let (_, _) = try h.startDispatcher(port: address.port, extra: ["--config", config])
+        try h.waitUntil("a catch-up run and the next regular one", timeout: 20) {
+            try h.builds().filter { $0.task == "tick" }.count >= before + 2
+        }
+        let after = try h.builds().filter { $0.task == "tick" }.dropFirst(before)
+        let catchUps = after.filter { ($0.scheduledAt ?? .distantFuture) < restartedAt }
+        XCTAssertEqual(catchUps.count, 1, "one catch-up run for the missed periods, not one each: \(after.map(\.scheduledAt))")
+        let scheduled = after.compactMap(\.scheduledAt).map(\.timeIntervalSince1970)
+        XCTAssertEqual(scheduled[1] - scheduled[0], 2, accuracy: 0.01, "the next run is a period after the catch-up's scheduled start")
     }
 
     // MARK: One at a time, debounce, the generic trigger

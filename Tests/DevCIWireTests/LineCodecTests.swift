@@ -181,3 +181,23 @@ final class LineCodecTests: XCTestCase {
         XCTAssertFalse(constantTimeEquals("abc", "abcd"))
     }
 }
+
+/// docs/PROTOCOL.md stays true to the wire: every example line in it decodes.
+final class ProtocolDocumentTests: XCTestCase {
+    func examples(after heading: String, in text: String) -> [String] {
+        guard let start = text.range(of: heading), let open = text.range(of: "```\n", range: start.upperBound..<text.endIndex),
+              let close = text.range(of: "```", range: open.upperBound..<text.endIndex) else { return [] }
+        return text[open.upperBound..<close.lowerBound].split(separator: "\n").map(String.init)
+    }
+
+    func testEveryExampleLineDecodes() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/PROTOCOL.md").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let client = examples(after: "## Messages from peers to the dispatcher", in: text)
+        let server = examples(after: "## Messages from the dispatcher", in: text)
+        XCTAssertGreaterThan(client.count, 15)
+        XCTAssertGreaterThan(server.count, 12)
+        for line in client { XCTAssertNoThrow(try LineCodec.decodeClient(line), line) }
+        for line in server { XCTAssertNoThrow(try LineCodec.decodeServer(line), line) }
+    }
+}
