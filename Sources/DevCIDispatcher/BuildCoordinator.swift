@@ -45,6 +45,9 @@ public struct BuildCoordinator {
         scheduler = Scheduler(config: config)
     }
 
+    /// The build of a job, while the build is unfinished.
+    public func build(ofJob job: Int64) -> Int64? { jobIndex[job]?.build }
+
     /// The job's name in its build's plan, while the build is unfinished.
     public func jobName(_ job: Int64) -> String? { jobIndex[job]?.name }
 
@@ -80,24 +83,40 @@ public struct BuildCoordinator {
             return schedule(.enqueued(jobs.filter { queued.contains($0.name) }), now: now)
         case .runner(let e):
             return schedule(e, now: now)
-        case .cancel(let target, let reason):
-            let jobs: [Int64]
-            switch target {
-            case .build(let id): jobs = builds[id].map { $0.jobs.values.map(\.id).sorted() } ?? []
-            case .job(let id): jobs = jobIndex[id] == nil ? [] : [id]
-            }
+        case .cancel(.job(let job), let reason):
+            guard let (build, name) = jobIndex[job], let plan = builds[build]?.plan, !(plan.states[name]?.isFinal ?? false) else { return [] }
+            if scheduler.isActive(job: job) { return schedule(.cancel(job: job, reason: reason), now: now) }
+            // Still pending on its build's plan: no runner has it. What depends on it is skipped (or, when it
+            // was allowed to fail, may start), as for any ending.
+            return [.record(JobTransition(job: job, state: .cancelled, attempt: 0, reason: reason))] + advance(build, after: (name, .cancelled), now: now)
+        case .cancel(.build(let id), let reason):
+            // The whole build at once: every unfinished job ends `cancelled` before the plan is asked what is
+            // due, so nothing downstream starts (not even after a job allowed to fail).
+            guard var state = builds.removeValue(forKey: id) else { return [] }
             var out: [Action] = []
-            for job in jobs {
-                guard let (build, name) = jobIndex[job], let plan = builds[build]?.plan, !(plan.states[name]?.isFinal ?? false) else { continue }
-                if scheduler.isActive(job: job) {
-                    out += schedule(.cancel(job: job, reason: reason), now: now)
+            for (name, spec) in state.jobs.sorted(by: { $0.value.id < $1.value.id }) where !(state.plan.states[name]?.isFinal ?? false) {
+                if scheduler.isActive(job: spec.id) {
+                    out += passThrough(scheduler.handle(.cancel(job: spec.id, reason: reason), now: now))
                 } else {
-                    // Still pending on its build's plan: no runner has it.
-                    out.append(.record(JobTransition(job: job, state: .cancelled, attempt: 0, reason: reason)))
-                    out += advance(build, after: (name, .cancelled), now: now)
+                    out.append(.record(JobTransition(job: spec.id, state: .cancelled, attempt: 0, reason: reason)))
                 }
+                state.plan.cancel(name)
             }
+            for spec in state.jobs.values { jobIndex[spec.id] = nil }
+            out.append(.buildEnded(id, state.plan.outcome))
             return out
+        }
+    }
+
+    /// Scheduler actions as they are, without advancing any plan (the caller has settled the plans).
+    private func passThrough(_ actions: [Scheduler.Action]) -> [Action] {
+        actions.map { action in
+            switch action {
+            case .record(let r): return .record(r)
+            case .send(let conn, let message): return .send(conn, message)
+            case .close(let conn): return .close(conn)
+            case .runnerState(let name, let state): return .runnerState(name: name, state: state)
+            }
         }
     }
 

@@ -103,6 +103,9 @@ extension Dispatcher {
     }
 
     private func taskHook(_ request: Request, name: String) async throws -> Response {
+        guard config.token != nil || Self.isLoopback(config.httpHost) else {
+            return Self.reply(.forbidden, ["error": "the task trigger needs the dispatcher's --token when the HTTP side is not on loopback"])
+        }
         if let token = config.token {
             let given = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
             guard let given, constantTimeEquals(given, token) else {
@@ -129,6 +132,8 @@ extension Dispatcher {
         }
         return try await promise.futureResult.get()
     }
+
+    static func isLoopback(_ host: String) -> Bool { ["127.0.0.1", "localhost", "::1"].contains(host) }
 
     /// A header's value by its (case-insensitive) name.
     static func header(_ request: Request, _ name: String) -> String? {

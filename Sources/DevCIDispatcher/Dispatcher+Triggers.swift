@@ -83,8 +83,8 @@ extension Dispatcher {
         }
         let plan: BuildPlan, jobs: [NewJob]
         switch task.work {
-        case .command(let command):
-            let script = JobScript(steps: [.init(name: task.name, run: command)], timeoutSeconds: task.timeout?.seconds).json()
+        case .command:
+            let script = task.script.json()
             jobs = [NewJob(name: task.name, stage: "task", script: script, queues: task.queues, priority: task.priority)]
             plan = BuildPlan(jobs: [PlannedJob(name: task.name, stage: "task", dependencies: [], allowFailure: false)])
         case .pipeline(let pipeline):
@@ -147,19 +147,28 @@ extension Dispatcher {
     /// Notes the delivery (a redelivery does nothing), starts the runs of the tasks the push triggers, and wakes
     /// observers of the repository, which fetch and dispatch its new commits (each commit is built once).
     public func push(_ push: Push) -> EventLoopFuture<PushReply> {
-        writer.submit("note webhook delivery \(push.delivery.prefix(40))") { try $0.noteDelivery(id: push.delivery, event: "push", at: Date()) }
-            .flatMap { isNew -> EventLoopFuture<PushReply> in
-                guard isNew else { return self.loop.makeSucceededFuture(.redelivery) }
+        // The delivery is noted only once its runs are stored: a delivery that failed half way (the dispatcher
+        // died) is redelivered by GitHub and done again; the runs already stored are not doubled (one run per
+        // task and pushed commit).
+        writer.submit("look up webhook delivery \(push.delivery.prefix(40))") { try $0.deliverySeen(id: push.delivery) }
+            .flatMap { seen -> EventLoopFuture<PushReply> in
+                guard !seen else { return self.loop.makeSucceededFuture(.redelivery) }
                 let observers = self.wakeObservers(of: push.repositories)
                 let replies = self.applyTriggers(self.state.value.triggers.handle(
                     .push(repositories: push.repositories, branch: push.branch, commits: push.commits), now: Date()))
                 self.flushWrites()
-                return EventLoopFuture.whenAllComplete(replies, on: self.loop).map { results in
-                    let runs = results.compactMap { r -> Int64? in
-                        if case .success(.queued(let b)) = r { return b }
-                        return nil
+                return EventLoopFuture.whenAllComplete(replies, on: self.loop).flatMap { results in
+                    var runs: [Int64] = []
+                    for r in results {
+                        switch r {
+                        case .success(.queued(let b)): runs.append(b)
+                        case .failure(let error): return self.loop.makeFailedFuture(error)
+                        default: break
+                        }
                     }
-                    return .handled(runs: runs, observers: observers)
+                    return self.writer.submit("note webhook delivery \(push.delivery.prefix(40))") {
+                        try $0.noteDelivery(id: push.delivery, event: "push", at: Date())
+                    }.map { _ in .handled(runs: runs, observers: observers) }
                 }
             }
     }
@@ -174,7 +183,11 @@ extension Dispatcher {
             send(id, .pushed(repos: waiter.repos.intersection(pushed).sorted()))
             woken += 1
         }
-        if woken == 0 { state.value.unclaimedPushes.formUnion(pushed) }
+        if woken == 0 {
+            // Bounded: an address nobody ever waits for is forgotten with the rest when there are too many.
+            if state.value.unclaimedPushes.count > 1000 { state.value.unclaimedPushes.removeAll() }
+            state.value.unclaimedPushes.formUnion(pushed)
+        }
         return woken
     }
 
@@ -200,6 +213,8 @@ extension Dispatcher {
 
     // MARK: Configuration
 
+    private static let reloads = DispatchQueue(label: "devci.dispatcher.reload")
+
     /// Rereads `--config`: a valid configuration replaces the old one (work in progress goes on); an invalid one
     /// is refused with its errors, and the old one stays. `done` gets nil, or the errors, on the loop.
     public func reload(_ done: @escaping @Sendable (String?) -> Void = { _ in }) {
@@ -207,8 +222,8 @@ extension Dispatcher {
             loop.execute { done("the dispatcher was started without --config: there is nothing to reload") }
             return
         }
-        // Off the loop: it reads files.
-        DispatchQueue.global().async {
+        // Off the loop (it reads files), one reload at a time and in order.
+        Self.reloads.async {
             let result = Result { () throws(PipelineErrors) -> ServerConfig in try ServerConfigParser.load(directory: directory) }
             self.loop.execute {
                 switch result {

@@ -459,6 +459,9 @@ public final class Dispatcher: Sendable {
             switch action {
             case .record(let r):
                 written = record(r)
+                if r.state == .running, let build = state.value.coordinator.build(ofJob: r.job) {
+                    _ = state.value.triggers.handle(.buildStarted(build), now: Date())
+                }
             case .buildEnded(let build, let status):
                 logger.info("build \(build) \(status.display)")
                 let after = written

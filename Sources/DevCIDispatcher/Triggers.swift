@@ -33,6 +33,8 @@ public struct Triggers {
         case push(repositories: [String], branch: String, commits: [(id: String, title: String)])
         /// The edge stored a run the machine asked for (`build` nil: the write failed).
         case runCreated(Run, build: Int64?)
+        /// A build's first job started running (debounce counts from a run's start).
+        case buildStarted(Int64)
         /// A build ended; a task run's end may start its downstream tasks.
         case buildEnded(Int64, BuildStatus)
 
@@ -46,6 +48,7 @@ public struct Triggers {
                 return r1 == r2 && b1 == b2 && c1.map(\.id) == c2.map(\.id)
             case (.runCreated(let r1, let b1), .runCreated(let r2, let b2)): return r1 == r2 && b1 == b2
             case (.buildEnded(let x1, let s1), .buildEnded(let x2, let s2)): return x1 == x2 && s1 == s2
+            case (.buildStarted(let x), .buildStarted(let y)): return x == y
             default: return false
             }
         }
@@ -69,6 +72,7 @@ public struct Triggers {
     private var lastStarted: [String: Date] = [:]
     /// The task runs in progress, to start their downstream tasks when they end.
     private var runs: [Int64: Run] = [:]
+    private var startedRuns: Set<Int64> = []
 
     public init() {}
 
@@ -80,8 +84,14 @@ public struct Triggers {
         case .restored(let schedule, let restored):
             lastScheduled.merge(schedule) { _, new in new }
             for r in restored {
-                if r.active { active[r.task, default: []].insert(r.build) }
-                if lastStarted[r.task].map({ $0 < r.enqueuedAt }) ?? true { lastStarted[r.task] = r.enqueuedAt }
+                if r.active {
+                    active[r.task, default: []].insert(r.build)
+                    // Its end still starts its downstream tasks, at its commit.
+                    let n = r.run
+                    runs[r.build] = Run(task: r.task, cause: n.cause, repo: n.repo, branch: n.branch, commit: n.commit, title: n.title,
+                                        upstream: n.upstream, scheduledAt: n.scheduledAt ?? r.startedAt)
+                }
+                if lastStarted[r.task].map({ $0 < r.startedAt }) ?? true { lastStarted[r.task] = r.startedAt }
             }
             return []
         case .tick:
@@ -109,7 +119,11 @@ public struct Triggers {
                 runs[build] = run
             }
             return []
+        case .buildStarted(let build):
+            if let run = runs[build], startedRuns.insert(build).inserted { lastStarted[run.task] = now }
+            return []
         case .buildEnded(let build, let status):
+            startedRuns.remove(build)
             guard let run = runs.removeValue(forKey: build) else {
                 for task in active.keys { active[task]?.remove(build) }
                 return []

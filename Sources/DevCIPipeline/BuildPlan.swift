@@ -82,6 +82,11 @@ public struct BuildPlan: Equatable, Sendable {
         return state.isFinal ? next() : []
     }
 
+    /// The job ends `cancelled`, and nothing is made due by it (the whole build is being cancelled).
+    public mutating func cancel(_ job: String) {
+        states[job] = .cancelled
+    }
+
     public var isFinished: Bool { jobs.allSatisfy { states[$0.name]?.isFinal ?? false } }
 
     /// The build's status from its jobs' (the one roll-up, `BuildStatus.rollUp`); jobs not started count as pending.

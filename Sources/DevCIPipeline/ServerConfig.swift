@@ -60,6 +60,12 @@ public struct TaskDefinition: Equatable, Sendable {
         self.work = work
     }
 
+    /// What a `command:` task's one job runs (a pipeline task's jobs have their own).
+    public var script: JobScript {
+        if case .command(let command) = work { return JobScript(steps: [.init(name: name, run: command)], timeoutSeconds: timeout?.seconds) }
+        return JobScript(steps: [])
+    }
+
     /// The upstream tasks whose successful runs start this one.
     public var upstreamTasks: [String] {
         triggeredBy.compactMap { if case .task(let t) = $0 { return t } else { return nil } }

@@ -215,6 +215,18 @@ extension PipelineParser.Reader {
             return nil
         }
         task.work = work
+        // Each job's script travels in one line of the wire: refuse, now, what could never be sent.
+        let scripts: [(String, JobScript)] = switch work {
+        case .command: [(name, task.script)]
+        case .pipeline(let p): p.jobs.map { def in
+            var s = def.script(pipelineEnv: p.env)
+            if s.timeoutSeconds == nil { s.timeoutSeconds = task.timeout?.seconds }
+            return (def.name, s)
+        }
+        }
+        for (job, script) in scripts where LineCodec.percentEncode(script.json()).utf8.count > WireLimits.maxScriptBytes {
+            fail(node, f, "job '\(job)' is too large to send to a runner (over \(WireLimits.maxScriptBytes) bytes encoded)")
+        }
         return task
     }
 

@@ -320,18 +320,22 @@ public struct SystemSummary: Codable, Equatable, Sendable {
 }
 
 
-/// A task's run as the trigger logic restores it: each task's active runs and its latest run.
+/// A task's run as the trigger logic restores it: each task's active runs (whose end may start downstream
+/// tasks) and its latest run (whose start opens the debounce window).
 public struct TaskRun: Equatable, Sendable {
     public var build: Int64
     public var task: String
     /// Queued or running.
     public var active: Bool
-    public var enqueuedAt: Date
+    /// When it started running, else when it was enqueued.
+    public var startedAt: Date
+    public var run: NewRun
 
-    public init(build: Int64, task: String, active: Bool, enqueuedAt: Date) {
+    public init(build: Int64, task: String, active: Bool, startedAt: Date, run: NewRun) {
         self.build = build
         self.task = task
         self.active = active
-        self.enqueuedAt = enqueuedAt
+        self.startedAt = startedAt
+        self.run = run
     }
 }

@@ -255,6 +255,10 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     /// Tags stored as `,a,b,` so that one tag matches with `LIKE '%,a,%'`.
     static func tagList(_ tags: [String]) -> String { tags.isEmpty ? "" : "," + tags.joined(separator: ",") + "," }
 
+    public func deliverySeen(id: String) throws -> Bool {
+        try read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM webhook_deliveries WHERE id = ?", arguments: [id]) ?? false }
+    }
+
     public func noteDelivery(id: String, event: String, at: Date) throws -> Bool {
         try write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO webhook_deliveries(id, at, event) VALUES (?, ?, ?)", arguments: [id, at.timeIntervalSince1970, event])
@@ -287,12 +291,14 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     public func taskRuns() throws -> [TaskRun] {
         try read { db in
             try Row.fetchAll(db, sql: """
-                SELECT id, task, status, created_at FROM builds WHERE task IS NOT NULL
+                SELECT * FROM builds WHERE task IS NOT NULL
                 AND (status IN ('queued', 'started', 'running') OR id IN (SELECT MAX(id) FROM builds WHERE task IS NOT NULL AND status != 'skipped' GROUP BY task))
                 ORDER BY id
                 """).map { r in
-                TaskRun(build: r["id"], task: r["task"], active: !Self.typed(r["status"], or: BuildStatus.error).isFinal,
-                        enqueuedAt: Date(timeIntervalSince1970: r["created_at"]))
+                let b = Self.buildSummaryFields(r)
+                return TaskRun(build: b.id, task: b.task ?? "", active: !b.status.isFinal, startedAt: b.startedAt ?? b.createdAt,
+                               run: NewRun(task: b.task, cause: b.cause, repo: b.repo, branch: b.branch, commit: b.commit, upstream: b.upstream,
+                                           scheduledAt: b.scheduledAt, tags: b.tags, title: b.title))
             }
         }
     }
@@ -534,7 +540,12 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         if let st = filter.status { conditions.append("b.status = ?"); args.append(st) }
         if let id = filter.id { conditions.append("b.id = ?"); args.append(id) }
         if let task = filter.task { conditions.append("b.task = ?"); args.append(task) }
-        if let tag = filter.tag { conditions.append("b.tags LIKE ?"); args.append("%," + tag + ",%") }
+        if let tag = filter.tag {
+            // `_` and `%` in a tag are themselves, not LIKE's wildcards.
+            let escaped = tag.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "_", with: "\\_").replacingOccurrences(of: "%", with: "\\%")
+            conditions.append("b.tags LIKE ? ESCAPE '\\'")
+            args.append("%," + escaped + ",%")
+        }
         if let up = filter.upstream { conditions.append("b.upstream_build = ?"); args.append(up) }
         args += [limit, offset]
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
@@ -554,17 +565,26 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         }
     }
 
+    /// A build row's own columns (no counts or joins).
+    static func buildSummaryFields(_ r: Row) -> BuildSummary {
+        buildSummary(r, attempts: 0, runner: nil, reason: r["reason"], descendants: nil)
+    }
+
     static func buildSummary(_ r: Row) -> BuildSummary {
+        buildSummary(r, attempts: r["attempts"], runner: r["runner"], reason: r["summary_reason"], descendants: r["descendants"])
+    }
+
+    private static func buildSummary(_ r: Row, attempts: Int, runner: String?, reason: String?, descendants: String?) -> BuildSummary {
         BuildSummary(id: r["id"], repo: r["repo"], branch: r["branch"], commit: r["commit_id"], status: typed(r["status"], or: BuildStatus.error),
-                     runner: r["runner"], createdAt: Date(timeIntervalSince1970: r["created_at"]),
+                     runner: runner, createdAt: Date(timeIntervalSince1970: r["created_at"]),
                      startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                      finishedAt: (r["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-                     attempts: r["attempts"], reason: r["summary_reason"], allowedFailures: r["allowed_failures"],
+                     attempts: attempts, reason: reason, allowedFailures: r["allowed_failures"],
                      title: r["title"], author: r["author"], task: r["task"], runNumber: r["run_number"],
                      cause: typed(r["cause"], or: BuildCause.commit), upstream: r["upstream_build"],
                      scheduledAt: (r["scheduled_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
                      tags: (r["tags"] as String? ?? "").split(separator: ",").map(String.init),
-                     descendants: (r["descendants"] as String? ?? "").split(separator: ",").compactMap { Int64($0) })
+                     descendants: (descendants ?? "").split(separator: ",").compactMap { Int64($0) })
     }
 
     public func events(job: Int64) throws -> [JobEvent] {

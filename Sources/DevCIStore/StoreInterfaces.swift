@@ -17,7 +17,9 @@ public protocol BuildWriter: AnyObject, Sendable {
     func enqueueRun(_ run: NewRun, jobs: [NewJob], at: Date) throws -> EnqueueResult
     /// Records a task run that does not run (`skipped`, ended at once), with why. Returns its build id.
     func recordSkipped(_ run: NewRun, reason: String, at: Date) throws -> Int64
-    /// Notes a webhook delivery id; false when it was noted before (a redelivery).
+    /// Whether a webhook delivery id was noted (handled) before.
+    func deliverySeen(id: String) throws -> Bool
+    /// Notes a webhook delivery id once its work is recorded; false when it was noted before (a redelivery).
     func noteDelivery(id: String, event: String, at: Date) throws -> Bool
     /// When each periodic task was last scheduled (or first seen).
     func taskSchedule() throws -> [String: Date]

@@ -95,10 +95,25 @@ func timeFlag(_ text: String, _ name: String) throws -> Duration {
 
 /// What a long-running command waits on: SIGINT, SIGTERM, or a fatal error of its own.
 final class Termination: @unchecked Sendable {
-    // @unchecked: `fatalMessage` is guarded by `lock`; the semaphore is thread-safe.
+    // @unchecked: `fatalMessage` is guarded by `lock`; the semaphore is thread-safe; `sources` is set once in init.
     private let received = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var fatalMessage: String?
+    private var sources: [DispatchSourceSignal] = []
+
+    /// Watches SIGINT and SIGTERM from now on: one that comes before `wait` (while the process is still
+    /// starting) is kept, not lost or fatal.
+    init() {
+        signal(SIGPIPE, SIG_IGN)
+        sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [received] in received.signal() }
+            source.resume()
+            // Ignored only once the source watches it: in between, the default action (exit) still applies.
+            signal(sig, SIG_IGN)
+            return source
+        }
+    }
 
     /// Ends the wait with a failure: the process then exits non-zero.
     func fail(_ message: String) {
@@ -111,15 +126,6 @@ final class Termination: @unchecked Sendable {
 
     /// Blocks until SIGINT or SIGTERM or `fail`, then runs `stop`; throws `Failure` when it was `fail`.
     func wait(_ logger: Logger, stop: () -> Void) throws {
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { self.received.signal() }
-            source.resume()
-            return source
-        }
         received.wait()
         lock.lock()
         let fatal = fatalMessage

@@ -43,6 +43,8 @@ struct DispatcherCommand: ParsableCommand {
     }
 
     func run() throws {
+        // A SIGHUP before the dispatcher listens must not kill it: it is ignored until the reload handler is in.
+        signal(SIGHUP, SIG_IGN)
         let logger = try logging.bootstrap("devci.dispatcher")
         let heartbeat = try timeFlag(self.heartbeat, "--heartbeat"), lease = try timeFlag(self.lease, "--lease")
         let token = (token ?? ProcessInfo.processInfo.environment["DEVCI_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
@@ -89,6 +91,10 @@ struct DispatcherCommand: ParsableCommand {
         let dispatcher = Dispatcher(
             config: config,
             store: store, loop: group.next(), logger: logger, onFatal: { termination.fail($0) })
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { dispatcher.reload() }
+        hangup.resume()
+        defer { hangup.cancel() }
         let address: String
         do {
             let bound = try dispatcher.start()
@@ -111,11 +117,6 @@ struct DispatcherCommand: ParsableCommand {
         if let dir = self.config {
             logger.info("configuration \(dir): \(serverConfig.tasks.count) task(s); kill -HUP \(getpid()) or `devci reload` rereads it")
         }
-        signal(SIGHUP, SIG_IGN)
-        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        hangup.setEventHandler { dispatcher.reload() }
-        hangup.resume()
-        defer { hangup.cancel() }
         lock.describe("dispatcher pid \(getpid()) listening on \(address), started \(ISO8601DateFormatter().string(from: Date()))")
         logger.info("listening on \(address) (protocol \(WireLimits.protocolVersion), heartbeat \(heartbeat), lease \(lease), token \(token == nil ? "off" : "on"), open files \(files), waiting connections at most \(pendingCap))")
         defer { try? group.syncShutdownGracefully() }

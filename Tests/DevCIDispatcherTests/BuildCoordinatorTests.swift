@@ -46,6 +46,33 @@ final class BuildCoordinatorTests: XCTestCase {
         actions.compactMap { if case .buildEnded(_, let s) = $0 { return s } else { return nil } }
     }
 
+    func testCancellingABuildEndsEveryJobAndStartsNothingDownstreamEvenAfterAnAllowedFailure() {
+        join(1, "a")
+        // `lint` may fail and `deploy` needs it: cancelling `lint` alone would let `deploy` start.
+        XCTAssertEqual(assigned(create(7, [("lint", []), ("deploy", ["lint"]), ("docs", ["deploy"])], allowed: ["lint"])), [1])
+        let actions = on(.cancel(.build(7), reason: "cancelled on request"))
+        XCTAssertEqual(assigned(actions), [], "nothing starts")
+        XCTAssertTrue(actions.contains(.send(1, .cancel(job: 1, attempt: 1, reason: "cancelled on request"))))
+        XCTAssertEqual(records(actions).map(\.0), [1, 2, 3])
+        XCTAssertTrue(records(actions).allSatisfy { $0.1 == .cancelled })
+        XCTAssertEqual(ended(actions), [.cancelled])
+        XCTAssertFalse(c.isUnfinished(.build(7)))
+        XCTAssertEqual(c.scheduler.leasedCount, 0)
+        // The runner's late result is discarded, and it takes new work.
+        XCTAssertEqual(runner(.result(1, job: 1, attempt: 1, outcome: .cancelled, exitCode: -1, reason: "stopped")),
+                       [.send(1, .discarded(job: 1, attempt: 1, reason: "job 1 is not active"))])
+    }
+
+    func testCancellingOnePendingJobSkipsWhatNeedsIt() {
+        join(1, "a")
+        create(8, [("build", []), ("test", ["build"]), ("ship", ["test"])])
+        let actions = on(.cancel(.job(2), reason: "cancelled on request"))
+        XCTAssertEqual(records(actions).map(\.0), [2, 3])
+        XCTAssertEqual(records(actions).map(\.1), [.cancelled, .skipped])
+        XCTAssertTrue(c.isUnfinished(.build(8)), "build is still running")
+        XCTAssertEqual(ended(runner(.result(1, job: 1, attempt: 1, outcome: .success, exitCode: 0, reason: ""))), [.cancelled])
+    }
+
     func testTheFinishingRunnerIsAnsweredBeforeTheNextJobIsAssigned() {
         join(1, "a")
         XCTAssertEqual(assigned(create(7, [("compile", []), ("unit", ["compile"])])), [1])

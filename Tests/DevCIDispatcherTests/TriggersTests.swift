@@ -102,8 +102,43 @@ final class TriggersTests: XCTestCase {
         XCTAssertEqual(downstream.first?.cause, .upstream)
         _ = t.handle(.runCreated(downstream[0], build: 5), now: t0 + 3)
         XCTAssertEqual(runs(t.handle(.buildEnded(5, .success), now: t0 + 4)), [], "a disabled task never runs")
-        // A reload that drops a task: its active run still ends cleanly.
-        _ = t.handle(.configured(try config("tasks:\n  other: {command: x}\n")), now: t0 + 5)
-        XCTAssertEqual(t.handle(.buildEnded(4, .success), now: t0 + 6), [])
+        // A reload that drops the downstream task while an upstream run is active: the run ends cleanly and
+        // starts nothing; the dropped task can no longer be triggered.
+        let third = runs(t.handle(.hook(task: "test"), now: t0 + 5))[0]
+        _ = t.handle(.runCreated(third, build: 6), now: t0 + 5)
+        _ = t.handle(.configured(try config("tasks:\n  test: {command: make test}\n")), now: t0 + 6)
+        XCTAssertEqual(t.handle(.buildEnded(6, .success), now: t0 + 7), [])
+        XCTAssertEqual(t.handle(.hook(task: "deploy"), now: t0 + 8), [])
+        XCTAssertEqual(runs(t.handle(.hook(task: "test"), now: t0 + 9)).count, 1, "the ended run is no longer active")
+    }
+
+    func testARunActiveAcrossARestartStillStartsItsDownstreamTaskAtItsCommit() throws {
+        var t = Triggers()
+        _ = t.handle(.configured(try config("""
+            tasks:
+              test: {command: make test, triggered_by: [{repository: /srv/r}]}
+              deploy: {command: make deploy, triggered_by: [{task: test}]}
+            """)), now: t0)
+        let commit = String(repeating: "d", count: 40)
+        let stored = NewRun(task: "test", cause: .push, repo: "/srv/r", branch: "main", commit: commit, scheduledAt: t0, title: "fix")
+        _ = t.handle(.restored(schedule: [:], runs: [TaskRun(build: 9, task: "test", active: true, startedAt: t0, run: stored)]), now: t0 + 1)
+        XCTAssertEqual(skips(t.handle(.hook(task: "test"), now: t0 + 2)).count, 1, "the restored run is active")
+        let downstream = runs(t.handle(.buildEnded(9, .success), now: t0 + 3))
+        XCTAssertEqual(downstream.map(\.task), ["deploy"])
+        XCTAssertEqual(downstream.first?.upstream, 9)
+        XCTAssertEqual(downstream.first?.commit, commit)
+        XCTAssertEqual(downstream.first?.repo, "/srv/r")
+    }
+
+    func testDebounceCountsFromWhenTheLastRunStartedRunning() throws {
+        var t = Triggers()
+        _ = t.handle(.configured(try config("tasks:\n  d: {command: y, debounce: 1m}\n")), now: t0)
+        let run = runs(t.handle(.hook(task: "d"), now: t0))[0]
+        _ = t.handle(.runCreated(run, build: 1), now: t0)
+        // It waited in the queue for five minutes, then ran for ten seconds.
+        _ = t.handle(.buildStarted(1), now: t0 + 300)
+        _ = t.handle(.buildEnded(1, .success), now: t0 + 310)
+        XCTAssertEqual(skips(t.handle(.hook(task: "d"), now: t0 + 330)), ["skipped: debounce 60s: the last run started 30s ago"])
+        XCTAssertEqual(runs(t.handle(.hook(task: "d"), now: t0 + 361)).count, 1)
     }
 }

@@ -149,8 +149,21 @@ final class TriggerTests: HarnessTestCase {
         XCTAssertTrue(listed.1.contains("at most 2048"), listed.1)
         XCTAssertEqual(try deliver(base, try pushPayload(repo: origin, branch: "bad..branch", commits: commits), secret: secret).0, 400)
         XCTAssertEqual(try deliver(base, try pushPayload(repo: origin, branch: "$(touch /tmp/devci-pwned)", commits: commits), secret: secret).0, 400)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/devci-pwned"))
         XCTAssertEqual(try h.builds().count, 3, "nothing more was built")
+        // A valid branch name full of shell: it reaches the job only as data (the task builds every branch).
+        let pwned = "/tmp/devci-pwned-\(Int.random(in: 100_000...999_999))"
+        defer { try? FileManager.default.removeItem(atPath: pwned) }
+        let evil = "x$(touch${IFS}\(pwned))`touch${IFS}\(pwned)`;touch${IFS}\(pwned)"
+        try "tasks:\n  on-push:\n    command: \"true\"\n  any-branch:\n    command: echo \"branch=$DEVCI_BRANCH\"\n    triggered_by: [{repository: \(origin)}]\n"
+            .write(toFile: config + "/ci/push.yml", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try h.run(["reload", "--dispatcher-server", address.description]).status, 0)
+        XCTAssertEqual(try deliver(base, try pushPayload(repo: origin, branch: evil, commits: [commits[0]]), secret: secret).0, 200)
+        let inert = try h.waitForFinalBuild(try XCTUnwrap(try h.builds().first { $0.task == "any-branch" }).id)
+        XCTAssertEqual(inert.status, .success)
+        XCTAssertEqual(inert.branch, evil)
+        let echoed = try h.store().logs(job: try XCTUnwrap(try h.store().jobs(build: inert.id).first).id).map(\.text)
+        XCTAssertTrue(echoed.contains("branch=" + evil), "\(echoed)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: pwned))
     }
 
     func testAPushWakesTheObserverOfTheRepositoryAndEachCommitIsBuiltOnce() throws {
@@ -206,9 +219,13 @@ final class TriggerTests: HarnessTestCase {
         // Periods are measured from the last scheduled start: consecutive ticks are a period apart.
         let starts = ticks.compactMap(\.scheduledAt).map(\.timeIntervalSince1970)
         for (a, b) in zip(starts, starts.dropFirst()) { XCTAssertEqual(b - a, 2, accuracy: 0.01) }
-        let report = try h.run(["report", "--db", h.dbPath, "--json"])
-        XCTAssertTrue(report.output.contains("\"upstream\""), report.output)
-        XCTAssertTrue(report.output.contains("\"descendants\""), report.output)
+        let report = try h.run(["report", "--db", h.dbPath, "--json", "--task", "deploy"])
+        let listed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(report.output.utf8)) as? [[String: Any]], report.output)
+        XCTAssertFalse(listed.isEmpty)
+        XCTAssertTrue(listed.allSatisfy { $0["task"] as? String == "deploy" && $0["upstream"] is NSNumber }, report.output)
+        let ticksReport = try h.run(["report", "--db", h.dbPath, "--json", "--task", "tick"])
+        let tickRows = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(ticksReport.output.utf8)) as? [[String: Any]])
+        XCTAssertTrue(tickRows.contains { ($0["descendants"] as? [NSNumber])?.isEmpty == false }, ticksReport.output)
     }
 
     func testAPeriodicTaskCatchesUpOnceAfterADispatcherRestartAndATimeoutEndsARunTimedOut() throws {
@@ -227,18 +244,20 @@ final class TriggerTests: HarnessTestCase {
         try h.waitUntil("the first tick passes") { try h.builds().contains { $0.task == "tick" && $0.status == .success } }
         kill(dispatcher.processIdentifier, SIGKILL)
         dispatcher.waitUntilExit()
+        let killedAt = Date()
         // Down for more than three periods: the point is the time that passes, not a condition to wait for.
         Thread.sleep(forTimeInterval: 7)
         let before = try h.builds().filter { $0.task == "tick" }.count
-        let restartedAt = Date()
         let (_, _) = try h.startDispatcher(port: address.port, extra: ["--config", config])
         try h.waitUntil("a catch-up run and the next regular one", timeout: 20) {
             try h.builds().filter { $0.task == "tick" }.count >= before + 2
         }
         let after = try h.builds().filter { $0.task == "tick" }.dropFirst(before)
-        let catchUps = after.filter { ($0.scheduledAt ?? .distantFuture) < restartedAt }
-        XCTAssertEqual(catchUps.count, 1, "one catch-up run for the missed periods, not one each: \(after.map(\.scheduledAt))")
         let scheduled = after.compactMap(\.scheduledAt).map(\.timeIntervalSince1970)
+        // One run per missed period would start with the first missed boundary (at most 2 s after the kill) and
+        // go on a period apart; the one catch-up run is at the latest boundary (at least 3 periods on), and the
+        // next is a period after it.
+        XCTAssertGreaterThanOrEqual(scheduled[0], killedAt.timeIntervalSince1970 + 3, "the catch-up is the latest missed boundary: \(scheduled)")
         XCTAssertEqual(scheduled[1] - scheduled[0], 2, accuracy: 0.01, "the next run is a period after the catch-up's scheduled start")
     }
 
@@ -286,6 +305,15 @@ final class TriggerTests: HarnessTestCase {
         XCTAssertEqual(skips.map(\.task), ["slow", "quick"])
         XCTAssertTrue(skips.allSatisfy { $0.reason?.hasPrefix("skipped: ") ?? false }, "\(skips.map(\.reason))")
         XCTAssertEqual(skips.map(\.runNumber), [2, 2], "a skipped run has its run number too")
+    }
+
+    func testWithoutATokenTheTriggerIsRefusedWhenTheHTTPSideIsNotOnLoopback() throws {
+        let config = try configFolder(["t.yml": "tasks:\n  t: {command: \"true\"}\n"])
+        let (dispatcher, _, base) = try startDispatcher(config: config, extra: ["--http-host", "0.0.0.0"])
+        XCTAssertTrue(h.log(of: dispatcher).contains("without a token: anyone who can reach it can start any task"), h.log(of: dispatcher))
+        let url = base.replacingOccurrences(of: "0.0.0.0", with: "127.0.0.1") + "/hooks/tasks/t"
+        XCTAssertEqual(try post(url, body: Data()).0, 403)
+        XCTAssertEqual(try h.builds().count, 0)
     }
 
     // MARK: Queues, ad-hoc jobs, cancel

@@ -109,6 +109,13 @@ final class ServerConfigParserTests: XCTestCase {
         }
     }
 
+    func testAJobTooLargeForTheWireIsRefusedWhenTheConfigurationIsRead() {
+        let huge = String(repeating: "echo padding padding padding; ", count: 4000)
+        let errors = messages([("big.yml", "tasks:\n  big:\n    command: \"\(huge)\"\n  pipe:\n    pipeline: {jobs: {j: {run: \"\(huge)\"}}}\n")])
+        XCTAssertTrue(errors.contains { $0.contains("job 'big' is too large to send to a runner") }, "\(errors)")
+        XCTAssertTrue(errors.contains { $0.contains("job 'j' is too large to send to a runner") }, "\(errors)")
+    }
+
     func testAFolderIsReadRecursivelyAndHiddenOrOtherFilesAreNot() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("devci-config-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -56,8 +56,11 @@ final class TaskRunStoreTests: XCTestCase {
         XCTAssertEqual(try store.activeJobs().first?.spec.job.queues, ["fast"])
         XCTAssertEqual(try store.activeJobs().first?.spec.job.priority, 4)
         XCTAssertEqual(try store.builds(BuildFilter(tag: "y"), offset: 0, limit: 10).map(\.id), [a1.build])
+        let underscored = try store.enqueueRun(NewRun(task: "c", cause: .hook, tags: ["a_b"]), jobs: [job], at: Date())
+        _ = try store.enqueueRun(NewRun(task: "c", cause: .hook, tags: ["axb"]), jobs: [job], at: Date())
+        XCTAssertEqual(try store.builds(BuildFilter(tag: "a_b"), offset: 0, limit: 10).map(\.id), [underscored.build], "_ is not a wildcard")
         XCTAssertEqual(try store.builds(BuildFilter(task: "a"), offset: 0, limit: 10).map(\.id), [a2, a1.build])
-        XCTAssertEqual(try store.tasks(), ["a", "b"])
+        XCTAssertEqual(try store.tasks(), ["a", "b", "c"])
 
         let push = NewRun(task: "a", cause: .push, repo: "/r", branch: "main", commit: commit, upstream: a1.build)
         let first = try store.enqueueRun(push, jobs: [job], at: Date())
@@ -71,7 +74,7 @@ final class TaskRunStoreTests: XCTestCase {
         XCTAssertTrue(try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date()).created)
 
         let runs = try store.taskRuns()
-        XCTAssertEqual(Set(runs.filter(\.active).map(\.build)), [a1.build, b1.build, first.build])
+        XCTAssertEqual(Set(runs.filter(\.active).map(\.build)), [a1.build, b1.build, first.build, underscored.build, underscored.build + 1])
         XCTAssertTrue(try store.noteDelivery(id: "d-1", event: "push", at: Date()))
         XCTAssertFalse(try store.noteDelivery(id: "d-1", event: "push", at: Date()))
         try store.setTaskSchedule(["a": Date(timeIntervalSince1970: 100)])
