@@ -101,16 +101,17 @@ final class Termination: @unchecked Sendable {
     private var fatalMessage: String?
     private var sources: [DispatchSourceSignal] = []
 
-    /// Watches SIGINT and SIGTERM from now on: one that comes before `wait` (while the process is still
-    /// starting) is kept, not lost or fatal.
+    /// Watches SIGINT and SIGTERM from now on, so that one that comes before `wait` (while the process is
+    /// still starting up) is kept. Make it before the process says it is ready (`listening on …`): the
+    /// default action is turned off first, and the watch comes into force a moment later.
     init() {
         signal(SIGPIPE, SIG_IGN)
         sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+            // Ignored first, as libdispatch requires: its own handler then takes the signal.
+            signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { [received] in received.signal() }
             source.resume()
-            // Ignored only once the source watches it: in between, the default action (exit) still applies.
-            signal(sig, SIG_IGN)
             return source
         }
     }
@@ -137,10 +138,6 @@ final class Termination: @unchecked Sendable {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM, then runs `stop`.
-func waitForTermination(_ logger: Logger, stop: () -> Void) {
-    try? Termination().wait(logger, stop: stop)
-}
 
 /// `--db` as the store room reads it, refusals as argument errors.
 func databasePath(_ db: String?) throws -> String {

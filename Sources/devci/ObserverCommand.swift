@@ -22,6 +22,8 @@ struct ObserverCommand: ParsableCommand {
 
     func run() throws {
         let logger = try logging.bootstrap("devci.observer")
+        // Before anything is announced: a SIGTERM from then on is never lost.
+        let termination = Termination()
         let config = ObserverConfig(clonePaths: clonePaths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, branches: branch,
                                     dispatcher: try server.address, token: server.takeToken(),
                                     interval: try timeFlag(interval, "--interval"), maxBacklog: maxBacklog)
@@ -37,7 +39,7 @@ struct ObserverCommand: ParsableCommand {
             observer.run()
             done.signal()
         }.start()
-        waitForTermination(logger) { observer.stop() }
+        try? termination.wait(logger) { observer.stop() }
         done.wait()
     }
 }

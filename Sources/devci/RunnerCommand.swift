@@ -31,6 +31,8 @@ struct RunnerCommand: ParsableCommand {
 
     func run() throws {
         let logger = try logging.bootstrap("devci.runner")
+        // Before anything is announced: a SIGTERM from then on is never lost.
+        let termination = Termination()
         let address = try server.address
         let clone = URL(fileURLWithPath: clonePath).standardizedFileURL.path
         do {
@@ -50,7 +52,7 @@ struct RunnerCommand: ParsableCommand {
         let agent = RunnerAgent(config: config, loop: group.next(), logger: logger)
         logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), queues \(config.queues.joined(separator: ", ")), test command: \(testCommand)")
         agent.start()
-        waitForTermination(logger) { agent.shutdown() }
+        try? termination.wait(logger) { agent.shutdown() }
         try? group.syncShutdownGracefully()
     }
 

@@ -32,6 +32,8 @@ struct RunnerManagerCommand: ParsableCommand {
 
     func run() throws {
         let logger = try logging.bootstrap("devci.runner-manager")
+        // Before anything is announced: a SIGTERM from then on is never lost.
+        let termination = Termination()
         guard desiredCount >= 0 else { throw ValidationError("--desired-count must be 0 or more") }
         let clone = URL(fileURLWithPath: clonePath).standardizedFileURL.path
         do { _ = try GitRepository(path: clone) } catch { throw Failure("\(clone) is not a git clone: \(error)") }
@@ -58,7 +60,7 @@ struct RunnerManagerCommand: ParsableCommand {
             return source
         }
         manager.start()
-        waitForTermination(logger) { manager.shutdown() }
+        try? termination.wait(logger) { manager.shutdown() }
         scaling.forEach { $0.cancel() }
         logger.info("all runners stopped")
     }

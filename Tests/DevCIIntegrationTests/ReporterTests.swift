@@ -22,6 +22,42 @@ final class ReporterTests: HarnessTestCase {
         return (p, port)
     }
 
+    func testTaskRunsShowTheirTaskAncestorDescendantsAndSkipReasonAndTheDashboardFiltersByTaskTagAndState() throws {
+        let store = try SQLiteStore(path: h.dbPath)
+        var job = NewJob(name: "t", queues: ["gpu"])
+        job.startsQueued = true
+        let up = try store.enqueueRun(NewRun(task: "test", cause: .hook, tags: ["ci"], title: "unit <b>tests</b>"), jobs: [NewJob(name: "t")], at: Date())
+        try store.record(JobTransition(job: up.jobs[0].id, state: .running, attempt: 1, runner: "r1"))
+        try store.record(JobTransition(job: up.jobs[0].id, state: .success, attempt: 1, runner: "r1", exitCode: 0))
+        let down = try store.enqueueRun(NewRun(task: "deploy", cause: .upstream, upstream: up.build, tags: ["cd"]), jobs: [job], at: Date())
+        let skipped = try store.recordSkipped(NewRun(task: "test", cause: .hook, tags: ["ci"]), reason: "skipped: <i>busy</i>", at: Date())
+        let port = try startReporter()
+
+        let downPage = try HTTP.get(port, "/builds/\(down.build)").body
+        XCTAssertTrue(downPage.contains("task deploy #1 (upstream)"), downPage)
+        XCTAssertTrue(downPage.contains("<a href=\"/builds/\(up.build)\">build \(up.build)</a>, whose success started this run"), downPage)
+        XCTAssertTrue(downPage.contains("waiting for a runner on queue &#39;gpu&#39;") || downPage.contains("waiting for a runner on queue &apos;gpu&apos;")
+                      || downPage.contains("waiting for a runner on queue 'gpu'"), downPage)
+        let upPage = try HTTP.get(port, "/builds/\(up.build)").body
+        XCTAssertTrue(upPage.contains("descendants: <a href=\"/builds/\(down.build)\">"), upPage)
+        XCTAssertTrue(upPage.contains("unit &lt;b&gt;tests&lt;/b&gt;"), upPage)
+        let skipPage = try HTTP.get(port, "/builds/\(skipped)").body
+        XCTAssertTrue(skipPage.contains("skipped: &lt;i&gt;busy&lt;/i&gt;"), skipPage)
+
+        func ids(_ query: String) throws -> [Int64] {
+            let body = try HTTP.get(port, "/api/builds?" + query).body
+            let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any], body)
+            return (json["builds"] as? [[String: Any]] ?? []).compactMap { ($0["id"] as? NSNumber)?.int64Value }
+        }
+        XCTAssertEqual(try ids("task=test"), [skipped, up.build])
+        XCTAssertEqual(try ids("tag=cd"), [down.build])
+        XCTAssertEqual(try ids("status=skipped"), [skipped])
+        XCTAssertEqual(try ids("task=test&status=success"), [up.build])
+        XCTAssertEqual(try HTTP.get(port, "/api/builds?task=a%20b").status, 400)
+        let home = try HTTP.get(port, "/?task=deploy").body
+        XCTAssertTrue(home.contains("<option selected>deploy</option>"), home)
+    }
+
     /// A build with a hostile title and log, written through the store's own API.
     func fill(_ store: SQLiteStore, logLines: Int = 3) throws -> (build: Int64, jobs: [Int64]) {
         let r = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "a", count: 40),
