@@ -8,30 +8,42 @@ Usage: bench/triggers.py [--devci .build/release/devci] [--jobs 2000] [--parked 
 2. Webhook: signed GitHub push deliveries (one commit each) to a task, one at a time: the time from the POST to
    the answer (the run is stored by then), median and p95, and deliveries/s.
 """
-import argparse, hashlib, hmac, http.client, json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time, uuid
+import argparse, hashlib, hmac, http.client, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core import Peer, fake_runner, wait_db, sha, ROOT  # noqa: E402
 
 
-def start(devci, tmp, extra=()):
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(devci, tmp, extra=(), http=False):
+    # --log-level warning hides the "listening" lines: the ports are chosen here.
+    port, http_port = free_port(), (free_port() if http else None)
     log = open(os.path.join(tmp, "dispatcher.log"), "w+")
-    p = subprocess.Popen([devci, "dispatcher", "--port", "0", "--db", os.path.join(tmp, "devci.sqlite"), *extra],
-                         stdout=log, stderr=log)
+    args = [devci, "dispatcher", "--port", str(port), "--db", os.path.join(tmp, "devci.sqlite"), "--log-level", "warning", *extra]
+    if http:
+        args += ["--http-port", str(http_port)]
+    p = subprocess.Popen(args, stdout=log, stderr=log)
     deadline = time.time() + 20
     while time.time() < deadline:
-        text = open(log.name).read()
-        wire = re.search(r"\] listening on 127\.0\.0\.1:(\d+) \(protocol", text)
-        http = re.search(r"HTTP side serving http://127\.0\.0\.1:(\d+)", text)
-        if wire and (http or "--http-port" not in extra):
-            return p, int(wire.group(1)), int(http.group(1)) if http else None
-        time.sleep(0.05)
+        try:
+            socket.create_connection(("127.0.0.1", http_port or port)).close()
+            socket.create_connection(("127.0.0.1", port)).close()
+            return p, port, http_port
+        except OSError:
+            if p.poll() is not None:
+                raise SystemExit("dispatcher exited:\n" + open(log.name).read())
+            time.sleep(0.05)
     raise SystemExit("dispatcher did not start:\n" + open(log.name).read())
 
 
 def throughput(devci, jobs, parked):
     with tempfile.TemporaryDirectory() as tmp:
-        p, port, _ = start(devci, tmp, ["--log-level", "warning"])
+        p, port, _ = start(devci, tmp)
         client = Peer(port)
         for i in range(parked):
             client.send("add_job command=true queue=gpu")
@@ -63,8 +75,7 @@ def webhook(devci, deliveries):
         with open(os.path.join(conf, "t.yml"), "w") as f:
             f.write("tasks:\n  ci:\n    command: 'true'\n    triggered_by: [{repository: 'https://github.com/o/r.git'}]\n")
         secret = b"bench secret"
-        p, port, http_port = start(devci, tmp, ["--log-level", "warning", "--config", conf, "--http-port", "0",
-                                                "--webhook-secret", secret.decode()])
+        p, port, http_port = start(devci, tmp, ["--config", conf, "--webhook-secret", secret.decode()], http=True)
         conn = http.client.HTTPConnection("127.0.0.1", http_port)
         samples = []
         t0 = time.time()
