@@ -91,7 +91,7 @@ extension Dispatcher {
             return Self.reply(.accepted, ["status": "ignored", "reason": why])
         case .build(let repositories, let branch, let commits):
             logger.info("webhook push \(delivery): \(repositories[0]) \(branch), \(commits.count) commit(s)")
-            let handled = push(Push(delivery: delivery, repositories: repositories, branch: branch, commits: commits.map { ($0.id, $0.title) }))
+            let handled = push(Push(delivery: delivery, repositories: repositories, branch: branch, commits: commits))
             let reply: PushReply? = try await Self.within(Self.webhookReplyDeadline, handled, on: loop)
             switch reply {
             case nil: return Self.reply(.accepted, ["status": "accepted", "reason": "still being recorded"])

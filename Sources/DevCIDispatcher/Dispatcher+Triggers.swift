@@ -126,9 +126,9 @@ extension Dispatcher {
         public var repositories: [String]
         public var branch: String
         /// Oldest first.
-        public var commits: [(id: String, title: String)]
+        public var commits: [PushedCommit]
 
-        public init(delivery: String, repositories: [String], branch: String, commits: [(id: String, title: String)]) {
+        public init(delivery: String, repositories: [String], branch: String, commits: [PushedCommit]) {
             self.delivery = delivery
             self.repositories = repositories
             self.branch = branch

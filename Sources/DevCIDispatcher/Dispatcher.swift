@@ -256,12 +256,10 @@ public final class Dispatcher: Sendable {
             addJob(job, replyTo: id)
         case .cancel(let target):
             guard state.value.coordinator.isUnfinished(target) else {
-                let what = switch target { case .build(let b): "build \(b)"; case .job(let j): "job \(j)" }
-                send(id, .error(code: .notFound, message: "\(what) has nothing left to cancel: it has ended, or does not exist"))
+                send(id, .error(code: .notFound, message: "\(target) has nothing left to cancel: it has ended, or does not exist"))
                 return true
             }
-            let what = switch target { case .build(let b): "build \(b)"; case .job(let j): "job \(j)" }
-            logger.notice("cancelling \(what) on request")
+            logger.notice("cancelling \(target) on request")
             let actions = state.value.coordinator.handle(.cancel(target, reason: "cancelled on request"), now: now)
             send(id, .ok(what: "cancel"), after: apply(actions))
         case .reload:

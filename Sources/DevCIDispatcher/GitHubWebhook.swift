@@ -46,17 +46,11 @@ public enum GitHubWebhook {
     /// What a push asks for.
     public enum PushDecision: Equatable {
         /// Build these commits (oldest first) of this branch of the repository known by these addresses.
-        case build(repositories: [String], branch: String, commits: [Commit])
+        case build(repositories: [String], branch: String, commits: [PushedCommit])
         /// Nothing to build (a deleted branch, a tag): answered 202.
         case ignore(String)
         /// The payload is not a valid push: answered 400.
         case invalid(String)
-    }
-
-    public struct Commit: Equatable, Sendable {
-        public var id: String
-        /// The first line of its message.
-        public var title: String
     }
 
     private struct Payload: Decodable {
@@ -104,7 +98,7 @@ public enum GitHubWebhook {
         var seen: Set<String> = []
         let unique = commits.filter { seen.insert($0.id).inserted }
         return .build(repositories: repositories, branch: branch, commits: unique.map {
-            Commit(id: $0.id, title: String(($0.message ?? "").split(separator: "\n", maxSplits: 1).first ?? "").prefix(200).description)
+            PushedCommit(id: $0.id, title: String(($0.message ?? "").split(separator: "\n", maxSplits: 1).first ?? "").prefix(200).description)
         })
     }
 }

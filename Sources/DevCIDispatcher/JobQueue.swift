@@ -22,7 +22,6 @@ struct JobQueue {
     private var front: Int64 = 0
 
     var count: Int { members.count }
-    func contains(_ job: Int64) -> Bool { members[job] != nil }
 
     mutating func append(_ job: Int64, priority: Int, queues: [String]) {
         back += 1

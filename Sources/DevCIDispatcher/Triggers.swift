@@ -3,6 +3,17 @@ import DevCIStore
 import DevCIWire
 import Foundation
 
+/// A commit a push names: its id and the first line of its message.
+public struct PushedCommit: Equatable, Sendable {
+    public var id: String
+    public var title: String
+
+    public init(id: String, title: String) {
+        self.id = id
+        self.title = title
+    }
+}
+
 /// When tasks run: periods, pushes, upstream successes and the generic trigger, with one run at a time and
 /// debounce. A pure state machine: events with the wall-clock time in (periods survive restarts, so they are
 /// measured in wall-clock time), runs and skips out; the dispatcher's edge stores them and reports back.
@@ -30,28 +41,13 @@ public struct Triggers {
         /// `POST /hooks/tasks/<name>`.
         case hook(task: String)
         /// A GitHub push to a repository (its addresses) and branch, with the commits it names, oldest first.
-        case push(repositories: [String], branch: String, commits: [(id: String, title: String)])
+        case push(repositories: [String], branch: String, commits: [PushedCommit])
         /// The edge stored a run the machine asked for (`build` nil: the write failed).
         case runCreated(Run, build: Int64?)
         /// A build's first job started running (debounce counts from a run's start).
         case buildStarted(Int64)
         /// A build ended; a task run's end may start its downstream tasks.
         case buildEnded(Int64, BuildStatus)
-
-        public static func == (a: Event, b: Event) -> Bool {
-            switch (a, b) {
-            case (.configured(let x), .configured(let y)): return x == y
-            case (.restored(let s1, let r1), .restored(let s2, let r2)): return s1 == s2 && r1 == r2
-            case (.tick, .tick): return true
-            case (.hook(let x), .hook(let y)): return x == y
-            case (.push(let r1, let b1, let c1), .push(let r2, let b2, let c2)):
-                return r1 == r2 && b1 == b2 && c1.map(\.id) == c2.map(\.id)
-            case (.runCreated(let r1, let b1), .runCreated(let r2, let b2)): return r1 == r2 && b1 == b2
-            case (.buildEnded(let x1, let s1), .buildEnded(let x2, let s2)): return x1 == x2 && s1 == s2
-            case (.buildStarted(let x), .buildStarted(let y)): return x == y
-            default: return false
-            }
-        }
     }
 
     public enum Action: Equatable {

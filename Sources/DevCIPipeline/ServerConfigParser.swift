@@ -67,7 +67,8 @@ public enum ServerConfigParser {
         var config = ServerConfig()
         var errors: [PipelineError] = []
         var queueSeen: [String: (String, Int)] = [:]
-        var taskNodes: [String: Node] = [:]
+        /// Tasks that name their own priority (the others take their queue's).
+        var ownPriority: Set<String> = []
         for (file, text) in files {
             var r = PipelineParser.Reader(file: file)
             if let anchor = PipelineParser.anchorPosition(in: text) {
@@ -129,7 +130,7 @@ public enum ServerConfigParser {
                             task.file = file
                             task.line = keyNode.mark?.line ?? 0
                             config.tasks[name] = task
-                            taskNodes[name] = taskNode
+                            if taskNode.mapping?.keys.contains(where: { $0.scalar?.string == "priority" }) == true { ownPriority.insert(name) }
                         }
                     }
                 }
@@ -154,10 +155,8 @@ public enum ServerConfigParser {
                                         message: "upstream tasks form a cycle: \(cycle.reversed().joined(separator: " triggers "))"))
         }
         // A task on a queue with a default priority takes it when it names none.
-        for (name, node) in taskNodes where (node.mapping?.keys.contains { $0.scalar?.string == "priority" } ?? false) == false {
-            if let task = config.tasks[name], let p = task.queues.lazy.compactMap({ config.queues[$0]?.priority }).first {
-                config.tasks[name]?.priority = p
-            }
+        for (name, task) in config.tasks where !ownPriority.contains(name) {
+            if let p = task.queues.lazy.compactMap({ config.queues[$0]?.priority }).first { config.tasks[name]?.priority = p }
         }
         guard errors.isEmpty else {
             throw PipelineErrors(errors: errors.sorted { ($0.file, $0.line, $0.column) < ($1.file, $1.line, $1.column) })

@@ -51,9 +51,17 @@ public struct AdHocJob: Equatable, Sendable {
 }
 
 /// What a `cancel` names.
-public enum CancelTarget: Equatable, Sendable {
+public enum CancelTarget: Equatable, Sendable, CustomStringConvertible {
     case build(Int64)
     case job(Int64)
+
+    /// `build 12`, `job 34`.
+    public var description: String {
+        switch self {
+        case .build(let id): return "build \(id)"
+        case .job(let id): return "job \(id)"
+        }
+    }
 }
 
 /// The queue a runner serves and a job goes to when nobody says otherwise.

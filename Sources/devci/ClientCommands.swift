@@ -55,10 +55,8 @@ struct DispatchCommand: ParsableCommand {
         switch try Self.request(client, message, "record the build") {
         case .queued(let build, let jobs, let created):
             print("build \(build)\(created ? "" : " (already dispatched)") jobs \(jobs.map(String.init).joined(separator: ","))")
-        case .error(let code, let message):
-            throw Failure("dispatcher refused: \(code): \(message)")
         case let other:
-            throw Failure("unexpected reply: \(LineCodec.encode(other))")
+            throw Failure(reply: other)
         }
     }
 
@@ -71,8 +69,7 @@ struct DispatchCommand: ParsableCommand {
         case .last(_, _, let mark):
             if mark.isEmpty { return .never }  // sets it where there is none, and leaves one set meanwhile
             return local.isDescendant(commit, of: mark) ? .ifStill(mark) : .never
-        case .error(let code, let message): throw Failure("dispatcher refused: \(code): \(message)")
-        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        case let other: throw Failure(reply: other)
         }
     }
 
@@ -102,7 +99,7 @@ struct StatusCommand: ParsableCommand {
         case .status(let queued, let running, let runners, let waiting):
             print("queued \(queued), running \(running), runners connected \(runners)" + (WaitingQueues.describe(waiting).map { "; " + $0 } ?? ""))
         case let other:
-            throw Failure("unexpected reply: \(LineCodec.encode(other))")
+            throw Failure(reply: other)
         }
     }
 }
@@ -134,8 +131,7 @@ struct AddJobCommand: ParsableCommand {
         switch try DispatchCommand.request(client, .addJob(job), "queue the job") {
         case .queued(let build, let jobs, _):
             print("build \(build) jobs \(jobs.map(String.init).joined(separator: ","))")
-        case .error(let code, let message): throw Failure("dispatcher refused: \(code): \(message)")
-        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        case let other: throw Failure(reply: other)
         }
     }
 }
@@ -170,8 +166,7 @@ struct CancelCommand: ParsableCommand {
         defer { client.close() }
         switch try client.request(.cancel(parsed)) {
         case .ok: print("cancelled \(target)")
-        case .error(let code, let message): throw Failure("dispatcher refused: \(code): \(message)")
-        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        case let other: throw Failure(reply: other)
         }
     }
 }
@@ -191,7 +186,7 @@ struct ReloadCommand: ParsableCommand {
         case .error(let code, let message):
             FileHandle.standardError.write(Data("dispatcher refused the reload (\(code)); the old configuration stays:\n\(message)\n".utf8))
             throw ExitCode(1)
-        case let other: throw Failure("unexpected reply: \(LineCodec.encode(other))")
+        case let other: throw Failure(reply: other)
         }
     }
 }

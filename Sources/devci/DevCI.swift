@@ -148,4 +148,13 @@ func databasePath(_ db: String?) throws -> String {
 struct Failure: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
+
+    /// A reply the command did not ask for: the dispatcher's refusal, or something unexpected.
+    init(reply: ServerMessage) {
+        if case .error(let code, let message) = reply {
+            description = "dispatcher refused: \(code): \(message)"
+        } else {
+            description = "unexpected reply: \(LineCodec.encode(reply))"
+        }
+    }
 }

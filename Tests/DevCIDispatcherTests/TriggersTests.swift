@@ -74,9 +74,9 @@ final class TriggersTests: XCTestCase {
                 command: make test
                 triggered_by: [{repository: "https://github.com/o/r.git", branches: [main]}]
             """)), now: t0)
-        let commits = [("1111111111111111111111111111111111111111", "one"), ("2222222222222222222222222222222222222222", "two")]
+        let commits = [PushedCommit(id: String(repeating: "1", count: 40), title: "one"), PushedCommit(id: String(repeating: "2", count: 40), title: "two")]
         let pushed = runs(t.handle(.push(repositories: ["https://github.com/o/r", "git@github.com:o/r.git"], branch: "main", commits: commits), now: t0))
-        XCTAssertEqual(pushed.map(\.commit), commits.map(\.0))
+        XCTAssertEqual(pushed.map(\.commit), commits.map(\.id))
         XCTAssertEqual(pushed.map(\.repo), ["https://github.com/o/r.git", "https://github.com/o/r.git"], "the address the task names")
         XCTAssertEqual(pushed.map(\.cause), [.push, .push])
         XCTAssertEqual(runs(t.handle(.push(repositories: ["https://github.com/o/r"], branch: "dev", commits: commits), now: t0)), [])

@@ -35,6 +35,17 @@ final class TriggerTests: HarnessTestCase {
         return (p, address, try XCTUnwrap(base))
     }
 
+    /// A one-commit origin, a dispatcher with its HTTP side, and one runner on a clone of the origin.
+    func startWithRunner(config: String?, extra: [String] = [], runner: String = "a", runnerExtra: [String] = [])
+        throws -> (dispatcher: Process, address: HostPort, base: String, origin: String)
+    {
+        let origin = try h.makeOrigin()
+        _ = try h.commit("exit 0", to: origin)
+        let (dispatcher, address, base) = try startDispatcher(config: config, extra: extra)
+        try h.startRunner(try h.clone(origin, as: "clone-\(runner)"), address, name: runner, extra: runnerExtra)
+        return (dispatcher, address, base, origin)
+    }
+
     /// One HTTP POST; returns the status and the body.
     func post(_ url: String, body: Data, headers: [String: String] = [:]) throws -> (Int, String) {
         var request = URLRequest(url: try XCTUnwrap(URL(string: url)))
@@ -189,8 +200,6 @@ final class TriggerTests: HarnessTestCase {
     // MARK: Periods and upstream tasks
 
     func testAPeriodicTaskRunsRepeatedlyAndItsDownstreamTaskRunsAfterEachSuccessWithItsAncestor() throws {
-        let origin = try h.makeOrigin()
-        _ = try h.commit("exit 0", to: origin)
         let config = try configFolder(["tasks.yml": """
             tasks:
               tick:
@@ -202,8 +211,7 @@ final class TriggerTests: HarnessTestCase {
                 command: echo deploy
                 triggered_by: [{task: tick}]
             """])
-        let (_, address, _) = try startDispatcher(config: config)
-        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        _ = try startWithRunner(config: config)
         try h.waitUntil("two ticks, each followed by a deploy", timeout: 30) {
             try h.builds().filter { $0.task == "deploy" && $0.status == .success }.count >= 2
         }
@@ -229,15 +237,12 @@ final class TriggerTests: HarnessTestCase {
     }
 
     func testAPeriodicTaskCatchesUpOnceAfterADispatcherRestartAndATimeoutEndsARunTimedOut() throws {
-        let origin = try h.makeOrigin()
-        _ = try h.commit("exit 0", to: origin)
         let config = try configFolder(["tasks.yml": """
             tasks:
               tick: {command: echo tick, period: 2s}
               stuck: {command: sleep 30, timeout: 1s}
             """])
-        let (dispatcher, address, base) = try startDispatcher(config: config)
-        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        let (dispatcher, address, base, _) = try startWithRunner(config: config)
         XCTAssertEqual(try post(base + "/hooks/tasks/stuck", body: Data()).0, 201)
         let stuck = try h.waitForFinalBuild(try XCTUnwrap(try h.builds().first { $0.task == "stuck" }).id)
         XCTAssertEqual(stuck.status, .timedOut)
@@ -264,8 +269,6 @@ final class TriggerTests: HarnessTestCase {
     // MARK: One at a time, debounce, the generic trigger
 
     func testOneRunAtATimeAndDebounceRecordSkippedRunsAndTheTriggerNeedsTheToken() throws {
-        let origin = try h.makeOrigin()
-        _ = try h.commit("exit 0", to: origin)
         let config = try configFolder(["a.yml": """
             tasks:
               slow:
@@ -279,8 +282,7 @@ final class TriggerTests: HarnessTestCase {
                 command: "true"
                 enabled: false
             """])
-        let (_, address, base) = try startDispatcher(config: config, extra: ["--token", "t0ken"])
-        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a", extra: ["--token", "t0ken"])
+        let (_, _, base, _) = try startWithRunner(config: config, extra: ["--token", "t0ken"], runnerExtra: ["--token", "t0ken"])
         let auth = ["Authorization": "Bearer t0ken"]
         XCTAssertEqual(try post(base + "/hooks/tasks/slow", body: Data()).0, 401)
         XCTAssertEqual(try post(base + "/hooks/tasks/slow", body: Data(), headers: ["Authorization": "Bearer wrong"]).0, 401)
@@ -319,10 +321,7 @@ final class TriggerTests: HarnessTestCase {
     // MARK: Queues, ad-hoc jobs, cancel
 
     func testAJobOnQueueFastWaitsForAFastRunnerAndSaysSo() throws {
-        let origin = try h.makeOrigin()
-        _ = try h.commit("exit 0", to: origin)
-        let (_, address, _) = try startDispatcher(config: nil)
-        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "slowpoke")
+        let (_, address, _, origin) = try startWithRunner(config: nil, runner: "slowpoke")
         try h.waitUntil("the default runner registers") { try h.run(["status", "--dispatcher-server", address.description]).output.contains("runners connected 1") }
         let added = try h.run(["add-job", "echo fast-job-ran", "--queue", "fast", "--dispatcher-server", address.description])
         XCTAssertEqual(added.status, 0, added.output)
@@ -342,10 +341,7 @@ final class TriggerTests: HarnessTestCase {
     }
 
     func testCancelKillsARunningJobAndEndsAQueuedOne() throws {
-        let origin = try h.makeOrigin()
-        _ = try h.commit("exit 0", to: origin)
-        let (_, address, _) = try startDispatcher(config: nil)
-        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        let (_, address, _, _) = try startWithRunner(config: nil)
         let marker = "sleep 60.\(Int.random(in: 100_000...999_999))"
         let added = try h.run(["add-job", "echo started; \(marker)", "--dispatcher-server", address.description])
         XCTAssertEqual(added.status, 0, added.output)
@@ -386,11 +382,8 @@ final class TriggerTests: HarnessTestCase {
         XCTAssertNotEqual(refused.terminationStatus, 0)
         XCTAssertTrue(h.log(of: refused).contains("defined twice"), h.log(of: refused))
 
-        let origin = try h.makeOrigin()
-        _ = try h.commit("exit 0", to: origin)
         let config = try configFolder(["t.yml": "tasks:\n  first:\n    command: echo first\n"])
-        let (dispatcher, address, base) = try startDispatcher(config: config)
-        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        let (dispatcher, address, base, _) = try startWithRunner(config: config)
         // Invalid: refused with the errors, and the old configuration stays.
         try "tasks:\n  first:\n    command: echo first\n  loop1:\n    command: x\n    triggered_by: [{task: loop2}]\n  loop2:\n    command: y\n    triggered_by: [{task: loop1}]\n"
             .write(toFile: config + "/t.yml", atomically: true, encoding: .utf8)
