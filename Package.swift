@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         // HMAC-SHA256 for GitHub's webhook signatures.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The Docker Engine API over its Unix socket (http+unix://).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -49,6 +51,16 @@ let package = Package(
         .target(name: "DevCIGit", dependencies: ["CLibGit2", "DevCIWire"]),
         // The one process spawner: a command under a leader in its own process group, output line by line.
         .target(name: "DevCIProcess", dependencies: ["CDevCISpawn", "DevCIWire"]),
+        // Jobs in containers: the Docker Engine API (Podman-compatible) behind the `Executor` seam.
+        .target(
+            name: "DevCIContainer",
+            dependencies: [
+                "DevCIProcess", "DevCIWire",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The repository observer: what is new since last dispatched (pure), and the polling loop.
         .target(
             name: "DevCIObserver",
@@ -76,7 +88,8 @@ let package = Package(
         .target(
             name: "DevCIRunner",
             dependencies: [
-                "DevCIWire", "DevCIGit", "DevCIProcess", "DevCIPipeline",
+                "DevCIWire", "DevCIGit", "DevCIProcess", "DevCIPipeline", "DevCIContainer",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -96,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "devci",
             dependencies: [
-                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline", "DevCIReporter",
+                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIContainer", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline", "DevCIReporter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

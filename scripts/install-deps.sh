@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and running DevCI needs from Debian's packages, when it is missing:
-# libgit2-dev (through pkg-config), git, and python3 for the sample repository's tests.
+# libgit2-dev (through pkg-config), git, python3 for the sample repository's tests, and for the container tests
+# a Docker engine (docker.io: dockerd and its client; nothing is started here) and busybox-static for their image.
 set -euo pipefail
 missing=()
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists libgit2 2>/dev/null || missing+=(libgit2-dev)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   sudo=""

@@ -1,7 +1,34 @@
 #!/usr/bin/env bash
-# Runs DevCI's whole test suite on a fresh machine: installs what is missing, builds once, tests.
+# Runs DevCI's whole test suite on a fresh machine: installs what is missing, builds once, starts the real
+# servers the tests use (a Docker engine on a private socket, with a busybox image imported into it), tests,
+# and stops every server it started, whatever the outcome.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build --build-tests
+
+servers=$(mktemp -d /tmp/devci-test-servers.XXXXXX)
+stop_servers() {
+  if [ -f "$servers/docker.pid" ]; then
+    kill "$(cat "$servers/docker.pid")" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$(cat "$servers/docker.pid")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$servers" 2>/dev/null || true
+}
+trap stop_servers EXIT
+
+# The container engine: its own socket, data and state folders, no network set-up on the host.
+mkdir -p "$servers/docker"
+dockerd --host "unix://$servers/docker.sock" --data-root "$servers/docker/data" --exec-root "$servers/docker/exec" \
+  --pidfile "$servers/docker/dockerd.pid" --iptables=false --ip6tables=false --bridge=none \
+  >"$servers/docker.log" 2>&1 &
+echo $! >"$servers/docker.pid"
+export DOCKER_HOST="unix://$servers/docker.sock"
+for _ in $(seq 300); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
+docker version >/dev/null 2>&1 || { echo "the Docker engine did not start:" >&2; tail -20 "$servers/docker.log" >&2; exit 1; }
+# No registry is reachable: the tests' image is busybox-static with its applet links, imported from a folder.
+scripts/make-busybox-image.sh devci-test/busybox:1 >/dev/null
+export DEVCI_TEST_DOCKER_HOST="$DOCKER_HOST" DEVCI_TEST_IMAGE=devci-test/busybox:1
+unset DOCKER_HOST
+
 swift test --skip-build "$@"

@@ -37,6 +37,10 @@ public struct DispatcherConfig: Sendable {
     public var httpPort: Int?
     /// The secret GitHub signs its webhook deliveries with; without one, `/hooks/github` refuses every delivery.
     public var webhookSecret: String?
+    /// Where artifacts are kept (beside the database); nil refuses uploads.
+    public var artifacts: ArtifactFolder?
+    /// The most one job may keep, summed over its files.
+    public var artifactLimit: Int64 = ArtifactPath.defaultLimit
 
     public init(host: String = "127.0.0.1", port: Int = 8888, token: String? = nil,
                 scheduler: SchedulerConfig = SchedulerConfig(), tickInterval: Duration = .milliseconds(100),
@@ -95,7 +99,16 @@ public final class Dispatcher: Sendable {
         var runnerQueues: [String: [String]] = [:]
         var heartbeatWritten: [String: ContinuousClock.Instant] = [:]
         var serverChannel: Channel?
+        /// The files each attempt in progress has begun to upload, with their announced sizes.
+        var artifactUploads: [JobAttempt: [String: Int64]] = [:]
     }
+
+    struct JobAttempt: Hashable {
+        var job: Int64
+        var attempt: Int
+    }
+    /// Artifact files are written and read here, in order, never on the event loop.
+    let artifactQueue = DispatchQueue(label: "devci.dispatcher.artifacts")
 
     /// Stops the clock and closes the listener and every connection (on the loop). Leases stay as they are in
     /// the database: runners claim their jobs back from the next dispatcher. The closes run after the state is
@@ -108,7 +121,7 @@ public final class Dispatcher: Sendable {
         for ch in current.channels.values { ch.close(promise: nil) }
     }
 
-    private var scheduler: Scheduler { state.value.coordinator.scheduler }
+    var scheduler: Scheduler { state.value.coordinator.scheduler }
     /// Connections waiting to authenticate (on the loop).
     var pendingConnections: Int { state.value.pendingConnections }
 
@@ -273,6 +286,12 @@ public final class Dispatcher: Sendable {
             }
         case .awaitPush(let repos, let timeout):
             awaitPush(repos: repos, timeoutMillis: timeout, replyTo: id)
+        case .artifactPut(let job, let attempt, let path, let size, let offset, let data):
+            artifactPut(job: job, attempt: attempt, path: path, size: size, offset: offset, data: data, replyTo: id)
+        case .artifactList(let build, let job, let from):
+            artifactList(build: build, job: job, from: from, replyTo: id)
+        case .artifactGet(let build, let job, let path, let offset):
+            artifactGet(build: build, job: job, path: path, offset: offset, replyTo: id)
         case .dispatch(let repo, let commit, let branch, let pipeline, let title, let author, let mark):
             dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark, replyTo: id)
         case .lastDispatched(let repo, let branch):
@@ -382,6 +401,9 @@ public final class Dispatcher: Sendable {
         for (def, planned) in zip(pipeline.jobs, plan.jobs) {
             var script = def.script(pipelineEnv: pipeline.env)
             if script.timeoutSeconds == nil { script.timeoutSeconds = timeout?.seconds }
+            // The artifacts of the jobs it waits for arrive in its workspace.
+            let from = planned.dependencies.filter { pipeline.job($0)?.artifacts != nil }
+            if !from.isEmpty { script.artifactsFrom = from }
             let json = script.json()
             // Each job's script travels in one `assign` line: refuse what would not fit.
             guard LineCodec.percentEncode(json).utf8.count <= WireLimits.maxScriptBytes else {
@@ -412,6 +434,9 @@ public final class Dispatcher: Sendable {
                 if state.value.pendingLogs.count >= 2048 { flushLogs() }
             }
         case .result(let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
+            // The attempt's uploads are kept only with its recorded result, before any job that needs them can ask.
+            let recorded = giveBack == nil && scheduler.holdsLease(id, job: job, attempt: attempt)
+            settleArtifacts(job: job, attempt: attempt, keep: recorded)
             apply(state.value.coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason,
                                                      giveBack: giveBack)), now: now))
         default:

@@ -129,6 +129,9 @@ public struct Scheduler {
         return lease.runner == name && lease.attempt == attempt
     }
 
+    /// Whether this attempt of the job is the one leased now (by whichever connection).
+    public func isLeased(job: Int64, attempt: Int) -> Bool { entries[job]?.lease?.attempt == attempt }
+
     /// Which runner holds a job's lease, if any.
     public func leaseHolder(job: Int64) -> String? { entries[job]?.lease?.runner }
 

@@ -25,6 +25,10 @@ public struct JobDefinition: Equatable, Sendable {
     /// The job's own variables over the pipeline's.
     public var env: [String: String]
     public var workdir: String?
+    /// `image:` and its limits; nil runs on the runner's host.
+    public var container: ContainerSpec?
+    public var artifacts: ArtifactSpec?
+    public var cache: CacheSpec?
 }
 
 /// Where in which file a problem is.
@@ -49,6 +53,6 @@ extension JobDefinition {
     /// What a runner needs to run this job, for the wire.
     public func script(pipelineEnv: [String: String]) -> JobScript {
         JobScript(steps: steps, env: pipelineEnv.merging(env) { $1 }, workdir: workdir,
-                  timeoutSeconds: timeout?.seconds)
+                  timeoutSeconds: timeout?.seconds, container: container, artifacts: artifacts, cache: cache)
     }
 }

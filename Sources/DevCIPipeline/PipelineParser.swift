@@ -5,8 +5,13 @@ import Yams
 /// line, column and field. Unknown keys are errors, with the nearest known key suggested.
 public enum PipelineParser {
     static let topKeys = ["stages", "jobs", "env", "default"]
-    static let jobKeys = ["stage", "steps", "run", "needs", "allow_failure", "timeout", "retries", "retry_delay", "env", "workdir"]
-    static let defaultKeys = ["timeout", "retries", "retry_delay"]
+    static let jobKeys = ["stage", "steps", "run", "needs", "allow_failure", "timeout", "retries", "retry_delay", "env", "workdir",
+                          "image", "memory", "cpus", "network", "artifacts", "cache"]
+    static let defaultKeys = ["timeout", "retries", "retry_delay", "image", "memory", "cpus", "network"]
+    static let artifactKeys = ["paths", "when"]
+    static let cacheKeys = ["key", "paths"]
+    /// The engine's own floor for a memory limit.
+    public static let minimumMemory: Int64 = 6 << 20
     static let stepKeys = ["name", "run"]
     /// The stage of a job that names none, and the stages of a file that lists none.
     public static let defaultStage = "test"
@@ -202,7 +207,7 @@ public enum PipelineParser {
             guard let top = mapping(root, "", known: PipelineParser.topKeys) else { return nil }
             var stages: [String]?
             var env: [String: String] = [:]
-            var defaults = (timeout: Duration?.none, retries: 0, retryDelay: Duration.zero)
+            var defaults = Defaults()
             var jobsNode: Node?
             var stagesNode: Node?
             for (key, _, value) in top {
@@ -222,7 +227,8 @@ public enum PipelineParser {
                         switch k {
                         case "timeout": defaults.timeout = duration(v, "default.timeout", allowZero: false)
                         case "retries": defaults.retries = int(v, "default.retries", range: 0...PipelineParser.maxRetries) ?? 0
-                        default: defaults.retryDelay = duration(v, "default.retry_delay", allowZero: true) ?? .zero
+                        case "retry_delay": defaults.retryDelay = duration(v, "default.retry_delay", allowZero: true) ?? .zero
+                        default: containerKey(k, v, "default", into: &defaults.container)
                         }
                     }
                 default: jobsNode = value
@@ -246,9 +252,134 @@ public enum PipelineParser {
             return Pipeline(stages: stageList, env: env, jobs: jobs.map(\.0))
         }
 
-        mutating func job(_ name: String, _ node: Node, defaults: (timeout: Duration?, retries: Int, retryDelay: Duration))
-            -> (JobDefinition, Node, [Node])?
-        {
+        /// What `default:` gives every job that does not say otherwise.
+        struct Defaults {
+            var timeout: Duration?
+            var retries = 0
+            var retryDelay = Duration.zero
+            var container = ContainerKeys()
+        }
+
+        /// `image`, `memory`, `cpus` and `network` as read, before they are known to make a container.
+        struct ContainerKeys {
+            var image: String?
+            var memory: Int64?
+            var cpus: Int64?
+            var network: String?
+            var limitNode: Node?
+
+            /// The job's own keys over the defaults.
+            func over(_ d: ContainerKeys) -> ContainerKeys {
+                ContainerKeys(image: image ?? d.image, memory: memory ?? d.memory, cpus: cpus ?? d.cpus, network: network ?? d.network,
+                              limitNode: limitNode ?? d.limitNode)
+            }
+        }
+
+        mutating func containerKey(_ key: String, _ value: Node, _ f: String, into c: inout ContainerKeys) {
+            switch key {
+            case "image":
+                guard let image = string(value, "\(f).image") else { return }
+                if Self.isImageName(image) { c.image = image } else {
+                    fail(value, "\(f).image", "'\(image.prefix(80))' is not an image name (like debian:12 or registry.example/team/tool:1.2)")
+                }
+            case "memory":
+                c.limitNode = c.limitNode ?? value
+                guard let s = value.scalar?.string, let bytes = ByteSize.parse(s) else {
+                    fail(value, "\(f).memory", "expected a size like 512m or 2g, found \(kind(value))")
+                    return
+                }
+                guard bytes >= PipelineParser.minimumMemory else {
+                    fail(value, "\(f).memory", "must be at least 6m (the engine's floor), not \(s)")
+                    return
+                }
+                c.memory = bytes
+            case "cpus":
+                c.limitNode = c.limitNode ?? value
+                guard let s = value.scalar?.string, let cpus = Double(s), cpus >= 0.01, cpus <= 1024 else {
+                    fail(value, "\(f).cpus", "expected a number of CPUs like 1 or 1.5, found \(kind(value))")
+                    return
+                }
+                c.cpus = Int64((cpus * 1e9).rounded())
+            default:
+                c.limitNode = c.limitNode ?? value
+                guard let network = string(value, "\(f).network") else { return }
+                guard Self.isName(network) else {
+                    fail(value, "\(f).network", "expected none, host, bridge or a network's name, found '\(network.prefix(40))'")
+                    return
+                }
+                c.network = network
+            }
+        }
+
+        /// A Docker image reference: registry, path, tag and digest characters only, never a shell word.
+        static func isImageName(_ s: String) -> Bool {
+            guard let first = s.unicodeScalars.first, (1...255).contains(s.utf8.count), first.properties.isAlphabetic || ("0"..."9").contains(first)
+            else { return false }
+            return s.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-/:@".unicodeScalars.contains($0)) }
+        }
+
+        /// A path inside the workspace: relative, without `..`.
+        mutating func workspacePath(_ node: Node, _ field: String) -> String? {
+            guard let path = string(node, field) else { return nil }
+            if path.isEmpty || path.hasPrefix("/") || path.split(separator: "/").contains("..") || path.utf8.contains(where: { $0 < 0x20 }) {
+                fail(node, field, "must be a relative path inside the workspace, not '\(path.prefix(80))'")
+                return nil
+            }
+            return path
+        }
+
+        mutating func workspacePaths(_ node: Node, _ field: String) -> [String] {
+            guard let seq = node.sequence else {
+                if let one = node.scalar, !one.string.isEmpty { return workspacePath(node, field).map { [$0] } ?? [] }
+                fail(node, field, "expected a list of paths like [dist/, \"*.log\"], found \(kind(node))")
+                return []
+            }
+            var out: [String] = []
+            for item in seq { if let p = workspacePath(item, field) { out.append(p) } }
+            if out.isEmpty && seq.isEmpty { fail(node, field, "list at least one path") }
+            return out
+        }
+
+        mutating func artifacts(_ node: Node, _ f: String) -> ArtifactSpec? {
+            if node.mapping == nil { return ArtifactSpec(paths: workspacePaths(node, f)) }
+            var spec = ArtifactSpec(paths: [])
+            var hasPaths = false
+            for (k, _, v) in mapping(node, f, known: PipelineParser.artifactKeys) ?? [] {
+                if k == "paths" {
+                    hasPaths = true
+                    spec.paths = workspacePaths(v, "\(f).paths")
+                } else if let when = string(v, "\(f).when") {
+                    guard let w = ArtifactSpec.When(rawValue: when) else {
+                        fail(v, "\(f).when", "expected always, on_success or on_failure, found '\(when.prefix(40))'")
+                        continue
+                    }
+                    spec.when = w
+                }
+            }
+            if !hasPaths { fail(node, f, "artifacts need 'paths'") }
+            return spec
+        }
+
+        mutating func cache(_ node: Node, _ f: String) -> CacheSpec? {
+            var key: String?, paths: [String]?
+            for (k, _, v) in mapping(node, f, known: PipelineParser.cacheKeys) ?? [] {
+                if k == "paths" {
+                    paths = workspacePaths(v, "\(f).paths")
+                } else if let s = string(v, "\(f).key") {
+                    switch CacheKey.parse(s) {
+                    case .success: key = s
+                    case .failure(let why): fail(v, "\(f).key", why.description)
+                    }
+                }
+            }
+            guard let key, let paths else {
+                fail(node, f, "a cache needs 'key' and 'paths'")
+                return nil
+            }
+            return CacheSpec(key: key, paths: paths)
+        }
+
+        mutating func job(_ name: String, _ node: Node, defaults: Defaults) -> (JobDefinition, Node, [Node])? {
             let f = "jobs.\(name)"
             guard let pairs = mapping(node, f, known: PipelineParser.jobKeys) else { return nil }
             var job = JobDefinition(name: name, stage: PipelineParser.defaultStage, steps: [], needs: nil, allowFailure: false,
@@ -256,6 +387,7 @@ public enum PipelineParser {
             var needNodes: [Node] = []
             var stageNode: Node = node
             var hasRun = false, hasSteps = false
+            var container = ContainerKeys()
             for (key, keyNode, value) in pairs {
                 switch key {
                 case "stage":
@@ -295,6 +427,9 @@ public enum PipelineParser {
                 case "retries": job.retries = int(value, "\(f).retries", range: 0...PipelineParser.maxRetries) ?? 0
                 case "retry_delay": job.retryDelay = duration(value, "\(f).retry_delay", allowZero: true) ?? .zero
                 case "env": job.env = env(value, "\(f).env")
+                case "image", "memory", "cpus", "network": containerKey(key, value, f, into: &container)
+                case "artifacts": job.artifacts = artifacts(value, "\(f).artifacts")
+                case "cache": job.cache = cache(value, "\(f).cache")
                 default:
                     guard let dir = string(value, "\(f).workdir") else { continue }
                     if dir.hasPrefix("/") || dir.split(separator: "/").contains("..") || dir.isEmpty {
@@ -304,6 +439,12 @@ public enum PipelineParser {
                     }
                     _ = keyNode
                 }
+            }
+            let c = container.over(defaults.container)
+            if let image = c.image {
+                job.container = ContainerSpec(image: image, memoryBytes: c.memory, nanoCPUs: c.cpus, network: c.network)
+            } else if let at = container.limitNode {
+                fail(at, f, "memory, cpus and network apply to a job in a container: add 'image'")
             }
             if hasRun && hasSteps { fail(node, f, "give either 'run' or 'steps', not both") }
             if !hasRun && !hasSteps { fail(node, f, "job '\(name)' has nothing to run: add 'run' or 'steps'") }

@@ -27,6 +27,10 @@ public struct ReporterConfig: Sendable {
 public struct Reporter: Sendable {
     public let config: ReporterConfig
     let database: LazyStore
+    /// Artifacts kept beside the database.
+    var artifactFolder: ArtifactFolder { ArtifactFolder.beside(database: config.databasePath) }
+    /// What a query value may hold unescaped.
+    static let queryValue = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/")
     let logger: Logger
     /// Set once the reporter is shutting down.
     let stopping = OnceFlag()
@@ -76,6 +80,9 @@ public struct Reporter: Sendable {
         router.get("/builds/:id/events") { request, context in try buildEvents(try id(context), request) }
         router.get("/events") { request, _ in try dashboardEvents(request) }
         router.get("/jobs/:id/log.txt") { _, context in try logText(try id(context)) }
+        router.get("/builds/:id/artifacts/:job") { request, context in
+            try artifact(try id(context), job: decoded(context, "job"), path: request.uri.queryParameters.get("path") ?? "")
+        }
         router.get("/runners") { request, _ in try runnersPage(json: wantsJSON(request)) }
         router.get("/api/runners") { _, _ in try runnersPage(json: true) }
         router.get("/repos/:name") { request, context in try repoPage(decoded(context, "name"), json: wantsJSON(request)) }
@@ -121,7 +128,11 @@ public struct Reporter: Sendable {
         guard let build = try store.build(id) else { throw HTTPError(.notFound, message: "There is no build \(id).") }
         let jobs = try store.jobs(build: id)
         let events = try store.events(build: id)
-        if json { return try jsonResponse(["build": AnyEncodable(build), "jobs": AnyEncodable(jobs), "events": AnyEncodable(events)]) }
+        let artifacts = Dictionary(grouping: artifactFolder.list(build: id), by: \.job)
+        if json {
+            return try jsonResponse(["build": AnyEncodable(build), "jobs": AnyEncodable(jobs), "events": AnyEncodable(events),
+                                     "artifacts": AnyEncodable(artifacts.values.flatMap { $0 }.sorted { ($0.job, $0.path) < ($1.job, $1.path) })])
+        }
         let byJob = Dictionary(grouping: events, by: \.job)
         var stages: [(String, [[String: Any]])] = []
         for job in jobs {
@@ -141,6 +152,10 @@ public struct Reporter: Sendable {
                      "attemptTag": job.attempt > 1] as [String: Any]
                 },
                 "truncated": more, "shown": lines.count,
+                "artifacts": (artifacts[job.name] ?? []).isEmpty ? false : ["files": (artifacts[job.name] ?? []).map { a in
+                    ["path": a.path, "size": ByteSize.format(a.size),
+                     "link": "/builds/\(id)/artifacts/\(a.job)?path=\(a.path.addingPercentEncoding(withAllowedCharacters: Self.queryValue) ?? "")"]
+                }] as Any,
             ]
             if let i = stages.firstIndex(where: { $0.0 == job.stage }) { stages[i].1.append(model) } else { stages.append((job.stage, [model])) }
         }
@@ -223,6 +238,27 @@ public struct Reporter: Sendable {
     func badgeResponse(_ latest: BuildSummary?, status: HTTPResponse.Status) -> Response {
         Response(status: status, headers: [.contentType: "image/svg+xml", .cacheControl: "no-cache"],
                  body: .init(byteBuffer: ByteBuffer(string: Charts.badge(latest))))
+    }
+
+    /// One kept artifact, as a download: never a path outside the artifact folder, never shown inline.
+    func artifact(_ build: Int64, job: String, path: String) throws -> Response {
+        guard let file = artifactFolder.file(build: build, job: job, path: path), let handle = FileHandle(forReadingAtPath: file) else {
+            throw HTTPError(.notFound, message: "Build \(build) kept no artifact '\(path.prefix(200))' of job '\(job.prefix(64))'.")
+        }
+        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.intValue ?? 0
+        // A safe file name: the last part of the path, with anything but letters, digits, '.', '_' and '-' replaced.
+        let name = String((path.split(separator: "/").last ?? "artifact").unicodeScalars.map {
+            $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) ? Character($0) : "_"
+        })
+        return Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentDisposition: "attachment; filename=\"\(name)\"",
+                                               .contentLength: String(size)],
+                        body: .init { writer in
+                            defer { try? handle.close() }
+                            while let chunk = try handle.read(upToCount: 64 << 10), !chunk.isEmpty {
+                                try await writer.write(ByteBuffer(data: chunk))
+                            }
+                            try await writer.finish(nil)
+                        })
     }
 
     func logText(_ job: Int64) throws -> Response {

@@ -63,6 +63,7 @@ enum Templates {
           {{#allowFailure}}<small>(allowed to fail)</small>{{/allowFailure}}</h3>
           <p class="meta">runner <span id="runner-{{id}}">{{runner}}</span> · attempt <span id="attempt-{{id}}">{{attempt}}</span> · started <span id="started-{{id}}">{{started}}</span> · <span class="duration" id="duration-{{id}}" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span><span class="reason" id="reason-{{id}}">{{reason}}</span></p>
           {{#history}}<ul class="history">{{#events}}<li>{{at}} {{state}}{{#runner}} on {{runner}}{{/runner}}{{#reason}}: {{reason}}{{/reason}}</li>{{/events}}</ul>{{/history}}
+          {{#artifacts}}<div class="artifacts"><b>Artifacts</b><ul>{{#files}}<li><a href="{{link}}" download>{{path}}</a> <small>{{size}}</small></li>{{/files}}</ul></div>{{/artifacts}}
           <p class="meta">{{#truncated}}Showing the last {{shown}} lines. {{/truncated}}<a href="/jobs/{{id}}/log.txt">Whole log as text</a></p>
           <pre class="log" id="log-{{id}}">{{#lines}}<span class="l {{stream}}" data-attempt="{{attempt}}"><time>{{time}}</time>{{#attemptTag}}<i>#{{attempt}}</i>{{/attemptTag}} {{text}}
         </span>{{/lines}}</pre></article>{{/jobs}}

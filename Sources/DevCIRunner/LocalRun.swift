@@ -1,3 +1,4 @@
+import DevCIContainer
 import DevCIPipeline
 import DevCIProcess
 import DevCIWire
@@ -9,12 +10,20 @@ public final class LocalRun {
     public let file: String
     public let directory: String
     let say: (String) -> Void
+    /// The engine for jobs with `image:`, as on a runner.
+    public var dockerHost = DockerEngine.defaultAddress()
 
     public init(pipeline: Pipeline, file: String, directory: String, say: @escaping (String) -> Void) {
         self.pipeline = pipeline
         self.file = file
         self.directory = directory
         self.say = say
+    }
+
+    /// The same executor a runner would pick: a container for a job with an image.
+    func executor(for def: JobDefinition) -> any Executor {
+        guard def.container != nil, let engine = try? DockerEngine(address: dockerHost) else { return HostExecutor() }
+        return ContainerExecutor(engine: engine)
     }
 
     public func run(repository: String, runNumber: Int, commit: String?) -> LocalRunReport {
@@ -66,7 +75,9 @@ public final class LocalRun {
             env["DEVCI_LOCAL"] = "1"
             env["DEVCI_JOB_NAME"] = def.name
             env["DEVCI_ATTEMPT"] = String(attempt)
-            let result = HostExecutor().run(ExecutorJob(script: script, fallbackCommand: "", directory: directory, environment: env)) {
+            if let image = def.container?.image { say("  in image \(image) on the engine at \(dockerHost)") }
+            let result = executor(for: def).run(ExecutorJob(script: script, fallbackCommand: "", directory: directory, environment: env,
+                                                            labels: ["devci.local": directory])) {
                 log.add($0)
             }
             let (outcome, reason) = result.outcome

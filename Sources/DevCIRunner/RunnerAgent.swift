@@ -1,3 +1,4 @@
+import DevCIContainer
 import DevCIGit
 import DevCIProcess
 import DevCIWire
@@ -25,6 +26,8 @@ public struct RunnerConfig: Sendable {
     public var registrationTimeout: Duration = .seconds(10)
     /// The queues whose jobs this runner takes.
     public var queues: [String] = [defaultQueue]
+    /// The container engine for jobs with `image:` (`unix:///path`); `--docker-host`, else `DOCKER_HOST`, else Docker's default.
+    public var dockerHost: String = DockerEngine.defaultAddress()
 
     public init(clonePath: String, host: String, port: Int, token: String? = nil, name: String,
                 testCommand: String = RunnerConfig.defaultTestCommand, maxBackoff: Duration = .seconds(5), parallel: Int = 1) {
@@ -75,6 +78,24 @@ public final class RunnerAgent: Sendable {
 
     public func start() {
         loop.execute { self.connect() }
+        removeLeftoverContainers()
+    }
+
+    /// The engine for container jobs, if its address is usable.
+    var engine: DockerEngine? { try? DockerEngine(address: config.dockerHost) }
+
+    /// A runner killed with -9 could not remove its job's container: whatever still carries this clone's label goes.
+    private func removeLeftoverContainers() {
+        guard let engine else { return }
+        let clone = config.clonePath, logger = self.logger
+        Task {
+            do {
+                let removed = try await ContainerExecutor.removeLeftovers(engine: engine, clone: clone)
+                if removed > 0 { logger.notice("removed \(removed) container(s) left by an earlier run on \(clone)") }
+            } catch {
+                logger.debug("no leftover containers looked for: \(error)")
+            }
+        }
     }
 
     /// Gives back the jobs in progress (the dispatcher queues them again at once) and disconnects.
@@ -173,9 +194,10 @@ public final class RunnerAgent: Sendable {
 
     // MARK: Jobs
 
-    /// Starts the attempt on a thread of its own, on a fresh executor.
+    /// Starts the attempt on a thread of its own, on a fresh executor: in a container when the job names an image.
     private func run(_ a: JobAssignment, slot: Int) {
-        let executor = HostExecutor()
+        let script = a.script.flatMap { try? JobScript.from(json: $0) }
+        let executor: any Executor = if script?.container != nil, let engine { ContainerExecutor(engine: engine) } else { HostExecutor() }
         state.value.executors[a.job] = executor
         let config = self.config
         let thread = Thread {
@@ -200,6 +222,16 @@ public final class RunnerAgent: Sendable {
             do { script = try JobScript.from(json: json) } catch { return failed("unreadable job script: \(error)") }
         }
         if script == nil { system(a, "running: \(config.testCommand)") }
+        if let image = script?.container?.image {
+            guard executor is ContainerExecutor else { return failed("the container engine address '\(config.dockerHost)' is not usable: give --docker-host unix:///path") }
+            system(a, "image \(image) on the engine at \(config.dockerHost)")
+        }
+        let wire = { try WireClient(address: HostPort(host: config.host, port: config.port), token: config.token) }
+        if let from = script?.artifactsFrom, !from.isEmpty {
+            do { try WorkspaceFiles.receive(from: from, build: a.build, into: workspace, client: wire) { self.system(a, $0) } } catch { return failed(error.description) }
+        }
+        let caches = WorkspaceFiles.CacheStore(clonePath: config.clonePath)
+        if let cache = script?.cache { caches.restore(cache, repository: a.repo, workspace: workspace) { self.system(a, $0) } }
         var env = ProcessInfo.processInfo.environment
         env["DEVCI_JOB"] = String(a.job)
         env["DEVCI_JOB_NAME"] = a.name
@@ -208,8 +240,10 @@ public final class RunnerAgent: Sendable {
         env["DEVCI_BRANCH"] = a.branch
         env["DEVCI_ATTEMPT"] = String(a.attempt)
         env["DEVCI_TOKEN"] = nil
-        let job = ExecutorJob(script: script, fallbackCommand: config.testCommand, directory: workspace, environment: env)
-        return executor.run(job) { lines in
+        let labels = ["devci.runner": config.name, "devci.job": String(a.job), "devci.attempt": String(a.attempt), "devci.build": String(a.build),
+                      ContainerExecutor.cloneLabel: config.clonePath]
+        let job = ExecutorJob(script: script, fallbackCommand: config.testCommand, directory: workspace, environment: env, labels: labels)
+        var result = executor.run(job) { lines in
             let messages = lines.map {
                 ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: $0.text)
             }
@@ -218,6 +252,19 @@ public final class RunnerAgent: Sendable {
             self.sendGate.waitUntilOpen()
             self.loop.execute { self.handle(.output(messages)) }
         }
+        let succeeded = result.outcome.0 == .success
+        // A stopped job (cancel, lost lease, shutdown) gives nothing back: its result will not be recorded.
+        guard !result.stopped else { return result }
+        if let spec = script?.artifacts, spec.applies(succeeded: succeeded) {
+            do {
+                try WorkspaceFiles.send(spec, from: workspace, job: a.job, attempt: a.attempt, client: wire) { self.system(a, $0) }
+            } catch {
+                system(a, error.description)
+                if succeeded { result.failure = error.description }
+            }
+        }
+        if succeeded, let cache = script?.cache { caches.save(cache, repository: a.repo, workspace: workspace) { self.system(a, $0) } }
+        return result
     }
 
     /// Open while the connection to the dispatcher can take more (or there is none: the outbox is bounded).

@@ -195,7 +195,7 @@ struct RunnerSession {
             // Not registered: start over (the dispatcher frees a silent runner's name once its lease expires).
             if code == .nameInUse { out.append(.close) }
             return out
-        case .ok, .queued, .status, .last, .pushed:
+        case .ok, .queued, .status, .last, .pushed, .artifactList, .artifactData:
             return []
         }
     }

@@ -30,6 +30,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let notFound = ErrorCode(rawValue: "not_found")
     /// A `reload` found the server configuration invalid; the old one stays.
     public static let config = ErrorCode(rawValue: "config")
+    /// An upload would take a job's artifacts over the dispatcher's `--artifact-limit`.
+    public static let tooLarge = ErrorCode(rawValue: "too_large")
     // Inside `WireClient` only: the connection closed.
     public static let closed = ErrorCode(rawValue: "closed")
 }

@@ -58,6 +58,13 @@ public enum LineCodec {
         case .reload: return "reload"
         case .awaitPush(let repos, let timeout):
             return line("await_push", ("repos", repos.joined(separator: "\n")), ("timeout_ms", String(timeout)))
+        case .artifactPut(let job, let attempt, let path, let size, let offset, let data):
+            return line("artifact_put", ("job", String(job)), ("attempt", String(attempt)), ("path", path), ("size", String(size)),
+                        ("offset", String(offset)), ("data", data))
+        case .artifactList(let build, let job, let from):
+            return line("artifact_list", ("build", String(build))) + (job.map { " job=" + percentEncode($0) } ?? "") + (from > 0 ? " from=\(from)" : "")
+        case .artifactGet(let build, let job, let path, let offset):
+            return line("artifact_get", ("build", String(build)), ("job", job), ("path", path), ("offset", String(offset)))
         }
     }
 
@@ -87,6 +94,10 @@ public enum LineCodec {
         case .last(let repo, let branch, let commit):
             return line("last", ("repo", repo), ("branch", branch), ("commit", commit))
         case .pushed(let repos): return line("pushed", ("repos", repos.joined(separator: "\n")))
+        case .artifactList(let entries, let next):
+            return line("artifact_list", ("entries", ArtifactListing.json(entries)), ("next", String(next)))
+        case .artifactData(let size, let offset, let data):
+            return line("artifact_data", ("size", String(size)), ("offset", String(offset)), ("data", data))
         }
     }
 
@@ -183,6 +194,26 @@ public enum LineCodec {
             let repo = try f.string("repo"), branch = try f.string("branch")
             guard Validate.isRepository(repo), Validate.isBranchName(branch) else { throw WireError(.badField, "bad repo or branch") }
             message = .lastDispatched(repo: repo, branch: branch)
+        case "artifact_put":
+            let job = try f.id("job"), attempt = try f.attempt(), path = try f.string("path")
+            let size = try f.int64("size"), offset = try f.int64("offset"), data = try f.string("data", default: "")
+            guard ArtifactPath.isSafe(path) else { throw WireError(.badField, "path must be a relative path without '..'") }
+            guard size >= 0, offset >= 0, offset <= size else { throw WireError(.badField, "size and offset must satisfy 0 <= offset <= size") }
+            guard data.utf8.count <= (ArtifactPath.chunkBytes / 3 + 1) * 4 else { throw WireError(.badField, "data is over \(ArtifactPath.chunkBytes) bytes") }
+            message = .artifactPut(job: job, attempt: attempt, path: path, size: size, offset: offset, data: data)
+        case "artifact_list":
+            let build = try f.id("build")
+            let job = f.has("job") ? try f.string("job") : nil
+            if let job, !Validate.isRunnerName(job) { throw WireError(.badField, "job must be a job name") }
+            let from = try f.int("from", default: 0)
+            guard from >= 0 else { throw WireError(.badField, "from must not be negative") }
+            message = .artifactList(build: build, job: job, from: from)
+        case "artifact_get":
+            let build = try f.id("build"), job = try f.string("job"), path = try f.string("path"), offset = try f.int64("offset")
+            guard Validate.isRunnerName(job), ArtifactPath.isSafe(path), offset >= 0 else {
+                throw WireError(.badField, "job must be a job name, path a relative path without '..', offset not negative")
+            }
+            message = .artifactGet(build: build, job: job, path: path, offset: offset)
         default:
             throw WireError(.unknownVerb, "unknown message '\(f.verb.prefix(32))'")
         }
@@ -228,6 +259,11 @@ public enum LineCodec {
         case "last":
             message = .last(repo: try f.string("repo"), branch: try f.string("branch"), commit: try f.string("commit", default: ""))
         case "pushed": message = .pushed(repos: try f.string("repos", default: "").split(separator: "\n").map(String.init))
+        case "artifact_list":
+            guard let entries = ArtifactListing.entries(try f.string("entries")) else { throw WireError(.badField, "entries must be a JSON list") }
+            message = .artifactList(entries: entries, next: try f.int("next", default: 0))
+        case "artifact_data":
+            message = .artifactData(size: try f.int64("size"), offset: try f.int64("offset"), data: try f.string("data", default: ""))
         default:
             throw WireError(.unknownVerb, "unknown message '\(f.verb.prefix(32))'")
         }

@@ -33,6 +33,13 @@ public enum ClientMessage: Equatable, Sendable {
     /// An observer waits (at most `timeoutMillis`) for a webhook push to any of these repository addresses:
     /// answered `pushed`, at once when one came in since its last wait.
     case awaitPush(repos: [String], timeoutMillis: Int)
+    /// One chunk of an artifact of an attempt in progress (`data` is base64, at most `ArtifactPath.chunkBytes`
+    /// raw bytes); `size` is the whole file's. Answered `ok for=artifact_put` once written, or an error.
+    case artifactPut(job: Int64, attempt: Int, path: String, size: Int64, offset: Int64, data: String)
+    /// Ask which artifacts a build kept (of one job when named), from the `from`-th: answered `artifact_list`.
+    case artifactList(build: Int64, job: String?, from: Int)
+    /// Ask for a chunk of a kept artifact: answered `artifact_data`.
+    case artifactGet(build: Int64, job: String, path: String, offset: Int64)
 }
 
 /// A one-off job: `devci add-job "command"`.
@@ -97,6 +104,10 @@ public enum ServerMessage: Equatable, Sendable {
     /// The answer to `awaitPush`: the repository addresses a webhook push named since the last wait (empty
     /// when the wait timed out).
     case pushed(repos: [String])
+    /// Kept artifacts, as many as fit in the line; `next` is the index to ask `from` for the rest, 0 when none are left.
+    case artifactList(entries: [ArtifactEntry], next: Int)
+    /// A chunk of an artifact (base64) at `offset`, and the file's whole size.
+    case artifactData(size: Int64, offset: Int64, data: String)
 }
 
 /// A commit's pipeline file as the dispatching peer found it.

@@ -242,3 +242,40 @@ struct ReportCommand: ParsableCommand {
         print(json ? try TextReport.json(Array(reports)) : LocalReportTable.runs(Array(reports)))
     }
 }
+
+struct ArtifactsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "artifacts",
+        abstract: "Download the artifacts a build kept, from the dispatcher, into a folder (one subfolder per job).",
+        discussion: "Exits 1 when the build kept none (of the job, when --job is given)."
+    )
+
+    @Argument(help: "The build's id.") var build: Int64
+    @Option(help: "Only this job's artifacts.") var job: String?
+    @Option(help: "Where to write them (default: ./artifacts-<build>).") var out: String?
+    @Flag(help: "Only list them.") var list = false
+    @OptionGroup var server: DispatcherAddress
+
+    func validate() throws {
+        guard build > 0 else { throw ValidationError("the build id must be positive") }
+        if let job, !Validate.isRunnerName(job) { throw ValidationError("--job must be a job name") }
+    }
+
+    func run() throws {
+        let client = try server.connect()
+        defer { client.close() }
+        let entries = try ArtifactTransfer.list(client, build: build, job: job)
+        guard !entries.isEmpty else {
+            throw Failure("build \(build) kept no artifacts\(job.map { " of job '\($0)'" } ?? "")")
+        }
+        let folder = URL(fileURLWithPath: out ?? "artifacts-\(build)").standardizedFileURL.path
+        for entry in entries {
+            if list {
+                print("\(entry.job)/\(entry.path)\t\(entry.size)")
+                continue
+            }
+            try ArtifactTransfer.download(client, build: build, entry: entry, into: "\(folder)/\(entry.job)")
+            print("\(folder)/\(entry.job)/\(entry.path) (\(ByteSize.format(entry.size)))")
+        }
+    }
+}

@@ -12,7 +12,7 @@ struct DevCI: AsyncParsableCommand {
         abstract: "A small distributed CI: dispatcher, runners and the tools around them.",
         version: DevCIVersion.current,
         subcommands: [UpCommand.self, DispatcherCommand.self, RunnerCommand.self, RunnerManagerCommand.self, ObserverCommand.self,
-                      DispatchCommand.self, AddJobCommand.self, CancelCommand.self, ReloadCommand.self, StatusCommand.self, ReportCommand.self,
+                      DispatchCommand.self, AddJobCommand.self, CancelCommand.self, ArtifactsCommand.self, ReloadCommand.self, StatusCommand.self, ReportCommand.self,
                       RunCommand.self, LintCommand.self, ReporterCommand.self]
     )
 }

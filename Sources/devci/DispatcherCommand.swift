@@ -28,9 +28,11 @@ struct DispatcherCommand: ParsableCommand {
     @Option(help: "Address of the HTTP side (webhooks, the task trigger).") var httpHost = "127.0.0.1"
     @Option(help: "Port of the HTTP side; off when not given.") var httpPort: Int?
     @Option(help: "The secret GitHub signs webhook deliveries with (default: DEVCI_WEBHOOK_SECRET).") var webhookSecret: String?
+    @Option(help: "The most artifacts one job may keep, summed over its files (like 100m or 2g).") var artifactLimit = "100m"
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
+        guard ByteSize.parse(artifactLimit) != nil else { throw ValidationError("--artifact-limit must be a size like 100m or 2g") }
         if let httpPort, !(0...65535).contains(httpPort) { throw ValidationError("--http-port must be from 0 to 65535") }
         _ = try timeFlag(heartbeat, "--heartbeat")
         _ = try timeFlag(authTimeout, "--auth-timeout")
@@ -64,7 +66,7 @@ struct DispatcherCommand: ParsableCommand {
         } catch {
             throw Failure("cannot open the database \(path): \(error)")
         }
-        logger.info("database \(path)")
+        logger.info("database \(path); artifacts in \(ArtifactFolder.beside(database: path).root), at most \(artifactLimit) per job")
         if token == nil && !["127.0.0.1", "localhost", "::1"].contains(host) {
             logger.warning("listening on \(host) without a token: anyone who can reach this port can register runners and dispatch work; set --token or DEVCI_TOKEN")
         }
@@ -88,6 +90,8 @@ struct DispatcherCommand: ParsableCommand {
         config.httpHost = httpHost
         config.httpPort = httpPort
         config.webhookSecret = webhookSecret
+        config.artifacts = ArtifactFolder.beside(database: path)
+        config.artifactLimit = ByteSize.parse(artifactLimit) ?? ArtifactPath.defaultLimit
         let dispatcher = Dispatcher(
             config: config,
             store: store, loop: group.next(), logger: logger, onFatal: { termination.fail($0) })

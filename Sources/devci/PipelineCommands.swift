@@ -1,4 +1,5 @@
 import ArgumentParser
+import DevCIContainer
 import DevCIGit
 import DevCIPipeline
 import DevCIWire
@@ -55,8 +56,10 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Run locally (the only mode for now).") var local = false
     @Argument(help: "The pipeline file (its folder is where jobs run).") var file = pipelineFileName
     @Option(help: "Where reports are saved (default: ~/.devci/reports).") var reports: String?
+    @Option(help: "The container engine for jobs with image: (default: DOCKER_HOST or unix:///var/run/docker.sock).") var dockerHost: String?
 
     func validate() throws {
+        if let dockerHost { do { _ = try DockerEngine(address: dockerHost) } catch { throw ValidationError(error.description) } }
         guard local else { throw ValidationError("say --local: devci run --local [file]") }
     }
 
@@ -69,8 +72,9 @@ struct RunCommand: ParsableCommand {
         let number = store.nextRun(repository: repository)
         let commit = try? repo?.headCommit()
         print("run \(number) of \(repository): \(pipeline.jobs.count) job(s) in \(directory)\(commit.map { " at \($0.prefix(12))" } ?? "")")
-        let report = LocalRun(pipeline: pipeline, file: file, directory: directory) { print($0) }
-            .run(repository: repository, runNumber: number, commit: commit)
+        let run = LocalRun(pipeline: pipeline, file: file, directory: directory) { print($0) }
+        run.dockerHost = dockerHost ?? DockerEngine.defaultAddress()
+        let report = run.run(repository: repository, runNumber: number, commit: commit)
         let path = try store.save(report)
         print("report: \(path)")
         if !report.passed { throw ExitCode(1) }

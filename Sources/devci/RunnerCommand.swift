@@ -1,4 +1,5 @@
 import ArgumentParser
+import DevCIContainer
 import DevCIGit
 import DevCIRunner
 import DevCIWire
@@ -18,9 +19,11 @@ struct RunnerCommand: ParsableCommand {
     @Option(help: "How many jobs to run at once, each in its own workspace (the first in the clone itself, the others in <clone>.workspaces/N).") var parallel = 1
     @Option(help: "How long the dispatcher may take to greet and register this runner before it dials again.") var registrationTimeout = "10s"
     @Option(name: .customLong("queue"), help: "A queue whose jobs this runner takes; repeat for several (default: default).") var queues: [String] = []
+    @Option(help: "The container engine for jobs with image: (default: DOCKER_HOST or unix:///var/run/docker.sock).") var dockerHost: String?
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
+        if let dockerHost { do { _ = try DockerEngine(address: dockerHost) } catch { throw ValidationError(error.description) } }
         guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
         if let name, !Validate.isRunnerName(name) { throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'") }
         _ = try timeFlag(registrationTimeout, "--registration-timeout")
@@ -48,9 +51,10 @@ struct RunnerCommand: ParsableCommand {
         var config = RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.takeToken(),
                                   name: runnerName, testCommand: testCommand, parallel: parallel)
         config.registrationTimeout = try timeFlag(registrationTimeout, "--registration-timeout")
+        config.dockerHost = dockerHost ?? DockerEngine.defaultAddress()
         config.queues = queues.isEmpty ? [defaultQueue] : queues.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let agent = RunnerAgent(config: config, loop: group.next(), logger: logger)
-        logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), queues \(config.queues.joined(separator: ", ")), test command: \(testCommand)")
+        logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), queues \(config.queues.joined(separator: ", ")), container engine \(config.dockerHost), test command: \(testCommand)")
         agent.start()
         try? termination.wait(logger) { agent.shutdown() }
         try? group.syncShutdownGracefully()

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DevCIContainer
 import DevCIGit
 import DevCIProcess
 import DevCIRunner
@@ -20,9 +21,11 @@ struct RunnerManagerCommand: ParsableCommand {
     @Option(help: "Runner names are <prefix>-<n> (default: this host's name).") var namePrefix: String?
     @Option(help: "Passed to every runner.") var testCommand = RunnerConfig.defaultTestCommand
     @Option(name: .customLong("queue"), help: "A queue whose jobs the runners take; repeat for several, passed to every runner (default: default).") var queues: [String] = []
+    @Option(help: "The container engine for jobs with image:, passed to every runner (default: DOCKER_HOST or unix:///var/run/docker.sock).") var dockerHost: String?
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
+        if let dockerHost { do { _ = try DockerEngine(address: dockerHost) } catch { throw ValidationError(error.description) } }
         guard Validate.isRunnerName((namePrefix ?? RunnerCommand.hostName()) + "-000") else {
             throw ValidationError("--name-prefix must be letters, digits, '.', '_', '-'" + (namePrefix == nil ? " (this host's name is not: pass --name-prefix)" : ""))
         }
@@ -48,7 +51,7 @@ struct RunnerManagerCommand: ParsableCommand {
                 clonePath: clone, workDirectory: work, desiredCount: desiredCount, namePrefix: prefix,
                 executable: currentExecutablePath(),
                 runnerArguments: ["--dispatcher-server", address.description, "--test-command", testCommand, "--log-level", logging.logLevel]
-                    + queues.flatMap { ["--queue", $0] }),
+                    + queues.flatMap { ["--queue", $0] } + (dockerHost.map { ["--docker-host", $0] } ?? [])),
             logger: logger)
         logger.info("runner manager: \(desiredCount) runner(s) from \(clone), working copies in \(work), dispatcher \(address); pid \(getpid()): `kill -USR1 \(getpid())` adds a runner, `kill -USR2 \(getpid())` removes one")
         signal(SIGUSR1, SIG_IGN)
