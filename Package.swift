@@ -117,6 +117,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
+        .testTarget(name: "DevCIContainerTests", dependencies: ["DevCIContainer", "DevCIWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "DevCIDispatcherTests",
             dependencies: [

@@ -362,7 +362,9 @@ public enum PipelineParser {
 
         mutating func cache(_ node: Node, _ f: String) -> CacheSpec? {
             var key: String?, paths: [String]?
+            var given: Set<String> = []
             for (k, _, v) in mapping(node, f, known: PipelineParser.cacheKeys) ?? [] {
+                given.insert(k)
                 if k == "paths" {
                     paths = workspacePaths(v, "\(f).paths")
                 } else if let s = string(v, "\(f).key") {
@@ -373,7 +375,8 @@ public enum PipelineParser {
                 }
             }
             guard let key, let paths else {
-                fail(node, f, "a cache needs 'key' and 'paths'")
+                // A key or paths given but wrong is already said.
+                if given.count < 2 { fail(node, f, "a cache needs 'key' and 'paths'") }
                 return nil
             }
             return CacheSpec(key: key, paths: paths)

@@ -108,6 +108,11 @@ public final class RunnerAgent: Sendable {
             if !connected { done.succeed() }
         }
         try? done.futureResult.wait()
+        // A container job outlives this process unless it is stopped and removed first: wait for the jobs to end.
+        let deadline = Date(timeIntervalSinceNow: 15)
+        while Date() < deadline, (try? loop.submit({ !self.state.value.executors.isEmpty }).wait()) == true {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
     }
 
     /// Hands an event to the session and carries out what it returns.

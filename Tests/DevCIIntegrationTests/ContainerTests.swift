@@ -221,6 +221,16 @@ final class ContainerTests: HarnessTestCase {
         XCTAssertEqual(out.status, 0, out.output)
         XCTAssertEqual(try h.waitForFinalBuild(build).status, .cancelled)
         try h.waitUntil("the cancelled job's container is removed") { try containers("devci.build=\(build)").isEmpty }
+
+        // SIGTERM: the runner gives the job back and removes its container before it exits.
+        _ = try h.commit("exit 0", to: origin, message: "forever again")
+        let third = try dispatchHead(origin, address)
+        try h.waitUntil("the third build's container runs") { try !containers("devci.build=\(third)").isEmpty }
+        let second = try XCTUnwrap(h.processes.last { $0.arguments?.contains("r0b") == true })
+        kill(second.processIdentifier, SIGTERM)
+        second.waitUntilExit()
+        XCTAssertEqual(second.terminationStatus, 0, h.log(of: second))
+        XCTAssertEqual(try containers("devci.build=\(third)"), [], "a container outlived its runner's SIGTERM")
     }
 
     func testArtifactsFlowThroughNeedsDownloadByteForByteAndACacheSurvivesToTheNextBuild() throws {
