@@ -13,6 +13,8 @@ stop_servers() {
     kill "$(cat "$servers/docker.pid")" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$(cat "$servers/docker.pid")" 2>/dev/null || break; sleep 0.1; done
   fi
+  # The engine leaves its network namespace mounted under its exec folder: unmount what is left, deepest first.
+  awk -v d="$servers" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$servers" 2>/dev/null || true
 }
 trap stop_servers EXIT

@@ -233,6 +233,34 @@ final class ContainerTests: HarnessTestCase {
         XCTAssertEqual(try containers("devci.build=\(third)"), [], "a container outlived its runner's SIGTERM")
     }
 
+    func testARunnerThatLostItsLeaseWhileFrozenEndsItsContainerWhenItWakes() throws {
+        let (origin, address, _) = try start("""
+            jobs:
+              forever:
+                image: IMAGE
+                run: echo started; sleep 600
+            """, runners: 2)
+        let build = try dispatchHead(origin, address)
+        var first = ""
+        try h.waitUntil("the job's container runs") {
+            for name in ["r0", "r1"] where try !containers("devci.runner=\(name)").isEmpty { first = name }
+            return !first.isEmpty
+        }
+        let other = first == "r0" ? "r1" : "r0"
+        let frozen = try XCTUnwrap(h.processes.first { $0.arguments?.first == "runner" && $0.arguments?.contains(first) == true })
+        kill(frozen.processIdentifier, SIGSTOP)
+        // The lease expires, the job goes to the other runner...
+        try h.waitUntil("the other runner runs the job", timeout: 60) { try !containers("devci.runner=\(other)").isEmpty }
+        XCTAssertFalse(try containers("devci.runner=\(first)").isEmpty, "the frozen runner cannot have stopped its container")
+        // ...and the frozen one, once it wakes and learns its lease is gone, stops and removes its container.
+        kill(frozen.processIdentifier, SIGCONT)
+        try h.waitUntil("the woken runner's container is removed", timeout: 30) { try containers("devci.runner=\(first)").isEmpty }
+        XCTAssertEqual(try containers("devci.build=\(build)").count, 1)
+        let out = try h.run(["cancel", String(build), "--dispatcher-server", address.description])
+        XCTAssertEqual(out.status, 0, out.output)
+        try h.waitUntil("the cancelled job's container is removed") { try containers("devci.build=\(build)").isEmpty }
+    }
+
     func testArtifactsFlowThroughNeedsDownloadByteForByteAndACacheSurvivesToTheNextBuild() throws {
         let (origin, address, clones) = try start("""
             stages: [build, test]
