@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build --build-tests
+# The service units must load: systemd-analyze verify, with the fresh binary standing in for /usr/local/bin/devci.
+scripts/verify-units.sh .build/debug/devci
 
 servers=$(mktemp -d /tmp/devci-test-servers.XXXXXX)
 stop_servers() {
