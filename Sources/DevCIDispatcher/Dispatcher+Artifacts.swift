@@ -60,6 +60,20 @@ extension Dispatcher {
         }
     }
 
+    /// Drops the uploads of attempts that hold no lease any more and sent nothing for a minute: their runner died
+    /// or lost the job before its result, so they can never be kept.
+    func sweepArtifacts() {
+        guard let folder = config.artifacts else { return }
+        artifactQueue.async {
+            for upload in folder.incomingUploads() where Date().timeIntervalSince(upload.modified) > 60 {
+                let leased = (try? self.loop.submit { self.scheduler.isLeased(job: upload.job, attempt: upload.attempt) }.wait()) ?? true
+                guard !leased else { continue }
+                folder.discard(job: upload.job, attempt: upload.attempt)
+                self.logger.notice("dropped the unfinished artifact upload of job \(upload.job) attempt \(upload.attempt): it holds no lease")
+            }
+        }
+    }
+
     func artifactList(build: Int64, job: String?, from: Int, replyTo id: ConnectionID) {
         guard let folder = config.artifacts else { return send(id, .artifactList(entries: [], next: 0)) }
         artifactQueue.async {

@@ -101,6 +101,7 @@ public final class Dispatcher: Sendable {
         var serverChannel: Channel?
         /// The files each attempt in progress has begun to upload, with their announced sizes.
         var artifactUploads: [JobAttempt: [String: Int64]] = [:]
+        var lastArtifactSweep = ContinuousClock.now
     }
 
     struct JobAttempt: Hashable {
@@ -191,6 +192,10 @@ public final class Dispatcher: Sendable {
         if now - state.value.lastVerify >= .seconds(1) {
             state.value.lastVerify = now
             _ = writer.submit("check the database file") { _ in }
+        }
+        if now - state.value.lastArtifactSweep >= .seconds(30) {
+            state.value.lastArtifactSweep = now
+            sweepArtifacts()
         }
     }
 

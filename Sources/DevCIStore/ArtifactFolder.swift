@@ -121,6 +121,17 @@ public struct ArtifactFolder: Sendable {
         return list(build: build, job: name).count
     }
 
+    /// The attempts with uploads not yet kept or dropped, and when each last wrote.
+    public func incomingUploads() -> [(job: Int64, attempt: Int, modified: Date)] {
+        let base = "\(root)/incoming"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).compactMap { name in
+            let parts = name.split(separator: "-")
+            guard parts.count == 2, let job = Int64(parts[0]), let attempt = Int(parts[1]) else { return nil }
+            let modified = (try? FileManager.default.attributesOfItem(atPath: "\(base)/\(name)")[.modificationDate] as? Date) ?? .distantPast
+            return (job, attempt, modified)
+        }
+    }
+
     /// Drops an attempt's uploads (its result was not recorded).
     public func discard(job: Int64, attempt: Int) {
         try? FileManager.default.removeItem(atPath: incoming(job: job, attempt: attempt))

@@ -31,7 +31,9 @@ final class ArtifactFolderTests: XCTestCase {
         XCTAssertEqual(try folder.read(build: 3, job: "compile", path: "dist/app.bin", offset: 4, count: 100).data, Data("o world".utf8))
         // A discarded attempt leaves nothing.
         try folder.append(job: 8, attempt: 1, path: "x", offset: 0, data: Data("x".utf8))
+        XCTAssertEqual(folder.incomingUploads().map { "\($0.job)-\($0.attempt)" }, ["8-1"])
         folder.discard(job: 8, attempt: 1)
+        XCTAssertTrue(folder.incomingUploads().isEmpty)
         XCTAssertEqual(try folder.commit(job: 8, attempt: 1, build: 3, name: "other"), 0)
         XCTAssertEqual(folder.list(build: 3).map(\.job), ["compile"])
     }
