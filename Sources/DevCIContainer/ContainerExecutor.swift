@@ -54,23 +54,22 @@ public final class ContainerExecutor: Executor {
     }
 
     private func execute(_ job: ExecutorJob, onOutput: @escaping @Sendable ([OutputLine]) -> Void) async -> JobExecutor.Result {
-        func failed(_ why: String) -> JobExecutor.Result { JobExecutor.Result(termination: .failedToStart(why), timedOut: false, stopped: false) }
-        guard let spec = job.script?.container else { return failed("the job names no image") }
+        guard let spec = job.script?.container else { return .failedToStart("the job names no image") }
         // Only the job's own variables go in: the host's PATH and HOME would break the image's.
         let driver = StepDriver(script: job.script, fallbackCommand: job.fallbackCommand, environment: job.environment.filter { $0.key.hasPrefix("DEVCI_") })
         let workdir: String
         switch driver.workingDirectory(in: Self.mountPoint) {
         case .success(let dir): workdir = dir
-        case .failure(let why): return failed(why.description)
+        case .failure(let why): return .failedToStart(why.description)
         }
         do {
             guard try await engine.hasImage(spec.image) else {
-                return failed("image '\(spec.image)' is not on the engine at \(engine.address): import or pull it")
+                return .failedToStart("image '\(spec.image)' is not on the engine at \(engine.address): import or pull it")
             }
         } catch {
-            return failed(error.description)
+            return .failedToStart(error.description)
         }
-        if state.withLockedValue({ $0.stopRequested }) { return JobExecutor.Result(termination: .exited(-1), timedOut: false, stopped: true) }
+        if state.withLockedValue({ $0.stopRequested }) { return .stoppedBeforeStart }
         var host: [String: Any] = ["Binds": ["\(job.directory):\(Self.mountPoint)"], "AutoRemove": false]
         if let memory = spec.memoryBytes {
             host["Memory"] = memory
@@ -88,13 +87,13 @@ public final class ContainerExecutor: Executor {
         do {
             id = try await engine.create(config, name: "devci-\(job.labels["devci.job"] ?? "job")-\(UInt32.random(in: 0...UInt32.max))")
         } catch {
-            return failed("cannot create the job's container: \(error)")
+            return .failedToStart("cannot create the job's container: \(error)")
         }
         let stopEarly = state.withLockedValue { s -> Bool in
             s.container = id
             return s.stopRequested
         }
-        let result = stopEarly ? JobExecutor.Result(termination: .exited(-1), timedOut: false, stopped: true)
+        let result = stopEarly ? JobExecutor.Result.stoppedBeforeStart
             : await run(container: id, job, image: spec.image, driver: driver, onOutput: onOutput)
         // Removed before the result goes out, so a job that has ended has no container left.
         try? await engine.remove(id)
@@ -103,7 +102,6 @@ public final class ContainerExecutor: Executor {
 
     private func run(container id: String, _ job: ExecutorJob, image: String, driver: StepDriver,
                      onOutput: @escaping @Sendable ([OutputLine]) -> Void) async -> JobExecutor.Result {
-        func failed(_ why: String) -> JobExecutor.Result { JobExecutor.Result(termination: .failedToStart(why), timedOut: false, stopped: false) }
         func say(_ text: String) { onOutput([OutputLine(stream: .system, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), text: text)]) }
         var timer: Task<Void, Never>?
         if let seconds = job.script?.timeoutSeconds {
@@ -119,7 +117,7 @@ public final class ContainerExecutor: Executor {
             try await engine.start(id)
         } catch {
             await giveBack(job, image: image, say: say)
-            return failed("cannot start the job's container: \(error)")
+            return .failedToStart("cannot start the job's container: \(error)")
         }
         // Output streams until the container stops; the exit status comes from a wait, not from the stream.
         let logs = Task {
@@ -147,7 +145,7 @@ public final class ContainerExecutor: Executor {
             status = try await engine.wait(id)
         } catch {
             logs.cancel()
-            return failed("lost the job's container: \(error)")
+            return .failedToStart("lost the job's container: \(error)")
         }
         if let failure = await logs.value { say("the container's output was cut short: \(failure)") }
         let oom = (try? await engine.inspect(id).oomKilled) ?? false

@@ -16,9 +16,7 @@ extension Dispatcher {
             return
         }
         let key = JobAttempt(job: job, attempt: attempt)
-        var files = state.value.artifactUploads[key] ?? [:]
-        files[path] = size
-        let total = files.values.reduce(0, +)
+        let total = state.value.artifactUploads[key, default: ArtifactUpload()].total(with: path, size: size)
         guard total <= config.artifactLimit else {
             send(id, .error(code: .tooLarge, message: "the artifacts of job \(job) come to \(ByteSize.format(total)), over the limit of \(ByteSize.format(config.artifactLimit)) per job"))
             return
@@ -27,7 +25,7 @@ extension Dispatcher {
             send(id, .error(code: .badField, message: "data is not base64, or runs past the file's size"))
             return
         }
-        state.value.artifactUploads[key] = files
+        state.value.artifactUploads[key, default: ArtifactUpload()].announce(path, size: size)
         artifactQueue.async {
             let reply: ServerMessage
             do {

@@ -100,13 +100,27 @@ public final class Dispatcher: Sendable {
         var heartbeatWritten: [String: ContinuousClock.Instant] = [:]
         var serverChannel: Channel?
         /// The files each attempt in progress has begun to upload, with their announced sizes.
-        var artifactUploads: [JobAttempt: [String: Int64]] = [:]
+        var artifactUploads: [JobAttempt: ArtifactUpload] = [:]
         var lastArtifactSweep = ContinuousClock.now
     }
 
     struct JobAttempt: Hashable {
         var job: Int64
         var attempt: Int
+    }
+
+    /// An attempt's announced files and their sum, kept as they come (a chunk must not cost a pass over every file).
+    struct ArtifactUpload {
+        var sizes: [String: Int64] = [:]
+        var total: Int64 = 0
+
+        /// The sum with this file announced at this size.
+        func total(with path: String, size: Int64) -> Int64 { total - (sizes[path] ?? 0) + size }
+
+        mutating func announce(_ path: String, size: Int64) {
+            total = total(with: path, size: size)
+            sizes[path] = size
+        }
     }
     /// Artifact files are written and read here, in order, never on the event loop.
     let artifactQueue = DispatchQueue(label: "devci.dispatcher.artifacts")

@@ -68,6 +68,11 @@ public enum JobExecutor {
             self.outOfMemory = outOfMemory
         }
 
+        /// Nothing ran, for this reason: the job ends `error`.
+        public static func failedToStart(_ why: String) -> Result { Result(termination: .failedToStart(why), timedOut: false, stopped: false) }
+        /// Stopped on request before anything ran.
+        public static let stoppedBeforeStart = Result(termination: .exited(-1), timedOut: false, stopped: true)
+
         /// How the attempt ended, and why, as a runner reports it.
         public var outcome: (Outcome, String) {
             if timedOut { return (.timedOut, "timed out") }
@@ -91,7 +96,7 @@ public enum JobExecutor {
         let cwd: String
         switch driver.workingDirectory(in: directory) {
         case .success(let dir): cwd = dir
-        case .failure(let why): return Result(termination: .failedToStart(why.description), timedOut: false, stopped: false)
+        case .failure(let why): return .failedToStart(why.description)
         }
         let timedOut = OnceFlag(), finished = OnceFlag()
         if let seconds = script?.timeoutSeconds {

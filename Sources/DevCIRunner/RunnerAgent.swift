@@ -201,12 +201,13 @@ public final class RunnerAgent: Sendable {
 
     /// Starts the attempt on a thread of its own, on a fresh executor: in a container when the job names an image.
     private func run(_ a: JobAssignment, slot: Int) {
-        let script = a.script.flatMap { try? JobScript.from(json: $0) }
-        let executor: any Executor = if script?.container != nil, let engine { ContainerExecutor(engine: engine) } else { HostExecutor() }
+        // Read once here: the executor depends on it, and `execute` reports it when it is unreadable.
+        let script = Result { try a.script.map(JobScript.from(json:)) }
+        let executor: any Executor = if (try? script.get())??.container != nil, let engine { ContainerExecutor(engine: engine) } else { HostExecutor() }
         state.value.executors[a.job] = executor
         let config = self.config
         let thread = Thread {
-            let result = self.execute(a, executor: executor, workspace: slot, config: config)
+            let result = self.execute(a, script: script, executor: executor, workspace: slot, config: config)
             self.loop.execute { self.finished(a, result) }
         }
         thread.stackSize = 1 << 20
@@ -214,18 +215,17 @@ public final class RunnerAgent: Sendable {
     }
 
     /// Runs on the job's own thread: the workspace, then the job's steps (or the test command) on its executor.
-    private func execute(_ a: JobAssignment, executor: any Executor, workspace slot: Int, config: RunnerConfig) -> JobExecutor.Result {
-        func failed(_ why: String) -> JobExecutor.Result { JobExecutor.Result(termination: .failedToStart(why), timedOut: false, stopped: false) }
+    private func execute(_ a: JobAssignment, script decoded: Result<JobScript?, any Error>, executor: any Executor, workspace slot: Int,
+                         config: RunnerConfig) -> JobExecutor.Result {
+        let failed = JobExecutor.Result.failedToStart
         let workspace: String
         do {
             workspace = try Workspaces(clonePath: config.clonePath).prepare(slot: slot, for: a) { self.system(a, $0) }
         } catch {
             return failed("\(error)")
         }
-        var script: JobScript?
-        if let json = a.script {
-            do { script = try JobScript.from(json: json) } catch { return failed("unreadable job script: \(error)") }
-        }
+        let script: JobScript?
+        do { script = try decoded.get() } catch { return failed("unreadable job script: \(error)") }
         if script == nil { system(a, "running: \(config.testCommand)") }
         if let image = script?.container?.image {
             guard executor is ContainerExecutor else { return failed("the container engine address '\(config.dockerHost)' is not usable: give --docker-host unix:///path") }
