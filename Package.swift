@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         // The Docker Engine API over its Unix socket (http+unix://).
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // /metrics: the metrics API, and Prometheus' text format behind it.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -71,11 +74,23 @@ let package = Package(
             name: "DevCIRunnerManager",
             dependencies: ["DevCIProcess", "DevCIGit", "DevCIWire", .product(name: "Logging", package: "swift-log")]
         ),
+        // Metrics: swift-metrics in front, a Prometheus registry behind, `GET /metrics`, the process's own figures.
+        .target(
+            name: "DevCIMetrics",
+            dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         // The dispatcher: the scheduler state machine and its NIO/SQLite edges.
         .target(
             name: "DevCIDispatcher",
             dependencies: [
-                "DevCIWire", "DevCIStore", "DevCIPipeline",
+                "DevCIWire", "DevCIStore", "DevCIPipeline", "DevCIMetrics",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -88,7 +103,8 @@ let package = Package(
         .target(
             name: "DevCIRunner",
             dependencies: [
-                "DevCIWire", "DevCIGit", "DevCIProcess", "DevCIPipeline", "DevCIContainer",
+                "DevCIWire", "DevCIGit", "DevCIProcess", "DevCIPipeline", "DevCIContainer", "DevCIMetrics",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -109,7 +125,7 @@ let package = Package(
         .executableTarget(
             name: "devci",
             dependencies: [
-                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIContainer", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline", "DevCIReporter",
+                "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIContainer", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline", "DevCIReporter", "DevCIMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -2,7 +2,8 @@
 # Installs what building and running DevCI needs from Debian's packages, when it is missing:
 # libgit2-dev (through pkg-config), git, python3 for the sample repository's tests, and for the container tests
 # a Docker engine (docker.io: dockerd and its client; nothing is started here) and busybox-static for their image,
-# and systemd-analyze (systemd) to verify the service units in contrib/systemd.
+# systemd-analyze (systemd) to verify the service units in contrib/systemd, and Prometheus with promtool
+# (prometheus) to check and scrape /metrics.
 set -euo pipefail
 missing=()
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
@@ -11,6 +12,7 @@ command -v git >/dev/null 2>&1 || missing+=(git)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2

@@ -1,3 +1,4 @@
+import DevCIMetrics
 import DevCIWire
 import Foundation
 import Hummingbird
@@ -14,32 +15,9 @@ extension Dispatcher {
 
     /// Starts the HTTP side and returns its bound port once it listens. Throws when it cannot listen.
     public func startHTTP(port: Int) throws -> Int {
-        let bound = NIOLockedValueBox<Result<Int, Error>?>(nil)
-        let ready = DispatchSemaphore(value: 0)
-        let app = Application(
-            router: httpRouter(),
-            configuration: .init(address: .hostname(config.httpHost, port: port), serverName: "devci-dispatcher"),
-            onServerRunning: { channel in
-                bound.withLockedValue { $0 = .success(channel.localAddress?.port ?? port) }
-                ready.signal()
-            },
-            logger: logger)
-        let task = Task {
-            do {
-                try await app.run()
-            } catch {
-                bound.withLockedValue { if $0 == nil { $0 = .failure(error) } }
-                ready.signal()
-                throw error
-            }
-        }
-        try loop.submit { self.state.value.httpTask = task }.wait()
-        ready.wait()
-        switch bound.withLockedValue({ $0 }) {
-        case .success(let p): return p
-        case .failure(let error): throw error
-        case nil: throw HTTPError(.internalServerError, message: "the HTTP side did not start")
-        }
+        let server = try HTTPServer.start(router: httpRouter(), host: config.httpHost, port: port, serverName: "devci-dispatcher", logger: logger)
+        try loop.submit { self.state.value.httpTask = server.task }.wait()
+        return server.port
     }
 
     /// Stops the HTTP side (requests in flight are cut off: they are answered by a restarted dispatcher).
@@ -50,9 +28,20 @@ extension Dispatcher {
 
     func httpRouter() -> Router<BasicRequestContext> {
         let router = Router()
-        router.post("/hooks/github") { request, _ in try await self.githubHook(request) }
+        router.post("/hooks/github") { request, _ in
+            let response = try await self.githubHook(request)
+            self.metrics.delivery(hook: "github", status: Int(response.status.code))
+            return response
+        }
         router.post("/hooks/tasks/:name") { request, context in
-            try await self.taskHook(request, name: context.parameters.get("name") ?? "")
+            let response = try await self.taskHook(request, name: context.parameters.get("name") ?? "")
+            self.metrics.delivery(hook: "task", status: Int(response.status.code))
+            return response
+        }
+        router.get("/metrics") { request, _ in
+            // With a token, Prometheus sends it (`authorization: {credentials_file: …}` in its scrape config).
+            if let refused = self.refuseWithoutToken(request) { return refused }
+            return MetricsEndpoint.response(try await self.metricsExposition().get())
         }
         router.get("/healthz") { _, _ in Self.reply(.ok, ["status": "ok"]) }
         return router
@@ -106,12 +95,7 @@ extension Dispatcher {
         guard config.token != nil || Self.isLoopback(config.httpHost) else {
             return Self.reply(.forbidden, ["error": "the task trigger needs the dispatcher's --token when the HTTP side is not on loopback"])
         }
-        if let token = config.token {
-            let given = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
-            guard let given, constantTimeEquals(given, token) else {
-                return Self.reply(.unauthorized, ["error": "send the dispatcher's token as 'Authorization: Bearer <token>'"])
-            }
-        }
+        if let refused = refuseWithoutToken(request) { return refused }
         guard Validate.isRunnerName(name) else { return Self.reply(.badRequest, ["error": "not a valid task name"]) }
         switch try await triggerTask(name).get() {
         case .queued(let build): return Self.reply(.created, ["status": "queued", "build": String(build)])
@@ -120,6 +104,16 @@ extension Dispatcher {
         case .disabled: return Self.reply(.conflict, ["error": "task '\(name)' is disabled"])
         case .failed(let why): return Self.reply(.internalServerError, ["error": why])
         }
+    }
+
+    /// 401 when the dispatcher has a token and the request does not carry it as `Authorization: Bearer <token>`.
+    func refuseWithoutToken(_ request: Request) -> Response? {
+        guard let token = config.token else { return nil }
+        let given = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+        guard let given, constantTimeEquals(given, token) else {
+            return Self.reply(.unauthorized, ["error": "send the dispatcher's token as 'Authorization: Bearer <token>'"])
+        }
+        return nil
     }
 
     /// The future's value, or nil when it takes longer than `deadline`.

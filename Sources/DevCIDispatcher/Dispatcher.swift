@@ -68,6 +68,8 @@ public final class Dispatcher: Sendable {
     let logger: Logger
     let loop: EventLoop
     let writer: StoreWriter
+    /// Counted and measured here, served at `GET /metrics`.
+    public let metrics = DispatcherMetrics()
     /// Everything that changes: read and written on `loop` only, which the box checks.
     let state: NIOLoopBoundBox<State>
 
@@ -102,6 +104,11 @@ public final class Dispatcher: Sendable {
         /// The files each attempt in progress has begun to upload, with their announced sizes.
         var artifactUploads: [JobAttempt: ArtifactUpload] = [:]
         var lastArtifactSweep = ContinuousClock.now
+        /// When each job was last queued and assigned, for the queue-wait and duration histograms (jobs restored
+        /// from the database are measured from their next change on).
+        var queuedAt: [Int64: ContinuousClock.Instant] = [:]
+        var assignedAt: [Int64: ContinuousClock.Instant] = [:]
+        var metricQueues: Set<String> = [defaultQueue]
     }
 
     struct JobAttempt: Hashable {
@@ -198,7 +205,9 @@ public final class Dispatcher: Sendable {
 
     private func tick() {
         let now = ContinuousClock.now
+        let expiredBefore = scheduler.leasesExpired
         apply(state.value.coordinator.handle(.runner(.tick), now: now))
+        metrics.leasesExpired(scheduler.leasesExpired - expiredBefore)
         applyTriggers(state.value.triggers.handle(.tick, now: Date()))
         flushRunnerChanges()
         flushWrites()
@@ -400,7 +409,7 @@ public final class Dispatcher: Sendable {
         }.map { result in
             if result.created {
                 self.logger.info("build \(result.build) queued: \(repo) \(branch) \(commit.prefix(12)), \(newJobs.count) job(s)")
-                self.apply(self.state.value.coordinator.handle(.created(build: result.build, plan: planned, jobs: result.jobs, queued: first), now: .now))
+                self.created(build: result.build, plan: planned, jobs: result.jobs, queued: first)
             }
             return result
         }
@@ -506,6 +515,7 @@ public final class Dispatcher: Sendable {
                 }
             case .buildEnded(let build, let status):
                 logger.info("build \(build) \(status.display)")
+                metrics.buildEnded(status)
                 let after = written
                 // Downstream tasks start once the ending is written.
                 (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
@@ -533,10 +543,47 @@ public final class Dispatcher: Sendable {
         var stamped = r
         stamped.at = Date()
         let transition = stamped
+        measure(r)
         let written = writer.submit("record job \(r.job) → \(r.state.rawValue)") { _ = try $0.record(transition) }
         let level: Logger.Level = r.state == .error || (r.state == .queued && r.reason != nil) ? .warning : .info
         logger.log(level: level, "job \(r.job)\(state.value.coordinator.jobName(r.job).map { " (\($0))" } ?? "") attempt \(r.attempt) → \(r.state.rawValue)\(r.runner.map { " on \($0)" } ?? "")\(r.reason.map { ": \($0)" } ?? "")")
         return written
+    }
+
+    /// Feeds a job's state change to the metrics: the time it waited in the queue when it is assigned, the time
+    /// it ran when it ends.
+    private func measure(_ r: JobTransition) {
+        let now = ContinuousClock.now
+        var wait: Duration?, ran: Duration?
+        switch r.state {
+        case .queued: state.value.queuedAt[r.job] = now; state.value.assignedAt[r.job] = nil
+        case .assigned:
+            wait = state.value.queuedAt.removeValue(forKey: r.job).map { now - $0 }
+            state.value.assignedAt[r.job] = now
+        default:
+            if r.state.isFinal {
+                state.value.queuedAt[r.job] = nil
+                ran = state.value.assignedAt.removeValue(forKey: r.job).map { now - $0 }
+            }
+        }
+        metrics.recorded(r, queueWait: wait, ran: ran)
+    }
+
+    /// Jobs a new build stored `queued`: their wait starts now (before the coordinator may assign them).
+    func created(build: Int64, plan: BuildPlan, jobs: [JobSpec], queued: Set<String>) {
+        let now = ContinuousClock.now
+        for job in jobs where queued.contains(job.name) { state.value.queuedAt[job.id] = now }
+        apply(state.value.coordinator.handle(.created(build: build, plan: plan, jobs: jobs, queued: queued), now: .now))
+    }
+
+    /// The metrics' gauges from the scheduler now, then the exposition (on the loop).
+    public func metricsExposition() -> EventLoopFuture<String> {
+        loop.submit {
+            let s = self.scheduler
+            let queued = s.queuedByQueue
+            self.state.value.metricQueues.formUnion(queued.keys)
+            self.metrics.refresh(queued: queued, running: s.leasedCount, runners: s.connectedRunnerCount, knownQueues: self.state.value.metricQueues)
+        }.map { self.metrics.registry.exposition() }
     }
 
     /// Sends a message now, or, when `write` is given or an earlier message to this connection is still

@@ -23,6 +23,11 @@ struct JobQueue {
 
     var count: Int { members.count }
 
+    /// How many jobs wait on each queue (a job that any of several queues may take counts on each).
+    var countsByQueue: [String: Int] {
+        members.values.reduce(into: [:]) { counts, member in for q in member.queues { counts[q, default: 0] += 1 } }
+    }
+
     mutating func append(_ job: Int64, priority: Int, queues: [String]) {
         back += 1
         insert(Item(priority: priority, sequence: back, job: job), queues: queues)

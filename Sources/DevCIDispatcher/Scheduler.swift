@@ -100,6 +100,8 @@ public struct Scheduler {
     private var runners: [String: Runner] = [:]
     private var connections: [ConnectionID: String] = [:]
     private var assignCounter: UInt64 = 0
+    /// How many leases have expired since start (for the metrics).
+    public private(set) var leasesExpired = 0
 
     public init(config: SchedulerConfig = SchedulerConfig()) {
         self.config = config
@@ -109,6 +111,12 @@ public struct Scheduler {
 
     public var queuedCount: Int { queue.count + delayed.count }
     public var leasedCount: Int { leased.count }
+    /// Jobs waiting on each queue, those waiting out a retry delay included.
+    public var queuedByQueue: [String: Int] {
+        var counts = queue.countsByQueue
+        for d in delayed { for q in entries[d.job]?.spec.job.queues ?? [] { counts[q, default: 0] += 1 } }
+        return counts
+    }
     public var connectedRunnerCount: Int { runners.values.filter { $0.connection != nil && !$0.lost }.count }
 
     /// Queues that have jobs waiting and no connected runner serving any queue of those jobs.
@@ -330,6 +338,7 @@ public struct Scheduler {
                 runners[lease.runner]?.stale.insert(job)
                 actions.append(.send(conn, .cancel(job: job, attempt: lease.attempt, reason: "lease expired")))
             }
+            leasesExpired += 1
             release(job, reason: "runner \(lease.runner) \(why): lease on attempt \(lease.attempt) expired", kind: .lost, into: &actions)
         }
         for (name, runner) in runners.sorted(by: { $0.key < $1.key }) {

@@ -52,6 +52,8 @@ public final class RunnerAgent: Sendable {
     public let config: RunnerConfig
     let loop: EventLoop
     let logger: Logger
+    /// Served at `--metrics-port`.
+    public let metrics: RunnerMetrics
 
     /// The edge's state: read and written on `loop` only, which the box checks.
     private struct State {
@@ -61,6 +63,7 @@ public final class RunnerAgent: Sendable {
         var registrationDeadline: Scheduled<Void>?
         /// The executor of each job in progress.
         var executors: [Int64: any Executor] = [:]
+        var startedAt: [Int64: ContinuousClock.Instant] = [:]
         /// The last write of the connection: a `close` waits for it, so a give-back is on the wire before the hang-up.
         var lastWrite: EventLoopFuture<Void>?
         var onClosed: (() -> Void)?
@@ -71,6 +74,7 @@ public final class RunnerAgent: Sendable {
         self.config = config
         self.loop = loop
         self.logger = logger
+        self.metrics = RunnerMetrics(slots: config.parallel)
         let session = RunnerSession(config: .init(name: config.name, slots: config.parallel, queues: config.queues, token: config.token, maxBackoff: config.maxBackoff,
                                                   registrationTimeout: config.registrationTimeout, dispatcher: "\(config.host):\(config.port)"))
         state = .makeBoxSendingValue(State(session: session), as: State.self, eventLoop: loop)
@@ -205,6 +209,8 @@ public final class RunnerAgent: Sendable {
         let script = Result { try a.script.map(JobScript.from(json:)) }
         let executor: any Executor = if (try? script.get())??.container != nil, let engine { ContainerExecutor(engine: engine) } else { HostExecutor() }
         state.value.executors[a.job] = executor
+        state.value.startedAt[a.job] = .now
+        metrics.running(state.value.executors.count)
         let config = self.config
         let thread = Thread {
             let result = self.execute(a, script: script, executor: executor, workspace: slot, config: config)
@@ -302,6 +308,9 @@ public final class RunnerAgent: Sendable {
     private func finished(_ a: JobAssignment, _ result: JobExecutor.Result) {
         state.value.executors[a.job] = nil
         let (outcome, reason) = result.outcome
+        let ran = state.value.startedAt.removeValue(forKey: a.job).map { ContinuousClock.now - $0 } ?? .zero
+        metrics.finished(outcome: result.stopped ? "stopped" : outcome.rawValue, after: ran)
+        metrics.running(state.value.executors.count)
         if outcome == .error { logger.error("job \(a.job): \(reason)") }
         logger.info("job \(a.job) attempt \(a.attempt) \(outcome.rawValue)\(reason.isEmpty ? "" : " (\(reason))")")
         handle(.finished(job: a.job, result: .result(job: a.job, attempt: a.attempt, outcome: outcome, exitCode: result.termination.exitCode, reason: reason)))

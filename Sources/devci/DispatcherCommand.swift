@@ -112,7 +112,7 @@ struct DispatcherCommand: ParsableCommand {
             }
             do {
                 let port = try dispatcher.startHTTP(port: httpPort)
-                logger.info("HTTP side serving http://\(httpHost.contains(":") ? "[\(httpHost)]" : httpHost):\(port) (POST /hooks/github: \(webhookSecret == nil ? "off, no --webhook-secret" : "on"); POST /hooks/tasks/<name>)")
+                logger.info("HTTP side serving http://\(httpHost.contains(":") ? "[\(httpHost)]" : httpHost):\(port) (POST /hooks/github: \(webhookSecret == nil ? "off, no --webhook-secret" : "on"); POST /hooks/tasks/<name>; GET /metrics\(token == nil ? "" : ", with the token as a Bearer credential"))")
             } catch {
                 dispatcher.shutdown()
                 throw Failure("cannot listen for HTTP on \(httpHost):\(httpPort): \(error)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DevCIContainer
 import DevCIGit
+import DevCIMetrics
 import DevCIRunner
 import DevCIWire
 import Foundation
@@ -20,10 +21,13 @@ struct RunnerCommand: ParsableCommand {
     @Option(help: "How long the dispatcher may take to greet and register this runner before it dials again.") var registrationTimeout = "10s"
     @Option(name: .customLong("queue"), help: "A queue whose jobs this runner takes; repeat for several (default: default).") var queues: [String] = []
     @Option(help: "The container engine for jobs with image: (default: DOCKER_HOST or unix:///var/run/docker.sock).") var dockerHost: String?
+    @Option(help: "Serve Prometheus metrics at http://<metrics-host>:PORT/metrics (off by default; 0 picks a free port).") var metricsPort: Int?
+    @Option(help: "The address the metrics are served on.") var metricsHost = "127.0.0.1"
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         if let dockerHost { do { _ = try DockerEngine(address: dockerHost) } catch { throw ValidationError(error.description) } }
+        if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be from 0 to 65535") }
         guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
         if let name, !Validate.isRunnerName(name) { throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'") }
         _ = try timeFlag(registrationTimeout, "--registration-timeout")
@@ -55,8 +59,18 @@ struct RunnerCommand: ParsableCommand {
         config.queues = queues.isEmpty ? [defaultQueue] : queues.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let agent = RunnerAgent(config: config, loop: group.next(), logger: logger)
         logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), queues \(config.queues.joined(separator: ", ")), container engine \(config.dockerHost), test command: \(testCommand)")
+        var metricsServer: HTTPServer?
+        if let metricsPort {
+            do {
+                metricsServer = try MetricsEndpoint.serve(agent.metrics.registry, host: metricsHost, port: metricsPort, logger: logger)
+            } catch {
+                throw Failure("cannot serve metrics on \(metricsHost):\(metricsPort): \(error)")
+            }
+            logger.info("metrics at http://\(metricsHost.contains(":") ? "[\(metricsHost)]" : metricsHost):\(metricsServer!.port)/metrics")
+        }
         agent.start()
         try? termination.wait(logger) { agent.shutdown() }
+        metricsServer?.stop()
         try? group.syncShutdownGracefully()
     }
 

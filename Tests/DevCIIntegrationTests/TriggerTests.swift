@@ -8,60 +8,7 @@ import XCTest
 
 /// Issue 10 with real processes: the dispatcher's HTTP side, its configuration folder, task triggers, queues,
 /// ad-hoc jobs and cancel.
-final class TriggerTests: HarnessTestCase {
-    // MARK: Helpers
-
-    /// Writes `text` as a configuration file under a fresh folder and returns the folder.
-    func configFolder(_ files: [String: String]) throws -> String {
-        let dir = h.dir.appendingPathComponent("config-\(UUID().uuidString.prefix(8))")
-        for (name, text) in files {
-            let url = dir.appendingPathComponent(name)
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try text.write(to: url, atomically: true, encoding: .utf8)
-        }
-        return dir.path
-    }
-
-    /// Starts a dispatcher with an HTTP side and returns it, its wire address and its HTTP base URL.
-    func startDispatcher(config: String?, extra: [String] = []) throws -> (Process, HostPort, String) {
-        let (p, address) = try h.startDispatcher(extra: (config.map { ["--config", $0] } ?? []) + ["--http-port", "0"] + extra)
-        var base: String?
-        try h.waitUntil("the HTTP side serves") {
-            guard let line = h.log(of: p).split(separator: "\n").first(where: { $0.contains("HTTP side serving ") }),
-                  let r = line.range(of: "HTTP side serving ") else { return false }
-            base = String(line[r.upperBound...].split(separator: " ")[0])
-            return true
-        }
-        return (p, address, try XCTUnwrap(base))
-    }
-
-    /// A one-commit origin, a dispatcher with its HTTP side, and one runner on a clone of the origin.
-    func startWithRunner(config: String?, extra: [String] = [], runner: String = "a", runnerExtra: [String] = [])
-        throws -> (dispatcher: Process, address: HostPort, base: String, origin: String)
-    {
-        let origin = try h.makeOrigin()
-        _ = try h.commit("exit 0", to: origin)
-        let (dispatcher, address, base) = try startDispatcher(config: config, extra: extra)
-        try h.startRunner(try h.clone(origin, as: "clone-\(runner)"), address, name: runner, extra: runnerExtra)
-        return (dispatcher, address, base, origin)
-    }
-
-    /// One HTTP POST; returns the status and the body.
-    func post(_ url: String, body: Data, headers: [String: String] = [:]) throws -> (Int, String) {
-        var request = URLRequest(url: try XCTUnwrap(URL(string: url)))
-        request.httpMethod = "POST"
-        request.httpBody = body
-        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var result: (Int, String)?
-        URLSession.shared.dataTask(with: request) { data, response, _ in
-            result = ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data ?? Data(), as: UTF8.self))
-            done.signal()
-        }.resume()
-        guard done.wait(timeout: .now() + 20) == .success, let result else { throw Failure("POST \(url) got no answer") }
-        return result
-    }
-
+final class TriggerTests: HTTPTestCase {
     /// HMAC-SHA256 by Python's own `hmac`: an implementation independent of the dispatcher's.
     func sign(_ body: Data, secret: String) throws -> String {
         let file = h.dir.appendingPathComponent("body-\(UUID().uuidString.prefix(8))")

@@ -1,0 +1,142 @@
+import DevCIStore
+import DevCIWire
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import XCTest
+
+/// Issue 12 with real processes: metrics scraped by promtool and a real Prometheus, notifications to a real SMTP
+/// server and a webhook receiver, secrets masked in logs.
+final class OperateTests: HTTPTestCase {
+    /// `name{labels} value` lines of an exposition, by everything before the value.
+    func series(_ exposition: String) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for line in exposition.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            out[String(line[..<space])] = value
+        }
+        return out
+    }
+
+    /// A loopback port free now (the kernel picks it; the socket is closed before it is used).
+    func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw Failure("no free port") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// `promtool check metrics` on the text: its exit status and what it said.
+    func promtoolCheck(_ exposition: String) throws -> (Int32, String) {
+        let file = h.dir.appendingPathComponent("metrics-\(UUID().uuidString.prefix(8)).txt")
+        try exposition.write(to: file, atomically: true, encoding: .utf8)
+        let p = try h.spawnProgram("promtool", "/bin/sh", ["-c", "promtool check metrics < \"$0\"", file.path])
+        p.waitUntilExit()
+        return (p.terminationStatus, h.log(of: p))
+    }
+
+    func testMetricsMatchTheDatabasePassPromtoolAndARealPrometheusScrapesThem() throws {
+        let token = "metrics-token-\(UUID().uuidString.prefix(8))"
+        let origin = try h.makeOrigin()
+        let commits = [try h.commit("exit 0", to: origin, message: "one"), try h.commit("exit 1", to: origin, message: "two"),
+                       try h.commit("exit 0", to: origin, message: "three")]
+        let (_, address, base) = try startDispatcher(config: nil, extra: ["--token", token])
+        let runner = try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a", extra: ["--token", token, "--metrics-port", "0"])
+        var runnerMetrics: String?
+        try h.waitUntil("the runner serves its metrics") {
+            guard let line = h.log(of: runner).split(separator: "\n").first(where: { $0.contains("metrics at http://") }),
+                  let r = line.range(of: "metrics at ") else { return false }
+            runnerMetrics = String(line[r.upperBound...].split(separator: " ")[0])
+            return true
+        }
+        for commit in commits {
+            let client = try WireClient(address: address, token: token)
+            guard case .queued(let build, _, _) = try client.request(.dispatch(repo: origin, commit: commit, branch: "main", pipeline: .none)) else {
+                throw Failure("dispatch refused")
+            }
+            client.close()
+            _ = try h.waitForFinalBuild(build)
+        }
+
+        // Without the token: refused.
+        XCTAssertEqual(try get("\(base)/metrics").0, 401)
+        let (status, text, type) = try getResponse("\(base)/metrics", headers: ["Authorization": "Bearer \(token)"])
+        XCTAssertEqual(status, 200)
+        XCTAssertEqual(type, "text/plain; version=0.0.4; charset=utf-8")
+        let m = series(text)
+        // The counters agree with the database.
+        let store = try h.store()
+        let builds = try store.recentBuilds(limit: 100)
+        var jobStates: [String: Int] = [:]
+        for b in builds { for j in try store.jobs(build: b.id) { jobStates[j.status.rawValue, default: 0] += 1 } }
+        XCTAssertEqual(jobStates, ["success": 2, "failed": 1])
+        for (state, count) in jobStates { XCTAssertEqual(m["devci_jobs_ended_total{status=\"\(state)\"}"], Double(count), state) }
+        for (status, count) in Dictionary(grouping: builds, by: \.status.rawValue).mapValues(\.count) {
+            XCTAssertEqual(m["devci_builds_ended_total{status=\"\(status)\"}"], Double(count), status)
+        }
+        XCTAssertEqual(m["devci_job_queue_wait_seconds_count"], 3)
+        XCTAssertEqual((m["devci_job_duration_seconds_count{status=\"success\"}"] ?? 0) + (m["devci_job_duration_seconds_count{status=\"failed\"}"] ?? 0), 3)
+        XCTAssertEqual(m["devci_runners_connected"], 1)
+        XCTAssertEqual(m["devci_jobs_running"], 0)
+        XCTAssertEqual(m["devci_jobs_queued{queue=\"default\"}"], 0)
+        XCTAssertGreaterThan(m["process_resident_memory_bytes"] ?? 0, 1_000_000)
+        XCTAssertGreaterThan(m["process_open_fds"] ?? 0, 3)
+        XCTAssertNotNil(m["process_cpu_seconds_total"])
+        // Every family has its HELP line, and promtool finds nothing to say.
+        let families = Set(text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] })
+        let helped = Set(text.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }.map { $0.split(separator: " ")[2] })
+        XCTAssertEqual(families, helped)
+        XCTAssertTrue(families.isSuperset(of: ["devci_leases_expired_total", "devci_reassignments_total", "devci_retries_total", "devci_webhook_deliveries_total", "devci_notification_deliveries_total"]),
+                      "\(families.sorted())")
+        let (rc, said) = try promtoolCheck(text)
+        XCTAssertEqual(rc, 0, said)
+
+        let runnerText = try get(try XCTUnwrap(runnerMetrics)).1
+        let r = series(runnerText)
+        XCTAssertEqual(r["devci_runner_jobs_total{outcome=\"success\"}"], 2)
+        XCTAssertEqual(r["devci_runner_jobs_total{outcome=\"failed\"}"], 1)
+        XCTAssertEqual(r["devci_runner_current_jobs"], 0)
+        XCTAssertEqual(r["devci_runner_job_duration_seconds_count{outcome=\"success\"}"], 2)
+        XCTAssertEqual(try promtoolCheck(runnerText).0, 0)
+
+        // A real Prometheus scrapes both, the dispatcher with the token.
+        let tokenFile = h.dir.appendingPathComponent("token")
+        try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+        let promPort = try freePort()
+        let config = h.dir.appendingPathComponent("prometheus.yml")
+        try """
+            global: {scrape_interval: 1s}
+            scrape_configs:
+              - job_name: dispatcher
+                authorization: {type: Bearer, credentials_file: \(tokenFile.path)}
+                static_configs: [{targets: ["\(base.dropFirst("http://".count))"]}]
+              - job_name: runner
+                static_configs: [{targets: ["\(try XCTUnwrap(runnerMetrics).dropFirst("http://".count).dropLast("/metrics".count))"]}]
+            """.write(to: config, atomically: true, encoding: .utf8)
+        _ = try h.spawnProgram("prometheus", "/usr/bin/env", ["prometheus", "--config.file=\(config.path)", "--storage.tsdb.path=\(h.dir.appendingPathComponent("tsdb").path)",
+                                                               "--web.listen-address=127.0.0.1:\(promPort)"])
+        func query(_ q: String) throws -> [[String: Any]] {
+            let url = "http://127.0.0.1:\(promPort)/api/v1/query?query=\(q.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")"
+            guard let (code, body) = try? get(url), code == 200,
+                  let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+                  let data = json["data"] as? [String: Any], let result = data["result"] as? [[String: Any]] else { return [] }
+            return result
+        }
+        func value(_ q: String) throws -> Double? {
+            guard let first = try query(q).first, let v = first["value"] as? [Any], let s = v.last as? String else { return nil }
+            return Double(s)
+        }
+        try h.waitUntil("Prometheus has scraped both", timeout: 60) {
+            try value("sum(up)") == 2 && value("devci_jobs_ended_total{status=\"success\"}") == 2
+                && value("devci_runner_jobs_total{outcome=\"failed\"}") == 1
+        }
+    }
+}
