@@ -56,7 +56,8 @@ public final class ContainerExecutor: Executor {
     private func execute(_ job: ExecutorJob, onOutput: @escaping @Sendable ([OutputLine]) -> Void) async -> JobExecutor.Result {
         guard let spec = job.script?.container else { return .failedToStart("the job names no image") }
         // Only the job's own variables go in: the host's PATH and HOME would break the image's.
-        let driver = StepDriver(script: job.script, fallbackCommand: job.fallbackCommand, environment: job.environment.filter { $0.key.hasPrefix("DEVCI_") })
+        let driver = StepDriver(script: job.script, fallbackCommand: job.fallbackCommand, environment: job.environment.filter { $0.key.hasPrefix("DEVCI_") },
+                                secrets: job.secrets)
         let workdir: String
         switch driver.workingDirectory(in: Self.mountPoint) {
         case .success(let dir): workdir = dir

@@ -229,7 +229,7 @@ extension Dispatcher {
                 switch result {
                 case .success(let new):
                     let old = self.state.value.triggers.config
-                    _ = self.state.value.triggers.handle(.configured(new), now: Date())
+                    self.configure(new)
                     self.logger.notice("configuration reloaded from \(directory): \(new.tasks.count) task(s) (was \(old.tasks.count))")
                     done(nil)
                 case .failure(let errors):

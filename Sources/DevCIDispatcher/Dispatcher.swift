@@ -109,6 +109,8 @@ public final class Dispatcher: Sendable {
         var queuedAt: [Int64: ContinuousClock.Instant] = [:]
         var assignedAt: [Int64: ContinuousClock.Instant] = [:]
         var metricQueues: Set<String> = [defaultQueue]
+        /// Every configured secret's value, masked in every log line stored.
+        var secretMask = SecretMask.none
     }
 
     struct JobAttempt: Hashable {
@@ -174,7 +176,7 @@ public final class Dispatcher: Sendable {
         let schedule = try store.taskSchedule(), runs = try store.taskRuns()
         let server = try loop.submit { () throws -> Void in
             self.apply(self.state.value.coordinator.handle(.restored(active: active, builds: builds), now: .now))
-            _ = self.state.value.triggers.handle(.configured(self.config.serverConfig), now: Date())
+            self.configure(self.config.serverConfig)
             _ = self.state.value.triggers.handle(.restored(schedule: schedule, runs: runs), now: Date())
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
@@ -458,7 +460,8 @@ public final class Dispatcher: Sendable {
             apply(state.value.coordinator.handle(.runner(.started(id, job: job, attempt: attempt)), now: now))
         case .log(let job, let attempt, let stream, let ts, let text):
             if scheduler.holdsLease(id, job: job, attempt: attempt) {
-                state.value.pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(text)))
+                let masked = state.value.secretMask.mask(text)
+                state.value.pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(masked)))
                 if state.value.pendingLogs.count >= 2048 { flushLogs() }
             }
         case .result(let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
@@ -521,6 +524,11 @@ public final class Dispatcher: Sendable {
                 (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
                     self.applyTriggers(self.state.value.triggers.handle(.buildEnded(build, status), now: Date()))
                 }
+            case .send(let id, .assign(var assignment)):
+                // Secrets are added at the edge, as the assignment leaves: never stored, never in a decision.
+                assignment.secrets = state.value.triggers.config.secrets(repository: assignment.repo,
+                                                                          task: state.value.triggers.task(ofBuild: assignment.build))
+                send(id, .assign(assignment), after: written)
             case .send(let id, let message):
                 send(id, message, after: written)
             case .close(let id):
@@ -567,6 +575,12 @@ public final class Dispatcher: Sendable {
             }
         }
         metrics.recorded(r, queueWait: wait, ran: ran)
+    }
+
+    /// Takes a (new or reloaded) server configuration.
+    func configure(_ config: ServerConfig) {
+        _ = state.value.triggers.handle(.configured(config), now: Date())
+        state.value.secretMask = config.secretMask
     }
 
     /// Jobs a new build stored `queued`: their wait starts now (before the coordinator may assign them).

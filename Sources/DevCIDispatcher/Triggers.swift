@@ -136,6 +136,9 @@ public struct Triggers {
     }
 
     /// Whether a task of this name exists and may run.
+    /// The task a build is a run of, while the dispatcher knows it (runs restored on start included).
+    public func task(ofBuild build: Int64) -> String? { runs[build]?.task }
+
     public func isEnabled(_ task: String) -> Bool { config.tasks[task]?.enabled ?? false }
 
     private var enabledTasks: [TaskDefinition] {

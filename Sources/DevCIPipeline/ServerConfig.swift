@@ -7,6 +7,11 @@ public struct ServerConfig: Equatable, Sendable {
     public var tasks: [String: TaskDefinition]
     public var administrators: [String]
     public var queues: [String: QueueSettings]
+    public var secrets: [SecretDefinition] = []
+    public var notifications: [NotificationRule] = []
+    public var smtp: SMTPSettings?
+    /// The reporter's address as people reach it, for links in notifications (`reporter_url:`).
+    public var reporterURL = "http://127.0.0.1:5000"
 
     public init(tasks: [String: TaskDefinition] = [:], administrators: [String] = [], queues: [String: QueueSettings] = [:]) {
         self.tasks = tasks
@@ -97,5 +102,99 @@ public enum RepositoryAddress {
         while a.hasSuffix("/") { a = a.dropLast() }
         if a.hasSuffix(".git") { a = a.dropLast(4) }
         return String(a)
+    }
+}
+
+/// A secret of `secrets:`: reaches the jobs of these repositories' builds and of these tasks' runs as the
+/// environment variable `name`, and no others. Its value never appears in a description of it.
+public struct SecretDefinition: Equatable, Sendable, CustomStringConvertible {
+    public var name: String
+    public var value: String
+    public var repositories: [String] = []
+    public var tasks: [String] = []
+    public var file = ""
+    public var line = 0
+
+    public init(name: String, value: String, repositories: [String] = [], tasks: [String] = []) {
+        self.name = name
+        self.value = value
+        self.repositories = repositories
+        self.tasks = tasks
+    }
+
+    public func isVisible(repository: String, task: String?) -> Bool {
+        if let task, tasks.contains(task) { return true }
+        guard !repository.isEmpty else { return false }
+        let repo = RepositoryAddress.normalized(repository)
+        return repositories.contains { RepositoryAddress.normalized($0) == repo }
+    }
+
+    public var description: String { "secret \(name) (\(file):\(line))" }
+}
+
+extension ServerConfig {
+    /// The secrets a job of a build of `repository` (or a run of `task`) sees, by variable.
+    public func secrets(repository: String, task: String?) -> [String: String] {
+        secrets.filter { $0.isVisible(repository: repository, task: task) }.reduce(into: [:]) { $0[$1.name] = $1.value }
+    }
+
+    /// Every secret value, for masking what is stored whatever the job.
+    public var secretMask: SecretMask { SecretMask(secrets.map(\.value)) }
+}
+
+/// One rule of `notifications:`: on which outcomes, for which builds, to whom.
+public struct NotificationRule: Equatable, Sendable {
+    public enum When: String, Equatable, Sendable, CaseIterable {
+        /// A build that failed (failed, error, timed out).
+        case failure
+        /// The first successful build after a failed one, of the same repository and branch (or task).
+        case fixed
+        /// Every build that ends.
+        case always
+    }
+
+    public enum Format: String, Equatable, Sendable {
+        case json
+        /// `{"text": …}`, as Slack's (and Mattermost's, Rocket.Chat's) incoming webhooks take.
+        case slack
+    }
+
+    public var when: Set<When> = [.failure, .fixed]
+    /// Builds of these repositories and runs of these tasks; both empty: every build.
+    public var repositories: [String] = []
+    public var tasks: [String] = []
+    public var email: [String] = []
+    public var webhook: String?
+    public var format: Format = .json
+    public var file = ""
+    public var line = 0
+
+    public init() {}
+
+    public func applies(repository: String, task: String?) -> Bool {
+        if repositories.isEmpty && tasks.isEmpty { return true }
+        if let task, tasks.contains(task) { return true }
+        let repo = RepositoryAddress.normalized(repository)
+        return !repository.isEmpty && repositories.contains { RepositoryAddress.normalized($0) == repo }
+    }
+}
+
+/// The mail server notifications go through (`smtp:`). The user and password come from the dispatcher's
+/// environment (`DEVCI_SMTP_USER`, `DEVCI_SMTP_PASSWORD`), never from a file in the configuration folder.
+public struct SMTPSettings: Equatable, Sendable {
+    public var host: String
+    public var port: Int = 25
+    /// Upgrade the connection with STARTTLS before anything else is said (refuses a server that does not offer it).
+    public var starttls = true
+    public var from: String
+    /// A PEM file of the certificate authorities trusted for STARTTLS (default: the system's).
+    public var caFile: String?
+
+    public init(host: String, port: Int = 25, starttls: Bool = true, from: String, caFile: String? = nil) {
+        self.host = host
+        self.port = port
+        self.starttls = starttls
+        self.from = from
+        self.caFile = caFile
     }
 }

@@ -6,7 +6,10 @@ import Yams
 /// meaning), merged into one `ServerConfig`. Every error names its file, line and field; a name defined twice
 /// names both places; unknown keys suggest the nearest known one; upstream tasks must not form a cycle.
 public enum ServerConfigParser {
-    static let topKeys = ["tasks", "administrators", "queues"]
+    static let topKeys = ["tasks", "administrators", "queues", "secrets", "notifications", "smtp", "reporter_url"]
+    static let secretKeys = ["value", "file", "env", "repositories", "tasks"]
+    static let notificationKeys = ["when", "repositories", "tasks", "email", "webhook", "format"]
+    static let smtpKeys = ["host", "port", "starttls", "from", "ca_file"]
     static let taskKeys = ["command", "pipeline", "enabled", "description", "queues", "tags", "period", "debounce", "priority", "timeout",
                            "triggered_by", "authorized_users"]
     static let triggerKeys = ["repository", "branch", "branches", "task"]
@@ -94,6 +97,44 @@ public enum ServerConfigParser {
                         if !Validate.isRunnerName(user) { r.fail(value, "administrators", "'\(user)' is not a valid user name") }
                         if !config.administrators.contains(user) { config.administrators.append(user) }
                     }
+                case "secrets":
+                    for (name, keyNode, node) in r.mapping(value, "secrets", known: nil) ?? [] {
+                        guard SecretsField.isVariableName(name) else {
+                            r.fail(keyNode, "secrets", "'\(name.prefix(64))' is not a valid variable name (letters, digits, '_'; not DEVCI_…)")
+                            continue
+                        }
+                        if let first = config.secrets.first(where: { $0.name == name }) {
+                            r.fail(keyNode, "secrets.\(name)", "secret '\(name)' is defined twice: \(first.file):\(first.line) and \(file):\(keyNode.mark?.line ?? 0)")
+                            continue
+                        }
+                        if var secret = r.secret(name, node) {
+                            secret.file = file
+                            secret.line = keyNode.mark?.line ?? 0
+                            config.secrets.append(secret)
+                        }
+                    }
+                case "notifications":
+                    guard let rules = value.sequence else {
+                        r.fail(value, "notifications", "expected a list of rules like [{when: [failure, fixed], email: [dev@example.com]}]")
+                        continue
+                    }
+                    for (i, node) in rules.enumerated() {
+                        if var rule = r.notification(node, "notifications[\(i)]") {
+                            rule.file = file
+                            rule.line = node.mark?.line ?? 0
+                            config.notifications.append(rule)
+                        }
+                    }
+                case "smtp":
+                    if config.smtp != nil { r.fail(value, "smtp", "is defined in more than one file") }
+                    config.smtp = r.smtp(value)
+                case "reporter_url":
+                    if let url = r.string(value, "reporter_url") {
+                        if !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(where: { $0.isWhitespace || $0 == "\"" || $0 == "<" || $0 == ">" }) {
+                            r.fail(value, "reporter_url", "must be an http:// or https:// address")
+                        }
+                        config.reporterURL = String(url.reversed().drop { $0 == "/" }.reversed())
+                    }
                 case "queues":
                     for (name, keyNode, settingsNode) in r.mapping(value, "queues", known: nil) ?? [] {
                         guard Validate.isRunnerName(name) else {
@@ -148,6 +189,21 @@ public enum ServerConfigParser {
                 errors.append(PipelineError(file: task.file, line: task.line, column: 1, field: "tasks.\(task.name).queues",
                                             message: "queue '\(queue)' has no settings under 'queues:' (define it, or use one that is)"))
             }
+        }
+        for secret in config.secrets {
+            for task in secret.tasks where config.tasks[task] == nil {
+                errors.append(PipelineError(file: secret.file, line: secret.line, column: 1, field: "secrets.\(secret.name).tasks",
+                                            message: "names task '\(task)', which is not defined"))
+            }
+        }
+        let secretBytes = LineCodec.percentEncode(SecretsField.json(config.secrets.reduce(into: [:]) { $0[$1.name] = $1.value })).utf8.count
+        if secretBytes > SecretsField.maxEncodedBytes, let first = config.secrets.first {
+            errors.append(PipelineError(file: first.file, line: first.line, column: 1, field: "secrets",
+                                        message: "the secrets together are too large to send with a job (\(secretBytes) bytes encoded, at most \(SecretsField.maxEncodedBytes))"))
+        }
+        for rule in config.notifications where (!rule.email.isEmpty && config.smtp == nil) {
+            errors.append(PipelineError(file: rule.file, line: rule.line, column: 1, field: "notifications",
+                                        message: "sends email, but there is no 'smtp:' server configured"))
         }
         let graph = config.tasks.values.sorted { $0.name < $1.name }.map { (name: $0.name, edges: $0.upstreamTasks) }
         if let cycle = PipelineParser.Reader.cycle(in: graph), let first = config.tasks[cycle[0]] {
@@ -227,6 +283,112 @@ extension PipelineParser.Reader {
             fail(node, f, "job '\(job)' is too large to send to a runner (over \(WireLimits.maxScriptBytes) bytes encoded)")
         }
         return task
+    }
+
+    /// One secret of `secrets:`: exactly one of `value`, `file` (read now) or `env` (the dispatcher's environment).
+    mutating func secret(_ name: String, _ node: Node) -> SecretDefinition? {
+        let f = "secrets.\(name)"
+        guard let pairs = mapping(node, f, known: ServerConfigParser.secretKeys) else { return nil }
+        var secret = SecretDefinition(name: name, value: "")
+        var sources = 0
+        for (key, _, value) in pairs {
+            switch key {
+            case "value":
+                sources += 1
+                secret.value = string(value, "\(f).value") ?? ""
+            case "file":
+                sources += 1
+                guard let path = string(value, "\(f).file") else { continue }
+                guard let data = FileManager.default.contents(atPath: path), data.count <= 16_384, let text = String(data: data, encoding: .utf8) else {
+                    fail(value, "\(f).file", "cannot read '\(path)' (or it is over 16 KiB or not UTF-8)")
+                    continue
+                }
+                secret.value = text.hasSuffix("\n") ? String(text.dropLast()) : text
+            case "env":
+                sources += 1
+                guard let variable = string(value, "\(f).env") else { continue }
+                guard let v = ProcessInfo.processInfo.environment[variable], !v.isEmpty else {
+                    fail(value, "\(f).env", "the dispatcher's environment has no \(variable)")
+                    continue
+                }
+                secret.value = v
+            case "repositories":
+                secret.repositories = strings(value, "\(f).repositories") ?? []
+                for r in secret.repositories where !Validate.isRepository(r) { fail(value, "\(f).repositories", "'\(r.prefix(60))' is not a repository address") }
+            default:
+                secret.tasks = strings(value, "\(f).tasks") ?? []
+            }
+        }
+        if sources != 1 { fail(node, f, "give exactly one of 'value', 'file' or 'env'") }
+        if sources == 1, secret.value.trimmingCharacters(in: .whitespacesAndNewlines).count < SecretMask.shortestMasked, !errors.contains(where: { $0.field.hasPrefix(f) }) {
+            fail(node, f, "is shorter than \(SecretMask.shortestMasked) characters: it could not be masked in logs")
+        }
+        if secret.repositories.isEmpty && secret.tasks.isEmpty { fail(node, f, "reaches no job: list the 'repositories' or 'tasks' allowed to see it") }
+        return secret
+    }
+
+    /// One rule of `notifications:`.
+    mutating func notification(_ node: Node, _ f: String) -> NotificationRule? {
+        guard let pairs = mapping(node, f, known: ServerConfigParser.notificationKeys) else { return nil }
+        var rule = NotificationRule()
+        for (key, _, value) in pairs {
+            switch key {
+            case "when":
+                let words = value.sequence != nil ? strings(value, "\(f).when") ?? [] : [string(value, "\(f).when") ?? ""]
+                rule.when = []
+                for w in words {
+                    guard let when = NotificationRule.When(rawValue: w) else {
+                        fail(value, "\(f).when", "'\(w.prefix(40))' is not one of failure, fixed, always")
+                        continue
+                    }
+                    rule.when.insert(when)
+                }
+            case "repositories":
+                rule.repositories = strings(value, "\(f).repositories") ?? []
+                for r in rule.repositories where !Validate.isRepository(r) { fail(value, "\(f).repositories", "'\(r.prefix(60))' is not a repository address") }
+            case "tasks": rule.tasks = strings(value, "\(f).tasks") ?? []
+            case "email":
+                rule.email = value.sequence != nil ? strings(value, "\(f).email") ?? [] : [string(value, "\(f).email") ?? ""]
+                for a in rule.email where !Validate.isMailAddress(a) { fail(value, "\(f).email", "'\(a.prefix(80))' is not a mail address") }
+            case "webhook":
+                rule.webhook = string(value, "\(f).webhook")
+                if let url = rule.webhook, !Validate.isWebURL(url) { fail(value, "\(f).webhook", "must be an http:// or https:// address") }
+            default:
+                guard let text = string(value, "\(f).format") else { continue }
+                guard let format = NotificationRule.Format(rawValue: text) else {
+                    fail(value, "\(f).format", "'\(text.prefix(40))' is not one of json, slack")
+                    continue
+                }
+                rule.format = format
+            }
+        }
+        if rule.email.isEmpty && rule.webhook == nil { fail(node, f, "notifies nobody: give 'email' or 'webhook'") }
+        if rule.when.isEmpty { fail(node, f, "'when' lists no outcome") }
+        return rule
+    }
+
+    /// `smtp:`, the mail server.
+    mutating func smtp(_ node: Node) -> SMTPSettings? {
+        guard let pairs = mapping(node, "smtp", known: ServerConfigParser.smtpKeys) else { return nil }
+        var host: String?, from: String?, port = 25, starttls = true, caFile: String?
+        for (key, _, value) in pairs {
+            switch key {
+            case "host":
+                host = string(value, "smtp.host")
+                if let h = host, h.isEmpty || h.contains(where: { $0.isWhitespace || $0 == "/" }) { fail(value, "smtp.host", "is not a host name or address") }
+            case "port": port = int(value, "smtp.port", range: 1...65535) ?? 25
+            case "starttls": starttls = bool(value, "smtp.starttls") ?? true
+            case "from":
+                from = string(value, "smtp.from")
+                if let a = from, !Validate.isMailAddress(a) { fail(value, "smtp.from", "'\(a.prefix(80))' is not a mail address") }
+            default: caFile = string(value, "smtp.ca_file")
+            }
+        }
+        guard let host, let from else {
+            fail(node, "smtp", "give 'host' and 'from'")
+            return nil
+        }
+        return SMTPSettings(host: host, port: port, starttls: starttls, from: from, caFile: caFile)
     }
 
     /// `triggered_by:`: a list of `{repository: URL, branch: main}` (or `branches: [..]`) and `{task: name}`.

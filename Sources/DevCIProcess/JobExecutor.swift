@@ -22,8 +22,12 @@ public struct ExecutorJob: Sendable {
     public var environment: [String: String]
     /// Labels for what the job runs in (a container's), so its leftovers can be found.
     public var labels: [String: String]
+    /// The secrets the job may see, as variables over everything else (its own `env` included).
+    public var secrets: [String: String]
 
-    public init(script: JobScript?, fallbackCommand: String, directory: String, environment: [String: String], labels: [String: String] = [:]) {
+    public init(script: JobScript?, fallbackCommand: String, directory: String, environment: [String: String], labels: [String: String] = [:],
+                secrets: [String: String] = [:]) {
+        self.secrets = secrets
         self.script = script
         self.fallbackCommand = fallbackCommand
         self.directory = directory
@@ -40,7 +44,7 @@ public final class HostExecutor: Executor {
 
     public func run(_ job: ExecutorJob, onOutput: @escaping @Sendable ([OutputLine]) -> Void) -> JobExecutor.Result {
         JobExecutor.run(script: job.script, fallbackCommand: job.fallbackCommand, in: job.directory, environment: job.environment,
-                        process: process, onOutput: onOutput)
+                        secrets: job.secrets, process: process, onOutput: onOutput)
     }
 
     public func cancel(grace: TimeInterval) {
@@ -91,8 +95,8 @@ public enum JobExecutor {
     /// Runs `script` (or, without one, `fallbackCommand` as a single step) in `directory`.
     /// Blocks the calling thread, which must live until this returns.
     public static func run(script: JobScript?, fallbackCommand: String, in directory: String, environment: [String: String],
-                           process: ChildProcess, onOutput: @escaping @Sendable ([OutputLine]) -> Void) -> Result {
-        let driver = StepDriver(script: script, fallbackCommand: fallbackCommand, environment: environment)
+                           secrets: [String: String] = [:], process: ChildProcess, onOutput: @escaping @Sendable ([OutputLine]) -> Void) -> Result {
+        let driver = StepDriver(script: script, fallbackCommand: fallbackCommand, environment: environment, secrets: secrets)
         let cwd: String
         switch driver.workingDirectory(in: directory) {
         case .success(let dir): cwd = dir
@@ -130,15 +134,15 @@ public struct StepDriver: Sendable {
         done
         """
 
-    /// The given environment, the script's `env` over it, and the steps.
+    /// The given environment, the script's `env` over it, the secrets over both, and the steps.
     public let environment: [String: String]
     public let mark: String
     public let total: Int
     public let workdir: String?
 
-    public init(script: JobScript?, fallbackCommand: String, environment: [String: String]) {
+    public init(script: JobScript?, fallbackCommand: String, environment: [String: String], secrets: [String: String] = [:]) {
         let steps = script?.steps ?? [JobScript.Step(name: "test", run: fallbackCommand)]
-        var env = environment.merging(script?.env ?? [:]) { $1 }
+        var env = environment.merging(script?.env ?? [:]) { $1 }.merging(secrets) { $1 }
         mark = "\u{1}devci-step-\(UInt64.random(in: 0...UInt64.max))"
         env["DEVCI_STEP_COUNT"] = String(steps.count)
         env["DEVCI_STEP_MARK"] = mark

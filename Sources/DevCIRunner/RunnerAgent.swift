@@ -253,10 +253,14 @@ public final class RunnerAgent: Sendable {
         env["DEVCI_TOKEN"] = nil
         let labels = ["devci.runner": config.name, "devci.job": String(a.job), "devci.attempt": String(a.attempt), "devci.build": String(a.build),
                       ContainerExecutor.cloneLabel: config.clonePath]
-        let job = ExecutorJob(script: script, fallbackCommand: config.testCommand, directory: workspace, environment: env, labels: labels)
+        for name in a.secrets.keys { env[name] = nil }
+        let job = ExecutorJob(script: script, fallbackCommand: config.testCommand, directory: workspace, environment: env, labels: labels,
+                              secrets: a.secrets)
+        // A secret the job prints is masked before the line leaves this runner.
+        let mask = SecretMask(a.secrets.values)
         var result = executor.run(job) { lines in
             let messages = lines.map {
-                ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: $0.text)
+                ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: mask.mask($0.text))
             }
             // Backpressure: while the connection cannot take more, the reader waits, the pipe fills, and the
             // job itself blocks on its writes; output is never buffered without bound.
@@ -302,7 +306,7 @@ public final class RunnerAgent: Sendable {
 
     private func system(_ a: JobAssignment, _ text: String) {
         let ts = Int64(Date().timeIntervalSince1970 * 1000)
-        loop.execute { self.handle(.output([.log(job: a.job, attempt: a.attempt, stream: .system, timestampMillis: ts, text: text)])) }
+        loop.execute { self.handle(.output([.log(job: a.job, attempt: a.attempt, stream: .system, timestampMillis: ts, text: SecretMask(a.secrets.values).mask(text))])) }
     }
 
     private func finished(_ a: JobAssignment, _ result: JobExecutor.Result) {

@@ -79,7 +79,9 @@ public enum LineCodec {
         case .assign(let a):
             var base = line("assign", ("job", String(a.job)), ("attempt", String(a.attempt)), ("build", String(a.build)), ("name", a.name))
             if a.hasCheckout { base += line("", ("repo", a.repo), ("commit", a.commit), ("branch", a.branch)) }
-            return a.script.map { base + " script=" + percentEncode($0) } ?? base
+            if let script = a.script { base += " script=" + percentEncode(script) }
+            if !a.secrets.isEmpty { base += " secrets=" + percentEncode(SecretsField.json(a.secrets)) }
+            return base
         case .cancel(let job, let attempt, let reason):
             return line("cancel", ("job", String(job)), ("attempt", String(attempt)), ("reason", reason))
         case .accepted(let job, let attempt): return line("accepted", ("job", String(job)), ("attempt", String(attempt)))
@@ -234,12 +236,16 @@ public enum LineCodec {
             message = .registered(name: try f.string("name"), heartbeatMillis: try f.int("heartbeat_ms"), leaseMillis: try f.int("lease_ms"))
         case "assign":
             let checkout = f.has("repo")
-            let a = JobAssignment(job: try f.id("job"), attempt: try f.attempt(), build: try f.id("build"),
+            var a = JobAssignment(job: try f.id("job"), attempt: try f.attempt(), build: try f.id("build"),
                                   name: try f.string("name", default: "test"), repo: checkout ? try f.string("repo") : "",
                                   commit: checkout ? try f.string("commit") : "", branch: checkout ? try f.string("branch") : "",
                                   script: f.has("script") ? try f.string("script") : nil)
             guard !checkout || (Validate.isCommitID(a.commit) && Validate.isRepository(a.repo) && Validate.isBranchName(a.branch)) else {
                 throw WireError(.badField, "assignment has an invalid commit, repository or branch")
+            }
+            if f.has("secrets") {
+                guard let secrets = SecretsField.decode(try f.string("secrets")) else { throw WireError(.badField, "secrets is not a JSON object of strings") }
+                a.secrets = secrets
             }
             message = .assign(a)
         case "cancel": message = .cancel(job: try f.id("job"), attempt: try f.attempt(), reason: try f.string("reason", default: ""))

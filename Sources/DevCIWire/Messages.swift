@@ -139,6 +139,9 @@ public struct JobAssignment: Equatable, Sendable {
     public var branch: String
     /// What to run, as `JobScript` JSON; nil: the runner's own test command.
     public var script: String?
+    /// The secrets this job may see (server configuration `secrets:`), by environment variable; filled in by the
+    /// dispatcher as the assignment is sent, never stored.
+    public var secrets: [String: String] = [:]
 
     public init(job: Int64, attempt: Int, build: Int64, name: String = "test", repo: String, commit: String, branch: String,
                 script: String? = nil) {

@@ -42,3 +42,21 @@ public func constantTimeEquals(_ a: String, _ b: String) -> Bool {
     }
     return diff == 0 && x.count == y.count
 }
+
+extension Validate {
+    /// A mail address as SMTP's `MAIL FROM:<…>` and `RCPT TO:<…>` take it and a header can hold it: local@domain,
+    /// printable ASCII without spaces, angle brackets, quotes, commas or semicolons (no header or command injection).
+    public static func isMailAddress(_ s: String) -> Bool {
+        let parts = s.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, s.utf8.count <= 254 else { return false }
+        let forbidden: Set<UInt8> = Array("<>()[]\\,;:\"'`".utf8).reduce(into: []) { $0.insert($1) }
+        return s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && !forbidden.contains($0) }
+    }
+
+    /// An http:// or https:// address with a host, without spaces or control characters.
+    public static func isWebURL(_ s: String) -> Bool {
+        guard s.utf8.count <= 2048, s.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }), let url = URL(string: s),
+              let scheme = url.scheme, scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty else { return false }
+        return true
+    }
+}

@@ -139,4 +139,67 @@ final class OperateTests: HTTPTestCase {
                 && value("devci_runner_jobs_total{outcome=\"failed\"}") == 1
         }
     }
+
+    // MARK: Secrets
+
+    func testASecretReachesOnlyTheJobsAllowedToSeeItAndIsMaskedInTheStoredLogTheLiveStreamAndTheDatabase() throws {
+        let token = "s3cr3t-token-value-\(UUID().uuidString.prefix(8))"
+        let cert = ["-----BEGIN TEST KEY-----", "bGluZS10d28tb2YtdGhlLWNlcnQ-\(UUID().uuidString.prefix(6))", "-----END TEST KEY-----"]
+        let other = "never-seen-\(UUID().uuidString.prefix(8))"
+        let allowed = try h.makeOrigin()
+        let script = """
+            echo "token=$API_TOKEN"
+            printf '%s\\n' "$CERT"
+            echo "other=[${OTHER_SECRET:-unset}] len=${#API_TOKEN}"
+            echo "twice: $API_TOKEN and $API_TOKEN"
+            """
+        let good = try h.commit(script, to: allowed)
+        let stranger = h.dir.appendingPathComponent("stranger").path
+        try FileManager.default.createDirectory(atPath: stranger, withIntermediateDirectories: true)
+        try h.git(["init", "-q", "-b", "main"], in: stranger)
+        let strangerCommit = try h.commit(script, to: stranger)
+        let certFile = h.dir.appendingPathComponent("cert.pem")
+        try (cert.joined(separator: "\n") + "\n").write(to: certFile, atomically: true, encoding: .utf8)
+        let config = try configFolder(["secrets.yml": """
+            secrets:
+              API_TOKEN: {value: "\(token)", repositories: ["\(allowed)"]}
+              CERT: {file: \(certFile.path), repositories: ["\(allowed)/"]}
+              OTHER_SECRET: {value: "\(other)", tasks: [nightly]}
+            tasks:
+              nightly: {command: "true", enabled: false}
+            """])
+        let (dispatcher, address, _) = try startDispatcher(config: config)
+        try h.startRunner(try h.clone(allowed, as: "clone-a"), address, name: "a")
+        let reporter = try h.spawn("reporter", ["reporter", "--port", "0", "--db", h.dbPath])
+        var port = 0
+        try h.waitUntil("the reporter listens") {
+            guard let r = h.log(of: reporter).range(of: "listening on http://127.0.0.1:") else { return false }
+            port = Int(h.log(of: reporter)[r.upperBound...].prefix { $0.isNumber }) ?? 0
+            return port > 0
+        }
+        let (build, job) = try h.dispatch(good, repo: allowed, to: address)
+        let stream = try HTTP.Stream(port, "/builds/\(build)/events?after=0")
+        XCTAssertEqual(try h.waitForFinalBuild(build).status, .success)
+        try stream.wait(until: "twice:", timeout: 10)
+        let lines = try h.store().logs(job: job).map(\.text)
+        XCTAssertTrue(lines.contains("token=****"), "\(lines)")
+        for (i, line) in cert.enumerated() { XCTAssertTrue(lines.contains("****"), "line \(i) of the certificate: \(line) in \(lines)") }
+        XCTAssertEqual(lines.filter { $0 == "****" }.count, 3, "each line of the multi-line secret: \(lines)")
+        XCTAssertTrue(lines.contains("other=[unset] len=\(token.count)"), "a secret of a task does not reach a build of a repository: \(lines)")
+        XCTAssertTrue(lines.contains("twice: **** and ****"), "\(lines)")
+
+        let (strangerBuild, strangerJob) = try h.dispatch(strangerCommit, repo: stranger, to: address)
+        XCTAssertEqual(try h.waitForFinalBuild(strangerBuild).status, .success)
+        let strangerLines = try h.store().logs(job: strangerJob).map(\.text)
+        XCTAssertTrue(strangerLines.contains("token=") && strangerLines.contains("other=[unset] len=0"), "\(strangerLines)")
+
+        // Nowhere in what is kept or shown: the live stream, the log download, the database's files, the processes' logs.
+        let page = try HTTP.get(port, "/jobs/\(job)/log.txt").body + (try HTTP.get(port, "/builds/\(build)").body)
+        var kept = stream.text + page + h.log(of: dispatcher) + h.diagnostics()
+        for suffix in ["", "-wal"] {
+            if let data = FileManager.default.contents(atPath: h.dbPath + suffix) { kept += String(decoding: data, as: UTF8.self) }
+        }
+        XCTAssertTrue(stream.text.contains("token=****"), stream.text)
+        for secret in [token, other] + cert { XCTAssertFalse(kept.contains(secret), "\(secret) leaked") }
+    }
 }
