@@ -25,6 +25,8 @@ let package = Package(
         // /metrics: the metrics API, and Prometheus' text format behind it.
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // STARTTLS for notification mail (already built for async-http-client).
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -85,11 +87,22 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // Notifications: which an ended build sends (pure), and their delivery by mail (SMTP) and webhook.
+        .target(
+            name: "DevCINotify",
+            dependencies: [
+                "DevCIWire", "DevCIStore", "DevCIPipeline",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
         // The dispatcher: the scheduler state machine and its NIO/SQLite edges.
         .target(
             name: "DevCIDispatcher",
             dependencies: [
-                "DevCIWire", "DevCIStore", "DevCIPipeline", "DevCIMetrics",
+                "DevCIWire", "DevCIStore", "DevCIPipeline", "DevCIMetrics", "DevCINotify",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

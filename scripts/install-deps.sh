@@ -21,4 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# aiosmtpd, a real SMTP server for the notification tests, from PyPI.
+if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+  echo "installing aiosmtpd (pip)" >&2
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null || python3 -m pip install --quiet --break-system-packages aiosmtpd
+fi
 command -v swift >/dev/null 2>&1 || { echo "swift is not on PATH: install Swift 6.1 or later" >&2; exit 1; }

@@ -41,6 +41,11 @@ public struct DispatcherConfig: Sendable {
     public var artifacts: ArtifactFolder?
     /// The most one job may keep, summed over its files.
     public var artifactLimit: Int64 = ArtifactPath.defaultLimit
+    /// The SMTP server's credentials (`DEVCI_SMTP_USER`, `DEVCI_SMTP_PASSWORD`).
+    public var smtpUser: String?
+    public var smtpPassword: String?
+    /// How often the outbox is looked at when it had nothing due.
+    public var notifierPollInterval: Duration = .milliseconds(500)
 
     public init(host: String = "127.0.0.1", port: Int = 8888, token: String? = nil,
                 scheduler: SchedulerConfig = SchedulerConfig(), tickInterval: Duration = .milliseconds(100),
@@ -111,6 +116,7 @@ public final class Dispatcher: Sendable {
         var metricQueues: Set<String> = [defaultQueue]
         /// Every configured secret's value, masked in every log line stored.
         var secretMask = SecretMask.none
+        var notifierTask: Task<Void, Never>?
     }
 
     struct JobAttempt: Hashable {
@@ -174,9 +180,11 @@ public final class Dispatcher: Sendable {
         for build in Set(active.map(\.spec.build)) { jobsOfBuilds[build] = try store.jobs(build: build) }
         let builds = jobsOfBuilds
         let schedule = try store.taskSchedule(), runs = try store.taskRuns()
+        let awaitingNotification = try store.buildsAwaitingNotification()
         let server = try loop.submit { () throws -> Void in
             self.apply(self.state.value.coordinator.handle(.restored(active: active, builds: builds), now: .now))
             self.configure(self.config.serverConfig)
+            self.startNotifier(awaiting: awaitingNotification)
             _ = self.state.value.triggers.handle(.restored(schedule: schedule, runs: runs), now: Date())
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
@@ -227,6 +235,7 @@ public final class Dispatcher: Sendable {
     /// Stops accepting, closes every connection and writes what is buffered. Call it off the loop.
     public func shutdown() {
         stopHTTP()
+        stopNotifier()
         try? loop.submit {
             Self.stopServing(self.state)
             self.flushLogs()
@@ -520,6 +529,7 @@ public final class Dispatcher: Sendable {
                 logger.info("build \(build) \(status.display)")
                 metrics.buildEnded(status)
                 let after = written
+                (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess { self.decideNotifications(build) }
                 // Downstream tasks start once the ending is written.
                 (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
                     self.applyTriggers(self.state.value.triggers.handle(.buildEnded(build, status), now: Date()))

@@ -216,6 +216,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
                 CREATE TABLE task_schedule(task TEXT PRIMARY KEY, last_scheduled REAL NOT NULL);
                 """)
         }
+        migrateNotifications(&m)
         return m
     }
 
@@ -391,7 +392,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     }
 
     /// A write transaction; a database locked by another process is reported as busy, so the caller may retry.
-    private func write<T>(_ body: (Database) throws -> T) throws -> T {
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
         if let open = openBatch() { return try body(open) }
         do {
             return try db.write(body)

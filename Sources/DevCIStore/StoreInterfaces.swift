@@ -38,6 +38,16 @@ public protocol BuildWriter: AnyObject, Sendable {
     func recordRunners(_ changes: [RunnerChange], heartbeats: [String: Date]) throws
     /// Jobs that are pending, queued, assigned or running, oldest first (what a restart restores).
     func activeJobs() throws -> [ActiveJob]
+    /// Ended builds whose notifications were not yet put in the outbox.
+    func buildsAwaitingNotification() throws -> [Int64]
+    /// What a notification about a build says: its summary, how its predecessor ended, its failing jobs' last lines.
+    func notificationFacts(build: Int64, logLines: Int) throws -> NotificationFacts?
+    /// Puts a build's messages in the outbox and marks it decided, in one transaction.
+    func queueNotifications(build: Int64, _ messages: [OutboxMessage], at: Date) throws
+    /// Pending messages due by `at`, oldest first.
+    func dueNotifications(at: Date, limit: Int) throws -> [OutboxEntry]
+    /// Notes an attempt: sent, or failed and retried at `retryAt` (nil: given up). A sent one is never sent again.
+    func noteNotificationAttempt(id: Int64, sent: Bool, error: String?, retryAt: Date?, at: Date) throws
     /// Every job of a build, in creation order.
     func jobs(build: Int64) throws -> [JobSummary]
     /// The last commit dispatched on a repository's branch.

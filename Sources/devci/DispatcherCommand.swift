@@ -53,6 +53,11 @@ struct DispatcherCommand: ParsableCommand {
         Secrets.guardSecret(variable: "DEVCI_TOKEN", option: "--token")
         let webhookSecret = (webhookSecret ?? ProcessInfo.processInfo.environment["DEVCI_WEBHOOK_SECRET"]).flatMap { $0.isEmpty ? nil : $0 }
         Secrets.guardSecret(variable: "DEVCI_WEBHOOK_SECRET", option: "--webhook-secret")
+        let environment = ProcessInfo.processInfo.environment
+        let smtpUser = environment["DEVCI_SMTP_USER"].flatMap { $0.isEmpty ? nil : $0 }
+        let smtpPassword = environment["DEVCI_SMTP_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
+        Secrets.scrub("DEVCI_SMTP_USER")
+        Secrets.scrub("DEVCI_SMTP_PASSWORD")
         let path = try databasePath(db)
         // An invalid configuration stops the start, with every error.
         let serverConfig = try self.config.map(loadServerConfig) ?? .empty
@@ -90,6 +95,8 @@ struct DispatcherCommand: ParsableCommand {
         config.httpHost = httpHost
         config.httpPort = httpPort
         config.webhookSecret = webhookSecret
+        config.smtpUser = smtpUser
+        config.smtpPassword = smtpPassword
         config.artifacts = ArtifactFolder.beside(database: path)
         config.artifactLimit = ByteSize.parse(artifactLimit) ?? ArtifactPath.defaultLimit
         let dispatcher = Dispatcher(

@@ -202,4 +202,116 @@ final class OperateTests: HTTPTestCase {
         XCTAssertTrue(stream.text.contains("token=****"), stream.text)
         for secret in [token, other] + cert { XCTAssertFalse(kept.contains(secret), "\(secret) leaked") }
     }
+
+    // MARK: Notifications
+
+    /// A real SMTP server (Python's aiosmtpd, installed by scripts/test.sh) on `port`, keeping each mail as a file.
+    @discardableResult
+    func startSMTP(port: Int, maildir: String) throws -> Process {
+        let p = try h.spawnProgram("smtp", "/usr/bin/env", ["python3", "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(port)",
+                                                             "-c", "aiosmtpd.handlers.Mailbox", maildir])
+        try h.waitUntil("the SMTP server listens") {
+            guard p.isRunning else { throw Failure("aiosmtpd exited (pip install aiosmtpd):\n\(h.log(of: p))") }
+            guard let fd = try? h.rawConnect(port) else { return false }
+            close(fd)
+            return true
+        }
+        return p
+    }
+
+    func mails(_ maildir: String) -> [String] {
+        let folder = maildir + "/new"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).sorted()
+            .compactMap { try? String(contentsOfFile: folder + "/" + $0, encoding: .utf8) }
+    }
+
+    /// A webhook receiver: answers 500 to its first `failing` POSTs, then keeps each body (named by its
+    /// X-DevCI-Notification id) and answers 204. Returns its URL.
+    func startReceiver(into folder: String, failing: Int) throws -> String {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let p = try h.spawnProgram("receiver", "/usr/bin/env", ["python3", "-u", "-c", """
+            import http.server, os, sys
+            failing, out, seen = int(sys.argv[1]), sys.argv[2], [0]
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    body = self.rfile.read(int(self.headers['Content-Length']))
+                    seen[0] += 1
+                    if seen[0] <= failing:
+                        self.send_response(500); self.end_headers(); return
+                    name = '%03d-%s.json' % (seen[0], self.headers.get('X-DevCI-Notification'))
+                    open(os.path.join(out, name), 'wb').write(body)
+                    self.send_response(204); self.end_headers()
+                def log_message(self, *a): pass
+            s = http.server.HTTPServer(('127.0.0.1', 0), H)
+            print('port', s.server_address[1])
+            s.serve_forever()
+            """, String(failing), folder])
+        var port = 0
+        try h.waitUntil("the webhook receiver listens") {
+            port = h.log(of: p).split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) } ?? 0
+            return port > 0
+        }
+        return "http://127.0.0.1:\(port)/hook"
+    }
+
+    func testAFailureAndItsFixEachSendOneMailAndOneWebhookAndNoneIsLostWhenTheDispatcherIsKilledBeforeDelivery() throws {
+        let maildir = h.dir.appendingPathComponent("maildir").path
+        let received = h.dir.appendingPathComponent("received").path
+        let smtpPort = try freePort()
+        let hook = try startReceiver(into: received, failing: 1)
+        let origin = try h.makeOrigin()
+        let broken = try h.commit("echo 'the widget test broke: expected 3, got 4'; exit 1", to: origin, message: "break the widget")
+        let fixed = try h.commit("exit 0", to: origin, message: "fix the widget")
+        let again = try h.commit("exit 0", to: origin, message: "another change")
+        let config = try configFolder(["notify.yml": """
+            reporter_url: http://ci.example.com:5000/
+            smtp: {host: 127.0.0.1, port: \(smtpPort), starttls: false, from: ci@example.com}
+            notifications:
+              - {when: [failure, fixed], email: [dev@example.com, lead@example.com], webhook: "\(hook)"}
+            """])
+        let (first, address, _) = try startDispatcher(config: config)
+        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        // As the observer dispatches: with the commit's title and author.
+        let client = try WireClient(address: address, token: nil)
+        guard case .queued(let build, _, _) = try client.request(.dispatch(repo: origin, commit: broken, branch: "main", pipeline: .none,
+                                                                            title: "break the widget", author: "Test <test@example.invalid>")) else {
+            throw Failure("dispatch refused")
+        }
+        client.close()
+        XCTAssertEqual(try h.waitForFinalBuild(build).status, .failed)
+        // The mail server is down: the mail waits in the outbox, tried again later; the webhook's first 500 is retried.
+        try h.waitUntil("the mail has been tried and the webhook delivered after its 500", timeout: 30) {
+            let rows = try h.store().outbox()
+            return rows.count == 2 && rows.contains { $0.channel == "email" && $0.attempts >= 1 && $0.state == "pending" }
+                && rows.contains { $0.channel == "webhook" && $0.state == "sent" && $0.attempts == 2 }
+        }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        try startSMTP(port: smtpPort, maildir: maildir)
+        let (restarted, _) = try h.startDispatcher(port: address.port, extra: ["--config", config, "--http-port", "0"])
+        try h.waitUntil("the mail is delivered by the restarted dispatcher") { mails(maildir).count == 1 }
+        let mail = mails(maildir)[0]
+        for needle in ["Subject: [DevCI] build \(build) failed", "Repository: \(origin)", "Commit:     \(broken)", "Author:     Test",
+                       "Title:      break the widget", "| the widget test broke: expected 3, got 4", "http://ci.example.com:5000/builds/\(build)",
+                       "To: dev@example.com, lead@example.com"] {
+            XCTAssertTrue(mail.contains(needle), "\(needle) in:\n\(mail)")
+        }
+
+        let (fixBuild, _) = try h.dispatch(fixed, repo: origin, to: address)
+        XCTAssertEqual(try h.waitForFinalBuild(fixBuild).status, .success)
+        try h.waitUntil("the fix is announced") { mails(maildir).count == 2 }
+        XCTAssertTrue(mails(maildir)[1].contains("Subject: [DevCI] build \(fixBuild) fixed"), mails(maildir)[1])
+        let (plain, _) = try h.dispatch(again, repo: origin, to: address)
+        XCTAssertEqual(try h.waitForFinalBuild(plain).status, .success)
+        try h.waitUntil("the third build's notifications are decided") { try h.store().buildsAwaitingNotification().isEmpty && h.log(of: restarted).contains("build \(plain) success") }
+        try h.waitUntil("every outbox row is sent") { try h.store().outbox().allSatisfy { $0.state == "sent" } }
+        XCTAssertEqual(mails(maildir).count, 2, "one mail for the failure, one for the fix, none for a success after a success")
+        let hooks = try FileManager.default.contentsOfDirectory(atPath: received).sorted()
+        XCTAssertEqual(hooks.count, 2, "\(hooks)")
+        let bodies = try hooks.map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: received + "/" + $0))) as? [String: Any]) }
+        XCTAssertEqual(bodies.map { $0["event"] as? String }, ["failure", "fixed"])
+        XCTAssertEqual(bodies[0]["commit"] as? String, broken)
+        let failing = try XCTUnwrap(bodies[0]["failing_jobs"] as? [[String: Any]])
+        XCTAssertEqual((failing.first?["log_tail"] as? [String])?.last, "the widget test broke: expected 3, got 4")
+    }
 }
