@@ -314,4 +314,62 @@ final class OperateTests: HTTPTestCase {
         let failing = try XCTUnwrap(bodies[0]["failing_jobs"] as? [[String: Any]])
         XCTAssertEqual((failing.first?["log_tail"] as? [String])?.last, "the widget test broke: expected 3, got 4")
     }
+
+    /// STARTTLS to a server whose certificate is trusted through `ca_file`, then AUTH PLAIN with the credentials
+    /// from the dispatcher's environment, which appear in none of its output.
+    func testMailGoesOverSTARTTLSWithTheCredentialsFromTheEnvironment() throws {
+        let certs = h.dir.appendingPathComponent("tls").path
+        try FileManager.default.createDirectory(atPath: certs, withIntermediateDirectories: true)
+        let openssl = try h.spawnProgram("openssl", "/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                                                                      "-keyout", certs + "/key.pem", "-out", certs + "/cert.pem", "-subj", "/CN=localhost",
+                                                                      "-addext", "subjectAltName=DNS:localhost"])
+        openssl.waitUntilExit()
+        XCTAssertEqual(openssl.terminationStatus, 0, h.log(of: openssl))
+        let maildir = h.dir.appendingPathComponent("maildir").path
+        let port = try freePort()
+        let password = "pw-\(UUID().uuidString.prefix(12))"
+        let server = try h.spawnProgram("smtp-tls", "/usr/bin/env", ["python3", "-u", "-c", """
+            import ssl, sys, time
+            from aiosmtpd.controller import Controller
+            from aiosmtpd.handlers import Mailbox
+            from aiosmtpd.smtp import AuthResult, LoginPassword
+            port, cert, key, maildir, user, pw = sys.argv[1:7]
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cert, key)
+            def check(server, session, envelope, mechanism, data):
+                return AuthResult(success=isinstance(data, LoginPassword) and data.login == user.encode() and data.password == pw.encode())
+            c = Controller(Mailbox(maildir), hostname='127.0.0.1', port=int(port), tls_context=ctx, require_starttls=True,
+                           authenticator=check, auth_require_tls=True)
+            c.start()
+            print('ready', flush=True)
+            while True: time.sleep(3600)
+            """, String(port), certs + "/cert.pem", certs + "/key.pem", maildir, "ci-mailer", password])
+        try h.waitUntil("the TLS SMTP server is ready") {
+            guard server.isRunning else { throw Failure("the SMTP server exited:\n\(h.log(of: server))") }
+            return h.log(of: server).contains("ready")
+        }
+        let origin = try h.makeOrigin()
+        let broken = try h.commit("exit 1", to: origin)
+        let config = try configFolder(["notify.yml": """
+            smtp: {host: localhost, port: \(port), from: ci@example.com, ca_file: \(certs)/cert.pem}
+            notifications: [{when: always, email: [dev@example.com]}]
+            """])
+        let dispatcher = try h.spawn("dispatcher", ["dispatcher", "--port", "0", "--db", h.dbPath, "--config", config],
+                                     environment: ["DEVCI_SMTP_USER": "ci-mailer", "DEVCI_SMTP_PASSWORD": password])
+        var address: HostPort?
+        try h.waitUntil("the dispatcher listens") {
+            guard let line = h.log(of: dispatcher).split(separator: "\n").first(where: { $0.contains("listening on ") && $0.contains("(protocol") }),
+                  let r = line.range(of: "listening on ") else { return false }
+            address = HostPort(String(line[r.upperBound...].split(separator: " ")[0]))
+            return address != nil
+        }
+        try h.startRunner(try h.clone(origin, as: "clone-a"), try XCTUnwrap(address), name: "a")
+        let (build, _) = try h.dispatch(broken, repo: origin, to: try XCTUnwrap(address))
+        XCTAssertEqual(try h.waitForFinalBuild(build).status, .failed)
+        try h.waitUntil("the mail arrives over TLS", timeout: 30) { mails(maildir).count == 1 }
+        XCTAssertTrue(mails(maildir)[0].contains("Subject: [DevCI] build \(build) failed"))
+        XCTAssertFalse(h.log(of: dispatcher).contains(password))
+        let environ = (try? String(contentsOfFile: "/proc/\(dispatcher.processIdentifier)/environ", encoding: .utf8)) ?? ""
+        XCTAssertFalse(environ.contains(password), "the password is scrubbed from the dispatcher's environment")
+    }
 }
