@@ -146,6 +146,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "DevCIWireTests", dependencies: ["DevCIWire"]),
+        .testTarget(name: "DevCINotifyTests", dependencies: ["DevCINotify", "DevCIStore", "DevCIPipeline", "DevCIWire"]),
         .testTarget(name: "DevCIContainerTests", dependencies: ["DevCIContainer", "DevCIWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "DevCIDispatcherTests",
