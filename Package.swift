@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // STARTTLS for notification mail (already built for async-http-client).
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
+        // bcrypt for the reporter's sign-in (HummingbirdBcrypt).
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -128,7 +130,10 @@ let package = Package(
         .target(
             name: "DevCIReporter",
             dependencies: [
-                "DevCIStore", "DevCIWire",
+                "DevCIStore", "DevCIWire", "DevCIPipeline",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "Logging", package: "swift-log"),
@@ -139,6 +144,7 @@ let package = Package(
             name: "devci",
             dependencies: [
                 "DevCIWire", "DevCIStore", "DevCIDispatcher", "DevCIRunner", "DevCIContainer", "DevCIProcess", "DevCIObserver", "DevCIRunnerManager", "DevCIGit", "DevCIPipeline", "DevCIReporter", "DevCIMetrics",
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

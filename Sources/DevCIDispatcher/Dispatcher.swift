@@ -306,14 +306,16 @@ public final class Dispatcher: Sendable {
                              waiting: scheduler.waitingQueues))
         case .addJob(let job):
             addJob(job, replyTo: id)
-        case .cancel(let target):
+        case .cancel(let target, let by):
             guard state.value.coordinator.isUnfinished(target) else {
                 send(id, .error(code: .notFound, message: "\(target) has nothing left to cancel: it has ended, or does not exist"))
                 return true
             }
-            logger.notice("cancelling \(target) on request")
-            let actions = state.value.coordinator.handle(.cancel(target, reason: "cancelled on request"), now: now)
+            logger.notice("cancelling \(target) on request\(by.isEmpty ? "" : " of \(by)")")
+            let actions = state.value.coordinator.handle(.cancel(target, reason: by.isEmpty ? "cancelled on request" : "cancelled by \(by)"), now: now)
             send(id, .ok(what: "cancel"), after: apply(actions))
+        case .rerun(let build, let failedOnly, let by):
+            rerun(build, failedOnly: failedOnly, by: by, replyTo: id)
         case .reload:
             reload { errors in
                 if let errors {

@@ -74,6 +74,8 @@ public enum PipelineParser {
     struct Reader {
         let file: String
         var errors: [PipelineError] = []
+        /// Whether secrets' `file` and `env` are read (the reporter, which never needs their values, says no).
+        var resolveSecrets = true
 
         mutating func fail(_ node: Node?, _ field: String, _ message: String) {
             errors.append(PipelineError(file: file, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1, field: field, message: message))

@@ -8,6 +8,8 @@ public struct ServerConfig: Equatable, Sendable {
     public var administrators: [String]
     public var queues: [String: QueueSettings]
     public var secrets: [SecretDefinition] = []
+    /// People who may sign in to the reporter, with their bcrypt password hashes (`users:`).
+    public var users: [String: String] = [:]
     public var notifications: [NotificationRule] = []
     public var smtp: SMTPSettings?
     /// The reporter's address as people reach it, for links in notifications (`reporter_url:`).

@@ -6,7 +6,7 @@ import Yams
 /// meaning), merged into one `ServerConfig`. Every error names its file, line and field; a name defined twice
 /// names both places; unknown keys suggest the nearest known one; upstream tasks must not form a cycle.
 public enum ServerConfigParser {
-    static let topKeys = ["tasks", "administrators", "queues", "secrets", "notifications", "smtp", "reporter_url"]
+    static let topKeys = ["tasks", "administrators", "queues", "secrets", "notifications", "smtp", "reporter_url", "users"]
     static let secretKeys = ["value", "file", "env", "repositories", "tasks"]
     static let notificationKeys = ["when", "repositories", "tasks", "email", "webhook", "format"]
     static let smtpKeys = ["host", "port", "starttls", "from", "ca_file"]
@@ -18,7 +18,9 @@ public enum ServerConfigParser {
     public static let fileLimit = 1 << 20
 
     /// Reads and merges every configuration file under `directory`.
-    public static func load(directory: String) throws(PipelineErrors) -> ServerConfig {
+    /// `resolveSecrets` false: secrets' `file` and `env` are not read (their values stay empty), for a process that
+    /// never hands secrets out (the reporter).
+    public static func load(directory: String, resolveSecrets: Bool = true) throws(PipelineErrors) -> ServerConfig {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
             throw PipelineErrors(errors: [PipelineError(file: directory, line: 0, column: 0, field: "", message: "no such folder")])
@@ -42,7 +44,7 @@ public enum ServerConfigParser {
             files.append((relative, text))
         }
         let parsed: Result<ServerConfig, PipelineErrors>
-        do { parsed = .success(try parse(files)) } catch { parsed = .failure(error) }
+        do { parsed = .success(try parse(files, resolveSecrets: resolveSecrets)) } catch { parsed = .failure(error) }
         switch parsed {
         case .success(let config) where errors.isEmpty: return config
         case .success: throw PipelineErrors(errors: errors)
@@ -66,7 +68,7 @@ public enum ServerConfigParser {
     }
 
     /// Parses and merges configuration texts, each with the file name its errors carry.
-    public static func parse(_ files: [(file: String, text: String)]) throws(PipelineErrors) -> ServerConfig {
+    public static func parse(_ files: [(file: String, text: String)], resolveSecrets: Bool = true) throws(PipelineErrors) -> ServerConfig {
         var config = ServerConfig()
         var errors: [PipelineError] = []
         var queueSeen: [String: (String, Int)] = [:]
@@ -74,6 +76,7 @@ public enum ServerConfigParser {
         var ownPriority: Set<String> = []
         for (file, text) in files {
             var r = PipelineParser.Reader(file: file)
+            r.resolveSecrets = resolveSecrets
             if let anchor = PipelineParser.anchorPosition(in: text) {
                 errors.append(PipelineError(file: file, line: anchor.line, column: anchor.column, field: "",
                                             message: "anchors and aliases (&name, *name) are not supported: write the value out"))
@@ -128,6 +131,20 @@ public enum ServerConfigParser {
                 case "smtp":
                     if config.smtp != nil { r.fail(value, "smtp", "is defined in more than one file") }
                     config.smtp = r.smtp(value)
+                case "users":
+                    for (name, keyNode, hashNode) in r.mapping(value, "users", known: nil) ?? [] {
+                        guard Validate.isRunnerName(name) else {
+                            r.fail(keyNode, "users", "'\(name.prefix(64))' is not a valid user name (letters, digits, '.', '_', '-')")
+                            continue
+                        }
+                        guard let hash = r.string(hashNode, "users.\(name)") else { continue }
+                        guard hash.hasPrefix("$2"), hash.utf8.count == 60 else {
+                            r.fail(hashNode, "users.\(name)", "is not a bcrypt hash: make one with `devci user add \(name)`")
+                            continue
+                        }
+                        if config.users[name] != nil { r.fail(keyNode, "users.\(name)", "user '\(name)' is defined twice") }
+                        config.users[name] = hash
+                    }
                 case "reporter_url":
                     if let url = r.string(value, "reporter_url") {
                         if !(url.hasPrefix("http://") || url.hasPrefix("https://")) || url.contains(where: { $0.isWhitespace || $0 == "\"" || $0 == "<" || $0 == ">" }) {
@@ -299,6 +316,7 @@ extension PipelineParser.Reader {
             case "file":
                 sources += 1
                 guard let path = string(value, "\(f).file") else { continue }
+                guard resolveSecrets else { secret.value = "unresolved"; continue }
                 guard let data = FileManager.default.contents(atPath: path), data.count <= 16_384, let text = String(data: data, encoding: .utf8) else {
                     fail(value, "\(f).file", "cannot read '\(path)' (or it is over 16 KiB or not UTF-8)")
                     continue
@@ -307,6 +325,7 @@ extension PipelineParser.Reader {
             case "env":
                 sources += 1
                 guard let variable = string(value, "\(f).env") else { continue }
+                guard resolveSecrets else { secret.value = "unresolved"; continue }
                 guard let v = ProcessInfo.processInfo.environment[variable], !v.isEmpty else {
                     fail(value, "\(f).env", "the dispatcher's environment has no \(variable)")
                     continue

@@ -56,10 +56,13 @@ extension Reporter {
         Response(status: status, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    func page(title: String, summary: SystemSummary, content: String) -> Response {
-        let header: [String: Any] = ["queued": summary.queued, "running": summary.running, "runners": summary.runners,
-                                     "waitingText": summary.waitingText ?? false]
-        return html(Templates.render("layout", ["title": title, "summary": header, "content": content] as [String: Any]))
+    func page(title: String, summary: SystemSummary?, content: String, request: Request) -> Response {
+        let header: Any = summary.map { summary -> [String: Any] in
+            ["queued": summary.queued, "running": summary.running, "runners": summary.runners, "waitingText": summary.waitingText ?? false]
+        } ?? false
+        var model: [String: Any] = ["title": title, "summary": header, "content": content]
+        model.merge(viewerModel(request)) { $1 }
+        return html(Templates.render("layout", model))
     }
 
     func asset(_ text: String, _ type: String) -> Response {

@@ -10,7 +10,7 @@ extension Reporter {
     /// job and the build as they are, so a page rendered a moment before the stream opened misses nothing.
     func buildEvents(_ id: Int64, _ request: Request) throws -> Response {
         let store = try self.store
-        guard try store.build(id) != nil else { throw HTTPError(.notFound, message: "There is no build \(id).") }
+        _ = try ensureVisible(try store.build(id), id, request)
         let after = try positiveInt(request.uri.queryParameters["after"].map(String.init), name: "after", allowZero: true)
         let stopping = self.stopping
         return sse { writer in
@@ -60,7 +60,7 @@ extension Reporter {
     /// `seen` is the fingerprint of what the page showed when it was rendered: a change between rendering the page
     /// and opening the stream is announced at once.
     func dashboardEvents(_ request: Request) throws -> Response {
-        let filter = try buildFilter(request)
+        let filter = visibleFilter(try buildFilter(request), request)
         let store = try self.store, size = config.pageSize, stopping = self.stopping
         let seen = request.uri.queryParameters["seen"].map(String.init)
         // Taken here, before the response's first byte: the client counts the stream as open from that byte,

@@ -12,6 +12,15 @@ public struct ReporterConfig: Sendable {
     /// How many log lines of each job a build page shows; the rest is in the text download.
     public var logTail: Int
     public var pageSize: Int
+    /// Who may see and do what (`--config`, `--auth`).
+    public var access = AccessPolicy(mode: .publicRead, config: .empty)
+    public var sessionKeys = SessionKeys.random()
+    /// Whether cookies are marked `Secure` (all but plain HTTP on loopback).
+    public var secureCookies = false
+    public let revoked = RevokedSessions()
+    /// Where re-runs and cancels are asked for, and the token to ask with (the reporter never writes the database).
+    public var dispatcher: HostPort?
+    public var token: String?
 
     public init(host: String = "127.0.0.1", port: Int = 5000, databasePath: String, logTail: Int = 200, pageSize: Int = 50) {
         self.host = host
@@ -73,22 +82,25 @@ public struct Reporter: Sendable {
         // Outermost, so that error pages and the not-found page carry the headers too.
         router.middlewares.add(SecurityHeaders())
         router.middlewares.add(ErrorPages())
+        router.middlewares.add(RequireSignIn(reporter: self))
+        addAuthRoutes(router)
+        addActionRoutes(router)
         router.get("/") { request, _ in try dashboard(request, json: wantsJSON(request)) }
         router.get("/api/builds") { request, _ in try dashboard(request, json: true) }
-        router.get("/builds/:id") { request, context in try buildPage(try id(context), json: wantsJSON(request)) }
-        router.get("/api/builds/:id") { _, context in try buildPage(try id(context), json: true) }
+        router.get("/builds/:id") { request, context in try buildPage(try id(context), json: wantsJSON(request), request) }
+        router.get("/api/builds/:id") { request, context in try buildPage(try id(context), json: true, request) }
         router.get("/builds/:id/events") { request, context in try buildEvents(try id(context), request) }
         router.get("/events") { request, _ in try dashboardEvents(request) }
-        router.get("/jobs/:id/log.txt") { _, context in try logText(try id(context)) }
+        router.get("/jobs/:id/log.txt") { request, context in try logText(try id(context), request) }
         router.get("/builds/:id/artifacts/:job") { request, context in
-            try artifact(try id(context), job: decoded(context, "job"), path: request.uri.queryParameters.get("path") ?? "")
+            try artifact(try id(context), job: decoded(context, "job"), path: request.uri.queryParameters.get("path") ?? "", request)
         }
-        router.get("/runners") { request, _ in try runnersPage(json: wantsJSON(request)) }
-        router.get("/api/runners") { _, _ in try runnersPage(json: true) }
-        router.get("/repos/:name") { request, context in try repoPage(decoded(context, "name"), json: wantsJSON(request)) }
-        router.get("/api/repos/:name") { _, context in try repoPage(decoded(context, "name"), json: true) }
-        router.get("/badge/:repo/**") { _, context in
-            try badge(decoded(context, "repo"), context.parameters.getCatchAll().map { $0.removingPercentEncoding ?? String($0) }.joined(separator: "/"))
+        router.get("/runners") { request, _ in try runnersPage(json: wantsJSON(request), request) }
+        router.get("/api/runners") { request, _ in try runnersPage(json: true, request) }
+        router.get("/repos/:name") { request, context in try repoPage(decoded(context, "name"), json: wantsJSON(request), request) }
+        router.get("/api/repos/:name") { request, context in try repoPage(decoded(context, "name"), json: true, request) }
+        router.get("/badge/:repo/**") { request, context in
+            try badge(decoded(context, "repo"), context.parameters.getCatchAll().map { $0.removingPercentEncoding ?? String($0) }.joined(separator: "/"), request)
         }
         router.get("/static/devci.css") { _, _ in asset(Assets.css, "text/css; charset=utf-8") }
         router.get("/static/devci.js") { _, _ in asset(Assets.js, "text/javascript; charset=utf-8") }
@@ -101,7 +113,7 @@ public struct Reporter: Sendable {
         let q = request.uri.queryParameters
         let pageNumber = try positiveInt(q["page"].map(String.init), name: "page") ?? 1
         guard pageNumber <= 100_000 else { throw HTTPError(.badRequest, message: "page is too large") }
-        let filter = try buildFilter(request)
+        let filter = visibleFilter(try buildFilter(request), request)
         var builds = try store.builds(filter, offset: (pageNumber - 1) * config.pageSize, limit: config.pageSize + 1)
         let hasOlder = builds.count > config.pageSize
         builds = Array(builds.prefix(config.pageSize))
@@ -113,7 +125,7 @@ public struct Reporter: Sendable {
         let repos = try store.repositories().map { ["value": $0, "name": Self.repoName($0), "selected": $0 == filter.repo] as [String: Any] }
         let model: [String: Any] = [
             "builds": rowsModel["builds"]!, "repos": repos, "branch": filter.branch ?? "", "tag": filter.tag ?? "",
-            "tasks": try store.tasks().map { ["value": $0, "selected": $0 == filter.task] as [String: Any] },
+            "tasks": try store.tasks().filter { config.access.canSee(task: $0, viewer(request)) }.map { ["value": $0, "selected": $0 == filter.task] as [String: Any] },
             "statuses": Self.statuses.map { ["value": $0, "selected": $0 == filter.status] as [String: Any] },
             "page": pageNumber, "newer": pageNumber > 1 ? link(pageNumber - 1) : false, "older": hasOlder ? link(pageNumber + 1) : false,
             "fragmentURL": "/?" + query(filter, page: pageNumber) + "&fragment=rows",
@@ -121,11 +133,11 @@ public struct Reporter: Sendable {
             "seen": (pageNumber == 1 ? DashboardSnapshot(summary: summary, builds: builds)
                                      : try DashboardSnapshot(store, filter, size: config.pageSize)).fingerprint,
         ]
-        return page(title: "Builds", summary: summary, content: Templates.render("dashboard", model))
+        return page(title: "Builds", summary: summary, content: Templates.render("dashboard", model), request: request)
     }
 
-    func buildPage(_ id: Int64, json: Bool) throws -> Response {
-        guard let build = try store.build(id) else { throw HTTPError(.notFound, message: "There is no build \(id).") }
+    func buildPage(_ id: Int64, json: Bool, _ request: Request) throws -> Response {
+        let build = try ensureVisible(try store.build(id), id, request)
         let jobs = try store.jobs(build: id)
         let events = try store.events(build: id)
         let artifacts = Dictionary(grouping: artifactFolder.list(build: id), by: \.job)
@@ -173,8 +185,9 @@ public struct Reporter: Sendable {
             "finishedMillis": Self.epochMillis(build.finishedAt).map(String.init) ?? "",
             "stages": stages.map { ["name": $0.0, "jobs": $0.1] as [String: Any] },
             "after": try store.lastLogID(build: id),
+            "actions": actionsModel(build, jobs: jobs, request) as Any,
         ]
-        return page(title: "Build \(id)", summary: try store.summary(), content: Templates.render("build", model))
+        return page(title: "Build \(id)", summary: try store.summary(), content: Templates.render("build", model), request: request)
     }
 
     /// The last lines of a job's log, and whether there are more before them.
@@ -183,7 +196,7 @@ public struct Reporter: Sendable {
         return lines.count > config.logTail ? (Array(lines.suffix(config.logTail)), true) : (lines, false)
     }
 
-    func runnersPage(json: Bool) throws -> Response {
+    func runnersPage(json: Bool, _ request: Request) throws -> Response {
         let runners = try store.runners()
         if json { return try jsonResponse(["runners": AnyEncodable(runners)]) }
         let jobBuilds = try Dictionary(uniqueKeysWithValues: Set(runners.flatMap { $0.currentJobs + $0.lostRecently }).compactMap { id in
@@ -195,14 +208,14 @@ public struct Reporter: Sendable {
              "lastHeartbeat": Self.time(r.lastHeartbeat), "current": links(r.currentJobs), "jobsRun": r.jobsRun,
              "lost": links(r.lostRecently)] as [String: Any]
         }]
-        return page(title: "Runners", summary: try store.summary(), content: Templates.render("runners", model))
+        return page(title: "Runners", summary: try store.summary(), content: Templates.render("runners", model), request: request)
     }
 
-    func repoPage(_ name: String, json: Bool) throws -> Response {
+    func repoPage(_ name: String, json: Bool, _ request: Request) throws -> Response {
         guard let repo = try store.repositories().first(where: { Self.repoName($0) == name }) else {
             throw HTTPError(.notFound, message: "There is no repository named \(name).")
         }
-        let builds = try store.builds(BuildFilter(repo: repo), offset: 0, limit: 40)
+        let builds = try store.builds(visibleFilter(BuildFilter(repo: repo), request), offset: 0, limit: 40)
         let finished = builds.filter { $0.status.isFinal }
         let passRate = Charts.passRate(builds)
         if json {
@@ -214,10 +227,10 @@ public struct Reporter: Sendable {
             "svg": Charts.durations(builds.reversed()),
             "query": repo.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "",
         ]
-        return page(title: name, summary: try store.summary(), content: Templates.render("repo", model))
+        return page(title: name, summary: try store.summary(), content: Templates.render("repo", model), request: request)
     }
 
-    func badge(_ name: String, _ rest: String) throws -> Response {
+    func badge(_ name: String, _ rest: String, _ request: Request) throws -> Response {
         guard rest.hasSuffix(".svg") else { throw HTTPError(.notFound, message: "Badges end in .svg.") }
         let branch = String(rest.dropLast(4))
         let store: any BuildReader
@@ -230,7 +243,7 @@ public struct Reporter: Sendable {
         let repos = try store.repositories().filter { Self.repoName($0) == name }
         var latest: BuildSummary?
         for repo in repos {
-            if let b = try store.builds(BuildFilter(repo: repo, branch: branch), offset: 0, limit: 1).first, b.id > (latest?.id ?? 0) { latest = b }
+            if let b = try store.builds(visibleFilter(BuildFilter(repo: repo, branch: branch), request), offset: 0, limit: 1).first, b.id > (latest?.id ?? 0) { latest = b }
         }
         return badgeResponse(latest, status: latest == nil ? .notFound : .ok)
     }
@@ -241,7 +254,8 @@ public struct Reporter: Sendable {
     }
 
     /// One kept artifact, as a download: never a path outside the artifact folder, never shown inline.
-    func artifact(_ build: Int64, job: String, path: String) throws -> Response {
+    func artifact(_ build: Int64, job: String, path: String, _ request: Request) throws -> Response {
+        _ = try ensureVisible(try store.build(build), build, request)
         guard let file = artifactFolder.file(build: build, job: job, path: path), let handle = FileHandle(forReadingAtPath: file) else {
             throw HTTPError(.notFound, message: "Build \(build) kept no artifact '\(path.prefix(200))' of job '\(job.prefix(64))'.")
         }
@@ -261,9 +275,11 @@ public struct Reporter: Sendable {
                         })
     }
 
-    func logText(_ job: Int64) throws -> Response {
+    func logText(_ job: Int64, _ request: Request) throws -> Response {
         let store = try self.store
-        guard try store.job(job) != nil else { throw HTTPError(.notFound, message: "There is no job \(job).") }
+        guard let summary = try store.job(job), (try? ensureVisible(try store.build(summary.build), summary.build, request)) != nil else {
+            throw HTTPError(.notFound, message: "There is no job \(job).")
+        }
         // Streamed in batches: a 50 MB log is never held in memory at once.
         return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init { writer in
             var after: Int64 = 0

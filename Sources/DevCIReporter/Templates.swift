@@ -7,7 +7,7 @@ enum Templates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
         for (name, text) in [("layout", layout), ("dashboard", dashboard), ("rows", rows), ("build", build), ("runners", runners),
-                             ("repo", repo), ("error", error)] {
+                             ("repo", repo), ("error", error), ("signin", signin)] {
             try! library.register(text, named: name)
         }
         return library
@@ -23,6 +23,7 @@ enum Templates {
         <title>{{title}} · DevCI</title><link rel="stylesheet" href="/static/devci.css">{{#reload}}<meta http-equiv="refresh" content="{{reload}}">{{/reload}}</head>
         <body data-live="{{live}}">
         <header><a class="brand" href="/">DevCI</a><nav><a href="/">Builds</a><a href="/runners">Runners</a></nav>
+        <span class="viewer">{{#user}}signed in as <b>{{name}}</b>{{#admin}} (administrator){{/admin}} <form class="inline" method="post" action="/signout"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>{{/user}}{{#signin}}<a href="/signin?next={{next}}">Sign in</a>{{/signin}}</span>
         <span class="summary" id="summary">{{#summary}}<b>{{queued}}</b> queued · <b>{{running}}</b> running · <b>{{runners}}</b> runner(s) connected{{#waitingText}} · <b class="waiting">{{waitingText}}</b>{{/waitingText}}{{/summary}}</span></header>
         <main>{{{content}}}</main>
         <script src="/static/devci.js"></script></body></html>
@@ -57,6 +58,7 @@ enum Templates {
         {{#ancestor}}<p class="meta">ancestor: <a href="/builds/{{ancestor}}">build {{ancestor}}</a>, whose success started this run</p>{{/ancestor}}
         {{#descendants}}<p class="meta">descendants: {{#builds}}<a href="/builds/{{id}}">build {{id}}</a> {{/builds}}</p>{{/descendants}}
         {{#reason}}<p class="meta build-reason">{{reason}}</p>{{/reason}}
+        {{#actions}}<div class="actions">{{#rerun}}<form method="post" action="/builds/{{id}}/rerun"><input type="hidden" name="csrf" value="{{csrf}}"><button>Re-run</button></form>{{/rerun}}{{#rerunFailed}}<form method="post" action="/builds/{{id}}/rerun-failed"><input type="hidden" name="csrf" value="{{csrf}}"><button>Re-run failed jobs</button></form>{{/rerunFailed}}{{#cancel}}<form method="post" action="/builds/{{id}}/cancel"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Cancel</button></form>{{/cancel}}</div>{{/actions}}
         <p class="meta">enqueued {{created}}{{#scheduled}} · scheduled {{scheduled}}{{/scheduled}} · started <span id="build-started">{{started}}</span>{{#ended}} · ended {{ended}}{{/ended}}{{#runner}} · runner {{runner}}{{/runner}} · duration <span class="duration" id="build-duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span></p>
         {{#stages}}<section class="stage"><h2>{{name}}</h2>
         {{#jobs}}<article class="job" id="job-{{id}}" data-attempt="{{attempt}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}
@@ -83,6 +85,18 @@ enum Templates {
         <h1>{{name}}</h1><p class="meta">{{repo}} · <img alt="status" src="{{badgeURL}}"> · pass rate {{passRate}} over the last {{count}} finished builds</p>
         <figure class="chart">{{{svg}}}<figcaption>Duration of the last builds (bar height), coloured by status.</figcaption></figure>
         <p><a href="/?repo={{query}}">All builds of {{name}}</a></p>
+        """
+
+    static let signin = """
+        <h1>Sign in</h1>
+        {{#required}}<p>This DevCI asks everyone to sign in.</p>{{/required}}
+        {{#error}}<p class="form-error" role="alert">{{error}}</p>{{/error}}
+        <form class="signin" method="post" action="/signin">
+          <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="next" value="{{next}}">
+          <label>User <input name="user" autocomplete="username" required maxlength="64" autofocus></label>
+          <label>Password <input name="password" type="password" autocomplete="current-password" required maxlength="256"></label>
+          <button>Sign in</button>
+        </form>
         """
 
     static let error = """

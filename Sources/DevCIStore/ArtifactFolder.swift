@@ -22,6 +22,15 @@ public struct ArtifactFolder: Sendable {
     }
 
     func jobFolder(build: Int64, job: String) -> String { "\(root)/builds/\(build)/\(job)" }
+
+    /// Gives a re-run's kept job the artifacts it kept in the earlier build (hard links where the file system
+    /// allows, copies otherwise). Nothing to copy is no error.
+    public func copy(from build: Int64, to newBuild: Int64, job: String) {
+        let source = jobFolder(build: build, job: job), target = jobFolder(build: newBuild, job: job)
+        guard FileManager.default.fileExists(atPath: source) else { return }
+        try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        if (try? FileManager.default.linkItem(atPath: source, toPath: target)) == nil { try? FileManager.default.copyItem(atPath: source, toPath: target) }
+    }
     func incoming(job: Int64, attempt: Int) -> String { "\(root)/incoming/\(job)-\(attempt)" }
 
     // MARK: Reading

@@ -68,6 +68,8 @@ public enum BuildCause: String, Codable, Sendable, CaseIterable {
     case hook
     /// `devci add-job`.
     case adhoc
+    /// Someone re-ran an earlier build from the reporter (all its jobs, or its failed ones).
+    case rerun
 }
 
 /// A build other than a commit's: a task run or an ad-hoc job, before it is stored.
@@ -85,6 +87,8 @@ public struct NewRun: Equatable, Sendable {
     public var tags: [String]
     /// For people: the task's description or the ad-hoc command.
     public var title: String
+    /// Why it exists, for people (a re-run says of what and by whom).
+    public var reason: String?
 
     public init(task: String?, cause: BuildCause, repo: String = "", branch: String = "", commit: String = "", upstream: Int64? = nil,
                 scheduledAt: Date? = nil, tags: [String] = [], title: String = "") {
@@ -230,7 +234,7 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     /// What it is a run of, for people: `task nightly #3 (period)`, `ad-hoc job`; empty for a commit's build.
     public var runDescription: String {
         if let task { return "task \(task)\(runNumber.map { " #\($0)" } ?? "") (\(cause.rawValue))" }
-        return cause == .adhoc ? "ad-hoc job" : ""
+        return cause == .adhoc ? "ad-hoc job" : cause == .rerun ? "re-run" : ""
     }
 
     /// Seconds from the first start to the end, or to now while running.
@@ -279,6 +283,8 @@ public struct BuildFilter: Equatable, Sendable {
     public var tag: String?
     /// Builds started by this one's success (its descendants).
     public var upstream: Int64?
+    /// Runs of these tasks are left out (the viewer may not see them).
+    public var hiddenTasks: [String] = []
 
     public init(repo: String? = nil, branch: String? = nil, status: String? = nil, id: Int64? = nil, task: String? = nil, tag: String? = nil,
                 upstream: Int64? = nil) {

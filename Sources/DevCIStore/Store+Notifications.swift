@@ -80,6 +80,14 @@ extension SQLiteStore {
         }
     }
 
+    public func jobDefinitions(build: Int64) throws -> [(job: NewJob, state: JobState)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE build_id = ? ORDER BY id", arguments: [build]).map {
+                (Self.newJob($0), Self.typed($0["status"], or: JobState.error))
+            }
+        }
+    }
+
     /// Ended builds whose notifications have not been decided yet (the dispatcher stopped in between).
     public func buildsAwaitingNotification() throws -> [Int64] {
         try read { db in

@@ -228,7 +228,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
                 return EnqueueResult(build: id, jobs: try Self.jobSpecs(db, build: id, repo: run.repo, commit: run.commit, branch: run.branch),
                                      created: false)
             }
-            let build = try Self.insertRun(db, run, status: .queued, reason: nil, at: at)
+            let build = try Self.insertRun(db, run, status: .queued, reason: run.reason, at: at)
             var specs: [JobSpec] = []
             for job in newJobs {
                 let id = try Self.insertJob(db, build: build, job: job, at: at)
@@ -548,6 +548,10 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
             args.append("%," + escaped + ",%")
         }
         if let up = filter.upstream { conditions.append("b.upstream_build = ?"); args.append(up) }
+        if !filter.hiddenTasks.isEmpty {
+            conditions.append("(b.task IS NULL OR b.task NOT IN (\(filter.hiddenTasks.map { _ in "?" }.joined(separator: ", "))))")
+            args += filter.hiddenTasks.map { $0 as DatabaseValueConvertible? }
+        }
         args += [limit, offset]
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         // `attempts` is one for the first try plus every second chance (retries and reassignments over its jobs),

@@ -38,6 +38,10 @@ public protocol BuildWriter: AnyObject, Sendable {
     func recordRunners(_ changes: [RunnerChange], heartbeats: [String: Date]) throws
     /// Jobs that are pending, queued, assigned or running, oldest first (what a restart restores).
     func activeJobs() throws -> [ActiveJob]
+    /// A build as the reporter shows it (for a re-run: what to run again).
+    func build(_ id: Int64) throws -> BuildSummary?
+    /// A build's jobs as they were defined (script, needs, retries, queues), each with its state, in order.
+    func jobDefinitions(build: Int64) throws -> [(job: NewJob, state: JobState)]
     /// Ended builds whose notifications were not yet put in the outbox.
     func buildsAwaitingNotification() throws -> [Int64]
     /// What a notification about a build says: its summary, how its predecessor ended, its failing jobs' last lines.

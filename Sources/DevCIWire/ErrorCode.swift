@@ -32,6 +32,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let config = ErrorCode(rawValue: "config")
     /// An upload would take a job's artifacts over the dispatcher's `--artifact-limit`.
     public static let tooLarge = ErrorCode(rawValue: "too_large")
+    /// A `rerun` the build's state does not allow (its failed jobs before it ended; nothing failed).
+    public static let conflict = ErrorCode(rawValue: "conflict")
     // Inside `WireClient` only: the connection closed.
     public static let closed = ErrorCode(rawValue: "closed")
 }

@@ -53,8 +53,14 @@ public enum LineCodec {
             var base = line("add_job", ("command", j.command), ("queue", j.queue), ("priority", String(j.priority)))
             if let t = j.timeoutSeconds { base += " timeout=" + TimeValue.format(seconds: t) }
             return base
-        case .cancel(.build(let id)): return line("cancel", ("build", String(id)))
-        case .cancel(.job(let id)): return line("cancel", ("job", String(id)))
+        case .cancel(let target, let by):
+            let base = switch target {
+            case .build(let id): line("cancel", ("build", String(id)))
+            case .job(let id): line("cancel", ("job", String(id)))
+            }
+            return by.isEmpty ? base : base + line("", ("by", by))
+        case .rerun(let build, let failedOnly, let by):
+            return line("rerun", ("build", String(build)), ("failed_only", failedOnly ? "1" : "0"), ("by", by))
         case .reload: return "reload"
         case .awaitPush(let repos, let timeout):
             return line("await_push", ("repos", repos.joined(separator: "\n")), ("timeout_ms", String(timeout)))
@@ -182,7 +188,13 @@ public enum LineCodec {
             }
             message = .addJob(AdHocJob(command: command, queue: queue, priority: priority, timeoutSeconds: timeout))
         case "cancel":
-            message = f.has("build") ? .cancel(.build(try f.id("build"))) : .cancel(.job(try f.id("job")))
+            let by = try f.string("by", default: "")
+            guard by.isEmpty || Validate.isRunnerName(by) else { throw WireError(.badField, "by must be a user name") }
+            message = f.has("build") ? .cancel(.build(try f.id("build")), by: by) : .cancel(.job(try f.id("job")), by: by)
+        case "rerun":
+            let by = try f.string("by")
+            guard Validate.isRunnerName(by) else { throw WireError(.badField, "by must be a user name") }
+            message = .rerun(build: try f.id("build"), failedOnly: try f.string("failed_only", default: "0") == "1", by: by)
         case "reload": message = .reload
         case "await_push":
             let repos = try f.string("repos").split(separator: "\n").map(String.init)

@@ -27,7 +27,11 @@ public enum ClientMessage: Equatable, Sendable {
     /// Queue a one-off shell command on the fleet (no checkout): answered `queued`.
     case addJob(AdHocJob)
     /// Cancel a build's unfinished jobs, or one job: queued ones end at once, running ones are stopped.
-    case cancel(CancelTarget)
+    /// `by`: who asked (the reporter names its signed-in user), recorded with the cancel.
+    case cancel(CancelTarget, by: String = "")
+    /// Run a build again as a new build: every job, or (`failedOnly`) only those that did not pass, the passed
+    /// ones kept as they ended. Answered `queued` with the new build.
+    case rerun(build: Int64, failedOnly: Bool, by: String)
     /// Reread the server configuration (`--config`): answered `ok` or `error code=config` with the problems.
     case reload
     /// An observer waits (at most `timeoutMillis`) for a webhook push to any of these repository addresses:

@@ -1,7 +1,10 @@
 import ArgumentParser
+import DevCIPipeline
 import DevCIReporter
 import DevCIStore
 import Foundation
+
+extension AuthMode: ExpressibleByArgument {}
 
 struct ReporterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,16 +15,56 @@ struct ReporterCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on.") var port = 5000
     @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Option(help: "The dispatcher's configuration folder: its users, administrators and tasks' authorized_users decide who sees what.")
+    var config: String?
+    @Option(help: "public-read: anyone sees all but the runs of tasks with authorized_users; required: nothing without signing in.")
+    var auth: AuthMode = .publicRead
+    @Option(help: "A file holding the key that signs sessions (made, mode 0600, when missing); without it, sessions end when the reporter stops.")
+    var sessionKeyFile: String?
+    @Flag(help: "Leave Secure off the session cookie on a non-loopback address (only behind nothing but plain HTTP, which you should not do).")
+    var insecureCookies = false
+    @OptionGroup var server: DispatcherAddress
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         let logger = try logging.bootstrap("devci.reporter")
         let path = db ?? SQLiteStore.defaultPath()
+        var settings = ReporterConfig(host: host, port: port, databasePath: path)
+        var serverConfig = ServerConfig.empty
+        if let config {
+            do {
+                serverConfig = try ServerConfigParser.load(directory: config, resolveSecrets: false)
+            } catch {
+                throw Failure("the configuration in \(config) is invalid:\n" + error.errors.map { "  \($0)" }.joined(separator: "\n"))
+            }
+        }
+        if auth == .required && serverConfig.users.isEmpty {
+            throw ValidationError("--auth required needs users: in the --config folder (make one with `devci user add NAME`)")
+        }
+        settings.access = AccessPolicy(mode: auth, config: serverConfig)
+        if let sessionKeyFile { settings.sessionKeys = SessionKeys(key: try Self.sessionKey(at: sessionKeyFile)) }
+        settings.dispatcher = try server.address
+        settings.token = server.takeToken()
+        settings.secureCookies = !insecureCookies && !["127.0.0.1", "localhost", "::1"].contains(host)
         // Listens at once, even before the dispatcher has created the database: the pages say so until it has.
-        let reporter = Reporter(config: ReporterConfig(host: host, port: port, databasePath: path), logger: logger)
+        let reporter = Reporter(config: settings, logger: logger)
         let host = self.host
+        logger.info("re-run and cancel asked of the dispatcher at \(server.dispatcherServer); sign-in: \(auth.rawValue), \(serverConfig.users.count) user(s), \(serverConfig.administrators.count) administrator(s)\(config.map { " from \($0)" } ?? "")")
         try await reporter.run { port in
             logger.info("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(port)")
         }
+    }
+
+    /// The session key in `path`, made there (32 random bytes, readable by this user only) when the file is missing.
+    static func sessionKey(at path: String) throws -> [UInt8] {
+        if let data = FileManager.default.contents(atPath: path) {
+            guard data.count >= 32 else { throw Failure("the session key in \(path) is shorter than 32 bytes") }
+            return Array(data)
+        }
+        let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        guard FileManager.default.createFile(atPath: path, contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
+            throw Failure("cannot write a session key to \(path)")
+        }
+        return key
     }
 }

@@ -341,15 +341,28 @@ enum HTTP {
         return fd
     }
 
-    static func send(_ fd: Int32, _ path: String, accept: String) {
-        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: \(accept)\r\nConnection: close\r\n\r\n"
+    static func send(_ fd: Int32, _ path: String, accept: String, method: String = "GET", headers: [String: String] = [:], body: String? = nil) {
+        var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: \(accept)\r\nConnection: close\r\n"
+        for (k, v) in headers { request += "\(k): \(v)\r\n" }
+        if let body { request += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(body.utf8.count)\r\n" }
+        request += "\r\n" + (body ?? "")
         _ = request.withCString { Glibc.send(fd, $0, strlen($0), 0) }
     }
 
-    static func get(_ port: Int, _ path: String, accept: String = "text/html") throws -> Reply {
+    static func get(_ port: Int, _ path: String, accept: String = "text/html", headers: [String: String] = [:]) throws -> Reply {
+        try request(port, "GET", path, accept: accept, headers: headers)
+    }
+
+    /// A POST of a urlencoded form.
+    static func post(_ port: Int, _ path: String, form: [(String, String)], headers: [String: String] = [:]) throws -> Reply {
+        let body = form.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")" }.joined(separator: "&")
+        return try request(port, "POST", path, accept: "text/html", headers: headers, body: body)
+    }
+
+    static func request(_ port: Int, _ method: String, _ path: String, accept: String, headers: [String: String] = [:], body: String? = nil) throws -> Reply {
         let fd = try connect(port)
         defer { close(fd) }
-        send(fd, path, accept: accept)
+        send(fd, path, accept: accept, method: method, headers: headers, body: body)
         var data = [UInt8]()
         var buf = [UInt8](repeating: 0, count: 65_536)
         while true {
@@ -401,11 +414,11 @@ enum HTTP {
         let fd: Int32
         private(set) var text = ""
 
-        init(_ port: Int, _ path: String) throws {
+        init(_ port: Int, _ path: String, headers: [String: String] = [:]) throws {
             fd = try HTTP.connect(port)
             var tv = timeval(tv_sec: 0, tv_usec: 200_000)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            HTTP.send(fd, path, accept: "text/event-stream")
+            HTTP.send(fd, path, accept: "text/event-stream", headers: headers)
         }
 
         deinit { close(fd) }
