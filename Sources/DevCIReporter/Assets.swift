@@ -18,6 +18,14 @@ enum Assets {
         .log{background:#0d1117;color:#e6edf3;padding:.6em;border-radius:6px;max-height:28em;overflow:auto;font:12px/1.4 ui-monospace,Menlo,monospace;white-space:pre-wrap;word-break:break-all}
         .log time{color:#7d8590;margin-right:.6em}.log i{color:#d2a8ff;font-style:normal;margin-right:.4em}.l.err{color:#ffa657}.l.system{color:#79c0ff}
         .history{margin:.2em 0;padding-left:1.2em;color:#57606a;font-size:12px}.pages{margin-top:1em}.chart svg{max-width:100%;height:auto;border:1px solid #d0d7de;border-radius:6px}
+        .viewer{font-size:13px}form.inline{display:inline;margin-left:.5em}
+        .viewer button,form.inline button{background:transparent;color:#fff;border:1px solid #8c959f;border-radius:4px;padding:.1em .6em;cursor:pointer;font:inherit}
+        .actions{display:flex;gap:.6em;margin:.6em 0}.actions button{border:1px solid #d0d7de;background:var(--bg);border-radius:6px;padding:.3em .9em;cursor:pointer;font:inherit;font-weight:600}
+        .actions button:hover{background:#eaeef2}.actions button.danger{color:var(--bad);border-color:#ff8182}
+        .signin{display:flex;flex-direction:column;gap:.8em;max-width:22em}.signin label{display:flex;flex-direction:column;font-size:12px;color:var(--idle)}
+        .signin input{font:inherit;padding:.4em .5em;border:1px solid #d0d7de;border-radius:6px;color:var(--fg)}
+        .signin button{align-self:flex-start;font:inherit;font-weight:600;padding:.4em 1.2em;border:1px solid #1a7f37;background:var(--ok);color:#fff;border-radius:6px;cursor:pointer}
+        .form-error{color:var(--bad);font-weight:600}
         """
 
     /// Live updates through Server-Sent Events; text from the server is set with textContent, never parsed as HTML,

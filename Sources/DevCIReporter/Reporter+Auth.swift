@@ -34,7 +34,7 @@ extension Reporter {
         if let name = v.name, let session = sessionCookie(request) {
             return ["user": ["name": name, "admin": v.isAdministrator, "csrf": config.sessionKeys.csrf(session: session)] as [String: Any]]
         }
-        return ["signin": config.access.users.isEmpty ? false : ["next": request.uri.path] as Any]
+        return ["signin": config.access.users.isEmpty || request.uri.path == "/signin" ? false : ["next": request.uri.path] as Any]
     }
 
     /// 404, worded like a build that does not exist: a build the viewer may not see is not confirmed to exist.

@@ -23,8 +23,8 @@ enum Templates {
         <title>{{title}} · DevCI</title><link rel="stylesheet" href="/static/devci.css">{{#reload}}<meta http-equiv="refresh" content="{{reload}}">{{/reload}}</head>
         <body data-live="{{live}}">
         <header><a class="brand" href="/">DevCI</a><nav><a href="/">Builds</a><a href="/runners">Runners</a></nav>
-        <span class="viewer">{{#user}}signed in as <b>{{name}}</b>{{#admin}} (administrator){{/admin}} <form class="inline" method="post" action="/signout"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>{{/user}}{{#signin}}<a href="/signin?next={{next}}">Sign in</a>{{/signin}}</span>
-        <span class="summary" id="summary">{{#summary}}<b>{{queued}}</b> queued · <b>{{running}}</b> running · <b>{{runners}}</b> runner(s) connected{{#waitingText}} · <b class="waiting">{{waitingText}}</b>{{/waitingText}}{{/summary}}</span></header>
+        <span class="summary" id="summary">{{#summary}}<b>{{queued}}</b> queued · <b>{{running}}</b> running · <b>{{runners}}</b> runner(s) connected{{#waitingText}} · <b class="waiting">{{waitingText}}</b>{{/waitingText}}{{/summary}}</span>
+        <span class="viewer">{{#user}}signed in as <b>{{name}}</b>{{#admin}} (administrator){{/admin}} <form class="inline" method="post" action="/signout"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>{{/user}}{{#signin}}<a href="/signin?next={{next}}">Sign in</a>{{/signin}}</span></header>
         <main>{{{content}}}</main>
         <script src="/static/devci.js"></script></body></html>
         """

@@ -54,7 +54,9 @@ struct UpCommand: ParsableCommand {
             NamedChild(name: "observer", argv: [exe, "observer", sample + "/test_repo_clone_obs", "--dispatcher-server", server] + level),
         ]
         if reporterPort != 0 {
-            rest.append(NamedChild(name: "reporter", argv: [exe, "reporter", "--port", String(reporterPort)] + (db.map { ["--db", $0] } ?? []) + level))
+            rest.append(NamedChild(name: "reporter", argv: [exe, "reporter", "--port", String(reporterPort), "--dispatcher-server", server]
+                                   + (db.map { ["--db", $0] } ?? [])
+                                   + (config.map { ["--config", URL(fileURLWithPath: $0).standardizedFileURL.path] } ?? []) + level))
         }
         for child in rest { try tree.start(child) }
         logger.notice("""
