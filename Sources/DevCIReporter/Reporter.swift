@@ -197,7 +197,23 @@ public struct Reporter: Sendable {
     }
 
     func runnersPage(json: Bool, _ request: Request) throws -> Response {
-        let runners = try store.runners()
+        var runners = try store.runners()
+        // Jobs of runs this viewer may not see are left out, as everywhere.
+        let hidden = Set(config.access.hiddenTasks(viewer(request)))
+        if !hidden.isEmpty {
+            var visible: [Int64: Bool] = [:]
+            func shown(_ job: Int64) throws -> Bool {
+                if let known = visible[job] { return known }
+                let task = try store.job(job).flatMap { try store.build($0.build) }?.task
+                let ok = task.map { !hidden.contains($0) } ?? true
+                visible[job] = ok
+                return ok
+            }
+            for i in runners.indices {
+                runners[i].currentJobs = try runners[i].currentJobs.filter(shown)
+                runners[i].lostRecently = try runners[i].lostRecently.filter(shown)
+            }
+        }
         if json { return try jsonResponse(["runners": AnyEncodable(runners)]) }
         let jobBuilds = try Dictionary(uniqueKeysWithValues: Set(runners.flatMap { $0.currentJobs + $0.lostRecently }).compactMap { id in
             try store.job(id).map { (id, $0.build) }

@@ -372,4 +372,39 @@ final class OperateTests: HTTPTestCase {
         let environ = (try? String(contentsOfFile: "/proc/\(dispatcher.processIdentifier)/environ", encoding: .utf8)) ?? ""
         XCTAssertFalse(environ.contains(password), "the password is scrubbed from the dispatcher's environment")
     }
+
+    /// A webhook that accepts the connection and never answers costs one attempt (timed out) and is tried again;
+    /// builds go on meanwhile.
+    func testAWebhookThatHangsNeverHoldsUpBuildsAndIsTriedAgain() throws {
+        let hang = try h.spawnProgram("hang", "/usr/bin/env", ["python3", "-u", "-c", """
+            import socket, time
+            s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16)
+            print('port', s.getsockname()[1])
+            held = []
+            while True:
+                c, _ = s.accept(); held.append(c)
+            """])
+        var port = 0
+        try h.waitUntil("the hanging receiver listens") {
+            port = h.log(of: hang).split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) } ?? 0
+            return port > 0
+        }
+        let origin = try h.makeOrigin()
+        let commits = [try h.commit("exit 1", to: origin, message: "one"), try h.commit("exit 1", to: origin, message: "two"),
+                       try h.commit("exit 1", to: origin, message: "three")]
+        let config = try configFolder(["notify.yml": "notifications: [{when: always, webhook: \"http://127.0.0.1:\(port)/hook\"}]\n"])
+        let (_, address, _) = try startDispatcher(config: config)
+        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        for commit in commits {
+            let (build, _) = try h.dispatch(commit, repo: origin, to: address)
+            XCTAssertEqual(try h.waitForFinalBuild(build).status, .failed)
+        }
+        // Every build ended while the first delivery was still hanging.
+        let outbox = try h.store().outbox()
+        XCTAssertEqual(outbox.count, 3)
+        XCTAssertTrue(outbox.allSatisfy { $0.state == "pending" && $0.attempts == 0 }, "builds did not wait for the webhook: \(outbox)")
+        try h.waitUntil("the hanging delivery times out and is set to be tried again", timeout: 40) {
+            try h.store().outbox().contains { $0.attempts >= 1 && $0.state == "pending" && $0.lastError != nil }
+        }
+    }
 }
