@@ -149,11 +149,20 @@ public final class ContainerExecutor: Executor {
             return .failedToStart("lost the job's container: \(error)")
         }
         if let failure = await logs.value { say("the container's output was cut short: \(failure)") }
-        let oom = (try? await engine.inspect(id).oomKilled) ?? false
+        let oom = await outOfMemory(id, status: status, limited: job.script?.container?.memoryBytes != nil && !state.withLockedValue { $0.stopRequested })
         await giveBack(job, image: image, say: say)
         let (stopped, timedOut) = state.withLockedValue { ($0.stopRequested, $0.timedOut) }
         return JobExecutor.Result(termination: .exited(Int32(truncatingIfNeeded: status)), timedOut: timedOut, stopped: stopped && !timedOut,
                                   outOfMemory: oom)
+    }
+
+    /// Whether the container ran out of memory: the engine says so, or, with a memory limit, something in it was
+    /// killed by SIGKILL (status 137) that DevCI did not stop. The engine's `OOMKilled` comes from an event that it
+    /// misses at times when the process the kernel killed is not the container's first (seen here with Docker 28:
+    /// false on about one run in three, even asked again two seconds later), and nothing else in a CI job sends SIGKILL.
+    private func outOfMemory(_ id: String, status: Int, limited: Bool) async -> Bool {
+        if (try? await engine.inspect(id).oomKilled) == true { return true }
+        return limited && status == 137
     }
 
     /// Gives the workspace's files back to its owner: the job ran as the image's user (often root), and a file it
