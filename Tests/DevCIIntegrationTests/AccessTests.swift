@@ -111,6 +111,13 @@ final class AccessTests: HTTPTestCase {
         XCTAssertTrue(out.headers["set-cookie"]?.contains("Max-Age=0") ?? false)
         XCTAssertEqual(try visible(bob), [404, 404, 404, 404])
 
+        // `devci user add --config` writes the folder's users.yml (mode 0640), which the next reporter reads.
+        let add = try h.spawnProgram("user-add-dave", "/bin/sh", ["-c", "printf 'dave-password\\n' | \"$0\" user add dave --cost 10 --config \"$1\"", h.binary, config])
+        add.waitUntilExit()
+        XCTAssertEqual(add.terminationStatus, 0, h.log(of: add))
+        let mode = try FileManager.default.attributesOfItem(atPath: config + "/users.yml")[.posixPermissions] as? Int
+        XCTAssertEqual(mode, 0o640)
+
         // --auth required: nothing without signing in.
         let strict = try startReporter(config: config, extra: ["--auth", "required"])
         let redirect = try HTTP.get(strict, "/builds/\(open.build)")
@@ -120,6 +127,7 @@ final class AccessTests: HTTPTestCase {
         XCTAssertEqual(try HTTP.get(strict, "/badge/shop/main.svg").status, 401)
         XCTAssertEqual(try HTTP.get(strict, "/signin").status, 200)
         let carolStrict = try XCTUnwrap(try signIn(strict, "carol", "carol-password").cookie)
+        XCTAssertNotNil(try signIn(strict, "dave", "dave-password").cookie, "the user written by devci user add --config")
         XCTAssertEqual(try HTTP.get(strict, "/builds/\(open.build)", headers: ["Cookie": carolStrict]).status, 200)
     }
 
