@@ -62,7 +62,12 @@ extension Dispatcher {
                 logger.info("task \(run.task) (\(run.cause.rawValue)) \(reason)")
                 let stored = newRun(run)
                 replies.append(writer.submit("record a skipped run of task \(run.task)") { try $0.recordSkipped(stored, reason: reason, at: Date()) }
-                    .map { .skipped($0, reason) })
+                    .map { build in
+                        // Ended as it was written: its notifications are decided now (a rule with `always` hears of it).
+                        self.metrics.buildEnded(.skipped)
+                        self.decideNotifications(build)
+                        return .skipped(build, reason)
+                    })
             case .run(let run):
                 replies.append(startRun(run))
             }

@@ -387,6 +387,13 @@ public final class Dispatcher: Sendable {
             logger.warning("build of \(repo) \(commit.prefix(12)) fails: \(reason)")
             return writer.submit("record the build of \(commit.prefix(12))") {
                 try $0.enqueueInvalid(repo: repo, branch: branch, commit: commit, reason: reason, details: details, mark: mark, at: at)
+            }.map { result in
+                // A build that failed as it was recorded: a failure to be told of at once, not at the next start.
+                if result.created {
+                    self.metrics.buildEnded(.failed)
+                    self.decideNotifications(result.build)
+                }
+                return result
             }
         }
         var plan: BuildPlan

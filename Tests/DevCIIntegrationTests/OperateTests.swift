@@ -407,4 +407,18 @@ final class OperateTests: HTTPTestCase {
             try h.store().outbox().contains { $0.attempts >= 1 && $0.state == "pending" && $0.lastError != nil }
         }
     }
+
+    /// A build that fails as it is recorded (an invalid pipeline file) is told of at once, not at the next start.
+    func testABuildWithAnInvalidPipelineIsAnnouncedAtOnce() throws {
+        let received = h.dir.appendingPathComponent("received").path
+        let hook = try startReceiver(into: received, failing: 0)
+        let origin = try h.makeOrigin()
+        let commit = try h.commit("exit 0", to: origin)
+        let config = try configFolder(["notify.yml": "notifications: [{when: failure, webhook: \"\(hook)\"}]\n"])
+        let (_, address, _) = try startDispatcher(config: config)
+        let (build, _) = try h.dispatch(commit, repo: origin, to: address, pipeline: .text("jobs: [not, a, mapping]"))
+        XCTAssertEqual(try h.waitForFinalBuild(build).status, .failed)
+        try h.waitUntil("the failure is announced") { ((try? FileManager.default.contentsOfDirectory(atPath: received)) ?? []).count == 1 }
+        XCTAssertTrue(try h.store().buildsAwaitingNotification().isEmpty)
+    }
 }
