@@ -53,7 +53,7 @@ public enum ServerConfigParser {
     }
 
     /// The configuration files under `directory`, relative to it, sorted; hidden files and folders are left out.
-    static func configFiles(in directory: String) -> [String] {
+    public static func configFiles(in directory: String) -> [String] {
         guard let walker = FileManager.default.enumerator(atPath: directory) else { return [] }
         var out: [String] = []
         while let relative = walker.nextObject() as? String {
@@ -138,8 +138,12 @@ public enum ServerConfigParser {
                             continue
                         }
                         guard let hash = r.string(hashNode, "users.\(name)") else { continue }
-                        guard hash.hasPrefix("$2"), hash.utf8.count == 60 else {
+                        guard hash.hasPrefix("$2"), hash.utf8.count == 60, let cost = Int(hash.dropFirst(4).prefix(2)) else {
                             r.fail(hashNode, "users.\(name)", "is not a bcrypt hash: make one with `devci user add \(name)`")
+                            continue
+                        }
+                        guard cost <= 13 else {
+                            r.fail(hashNode, "users.\(name)", "has a bcrypt cost of \(cost): at most 13, so that every refused sign-in takes the same time")
                             continue
                         }
                         if config.users[name] != nil { r.fail(keyNode, "users.\(name)", "user '\(name)' is defined twice") }

@@ -3,6 +3,7 @@ import DevCIWire
 import DevCIPipeline
 import Foundation
 import HummingbirdBcrypt
+import NIOConcurrencyHelpers
 
 /// Whether the reporter shows anything to people who have not signed in.
 public enum AuthMode: String, Sendable, CaseIterable {
@@ -36,6 +37,10 @@ public struct AccessPolicy: Sendable {
         administrators = Set(config.administrators)
         restricted = config.tasks.values.filter { !$0.authorizedUsers.isEmpty }.reduce(into: [:]) { $0[$1.name] = Set($1.authorizedUsers) }
     }
+
+    /// The highest bcrypt cost a user's hash may have: a check at 13 takes about half a second here, well inside the
+    /// second every refusal takes, so a slow hash cannot tell a known user from an unknown one.
+    public static let highestCost = 13
 
     public func viewer(named name: String?) -> Viewer {
         guard let name, users[name] != nil else { return .anonymous }
@@ -92,19 +97,23 @@ public struct SessionKeys: Sendable {
         HMAC<SHA256>.authenticationCode(for: Array(text.utf8), using: SymmetricKey(data: keyBytes)).map { String(format: "%02x", $0) }.joined()
     }
 
-    /// `<user>.<expiry>.<mac>`: user names are letters, digits, '.', '_' and '-', so the last two dots split it.
-    public func session(for user: String, now: Date = Date()) -> String {
-        let payload = "\(user).\(Int(now.timeIntervalSince1970 + Self.lifetime))"
-        return payload + "." + mac("session:" + payload)
+    /// `<user>.<nonce>.<expiry>.<mac>`: user names are letters, digits, '.', '_' and '-', so the last three dots
+    /// split it; the nonce makes each sign-in its own session (one signed out ends that one only). The MAC also
+    /// covers the user's password hash (`bound`), so a changed password ends every session of theirs.
+    public func session(for user: String, bound: String, now: Date = Date()) -> String {
+        let nonce = (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let payload = "\(user).\(nonce).\(Int(now.timeIntervalSince1970 + Self.lifetime))"
+        return payload + "." + mac("session:" + payload + ":" + bound)
     }
 
-    /// The user a session cookie names, when its signature holds and it has not expired.
-    public func user(fromSession value: String, now: Date = Date()) -> String? {
+    /// The user a session cookie names, when its signature (over the user's hash now) holds and it has not expired.
+    public func user(fromSession value: String, bound: (String) -> String?, now: Date = Date()) -> String? {
         let parts = value.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count >= 3, let expiry = Double(parts[parts.count - 2]) else { return nil }
+        guard parts.count >= 4, let expiry = Double(parts[parts.count - 2]), expiry > now.timeIntervalSince1970 else { return nil }
         let payload = parts.dropLast().joined(separator: ".")
-        guard constantTimeEquals(String(parts.last!), mac("session:" + payload)), expiry > now.timeIntervalSince1970 else { return nil }
-        return parts.dropLast(2).joined(separator: ".")
+        let user = parts.dropLast(3).joined(separator: ".")
+        guard let hash = bound(user), constantTimeEquals(String(parts.last!), mac("session:" + payload + ":" + hash)) else { return nil }
+        return user
     }
 
     /// The CSRF token of forms shown within this session.
@@ -121,4 +130,92 @@ public struct SessionKeys: Sendable {
         guard parts.count == 2, let stamp = Double(parts[0]), now.timeIntervalSince1970 - stamp < 3600, stamp <= now.timeIntervalSince1970 + 60 else { return false }
         return constantTimeEquals(String(parts[1]), mac("signin:" + parts[0]))
     }
+}
+
+/// The access policy as the configuration folder says it now: the folder is looked at again (file names, sizes and
+/// times) at most every two seconds and re-read when it changed, so a user removed, a password changed or a task's
+/// `authorized_users` narrowed takes effect within seconds, without a restart. A folder that fails to parse leaves
+/// the last good policy in place (and says so once).
+public final class AccessSource: Sendable {
+    struct State {
+        var policy: AccessPolicy
+        var fingerprint: [String]
+        var checked: ContinuousClock.Instant
+        var failing: String?
+    }
+
+    let directory: String?
+    let mode: AuthMode
+    let onChange: @Sendable (String) -> Void
+    private let state: NIOLockedValueBox<State>
+    static let interval: Duration = .seconds(2)
+
+    /// A fixed policy (no folder to follow).
+    public init(fixed policy: AccessPolicy) {
+        directory = nil
+        mode = policy.mode
+        onChange = { _ in }
+        state = NIOLockedValueBox(State(policy: policy, fingerprint: [], checked: .now))
+    }
+
+    /// The policy of `directory`, followed. Throws the folder's errors when it is invalid now.
+    public init(directory: String, mode: AuthMode, onChange: @escaping @Sendable (String) -> Void) throws(PipelineErrors) {
+        self.directory = directory
+        self.mode = mode
+        self.onChange = onChange
+        let config = try ServerConfigParser.load(directory: directory, resolveSecrets: false)
+        state = NIOLockedValueBox(State(policy: AccessPolicy(mode: mode, config: config), fingerprint: Self.fingerprint(directory), checked: .now))
+    }
+
+    public var current: AccessPolicy {
+        guard let directory else { return state.withLockedValue { $0.policy } }
+        let due = state.withLockedValue { s -> [String]? in
+            guard ContinuousClock.now - s.checked >= Self.interval else { return nil }
+            s.checked = .now
+            let now = Self.fingerprint(directory)
+            return now == s.fingerprint ? nil : now
+        }
+        if let fingerprint = due {
+            let said: String?
+            do {
+                let config = try ServerConfigParser.load(directory: directory, resolveSecrets: false)
+                said = state.withLockedValue { s in
+                    s.policy = AccessPolicy(mode: mode, config: config)
+                    s.fingerprint = fingerprint
+                    s.failing = nil
+                    return "re-read \(directory): \(config.users.count) user(s), \(config.administrators.count) administrator(s)"
+                }
+            } catch {
+                let why = error.errors.map(\.description).joined(separator: "; ")
+                said = state.withLockedValue { s in
+                    s.fingerprint = fingerprint
+                    defer { s.failing = why }
+                    return s.failing == why ? nil : "\(directory) is invalid, keeping who may see what as it was: \(why)"
+                }
+            }
+            if let said { onChange(said) }
+        }
+        return state.withLockedValue { $0.policy }
+    }
+
+    static func fingerprint(_ directory: String) -> [String] {
+        ServerConfigParser.configFiles(in: directory).map { relative in
+            let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + relative)
+            let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+            let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            return "\(relative) \(size) \(modified)"
+        }
+    }
+}
+
+/// At most as many bcrypt checks at once as there are cores: more sign-ins wait their turn by being told to try
+/// again, so a flood of sign-ins cannot queue work without end.
+public final class SignInLimiter: Sendable {
+    private let running = NIOLockedValueBox(0)
+    let limit = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    public init() {}
+
+    func enter() -> Bool { running.withLockedValue { n in n < limit ? { n += 1; return true }() : false } }
+    func leave() { running.withLockedValue { $0 -= 1 } }
 }

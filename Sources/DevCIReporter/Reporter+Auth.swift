@@ -15,14 +15,18 @@ extension Reporter {
     /// The signed-in user of this request (from its session cookie), or `Viewer.anonymous`.
     func viewer(_ request: Request) -> Viewer {
         guard let session = sessionCookie(request), !config.revoked.contains(session) else { return .anonymous }
-        return config.access.viewer(named: config.sessionKeys.user(fromSession: session))
+        let access = config.access
+        return access.viewer(named: config.sessionKeys.user(fromSession: session, bound: { access.users[$0] }))
     }
+
+    /// The session cookie's name: `__Host-` prefixed when it is `Secure`, so a sibling host cannot plant one.
+    var cookieName: String { config.secureCookies ? "__Host-" + SessionKeys.cookie : SessionKeys.cookie }
 
     func sessionCookie(_ request: Request) -> String? {
         for header in request.headers[values: .cookie] {
             for pair in header.split(separator: ";") {
                 let kv = pair.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if kv.count == 2, kv[0] == SessionKeys.cookie { return String(kv[1]) }
+                if kv.count == 2, kv[0] == cookieName { return String(kv[1]) }
             }
         }
         return nil
@@ -45,6 +49,30 @@ extension Reporter {
         return build
     }
 
+    /// The build with the ancestor and descendants this viewer may not see left out.
+    func redacted(_ build: BuildSummary, _ request: Request) throws -> BuildSummary {
+        guard build.upstream != nil || !build.descendants.isEmpty else { return build }
+        let access = config.access, v = viewer(request)
+        guard !access.hiddenTasks(v).isEmpty else { return build }
+        func visible(_ id: Int64) throws -> Bool { try store.build(id).map { access.canSee(task: $0.task, v) } ?? false }
+        var b = build
+        if let up = b.upstream, try !visible(up) { b.upstream = nil }
+        b.descendants = try b.descendants.filter(visible)
+        return b
+    }
+
+    /// The repositories with at least one build this viewer may see.
+    func visibleRepositories(_ request: Request) throws -> [String] {
+        let all = try store.repositories()
+        let filter = visibleFilter(BuildFilter(), request)
+        guard !filter.hiddenTasks.isEmpty else { return all }
+        return try all.filter { repo in
+            var f = filter
+            f.repo = repo
+            return try !store.builds(f, offset: 0, limit: 1).isEmpty
+        }
+    }
+
     /// The list filter with the tasks this viewer may not see left out.
     func visibleFilter(_ filter: BuildFilter, _ request: Request) -> BuildFilter {
         var f = filter
@@ -53,7 +81,7 @@ extension Reporter {
     }
 
     func cookie(_ value: String, maxAge: Int) -> String {
-        "\(SessionKeys.cookie)=\(value); Path=/; Max-Age=\(maxAge); HttpOnly; SameSite=Strict\(config.secureCookies ? "; Secure" : "")"
+        "\(cookieName)=\(value); Path=/; Max-Age=\(maxAge); HttpOnly; SameSite=Strict\(config.secureCookies ? "; Secure" : "")"
     }
 
     // MARK: Routes
@@ -72,9 +100,21 @@ extension Reporter {
         return response
     }
 
-    /// Only a path on this site: never `//host` or `https://…` (no open redirect).
+    /// Only a path on this site: never `//host`, `/\\host` or `https://…`, and nothing a browser would strip or
+    /// bend (spaces, tabs, control characters, backslashes): no open redirect.
     static func localPath(_ next: String) -> String {
-        next.hasPrefix("/") && !next.hasPrefix("//") && !next.hasPrefix("/\\") && !next.contains(where: { $0.isNewline }) ? next : "/"
+        let plain = next.utf8.count <= 2048 && next.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value != 0x7f && $0 != "\\" }
+        return plain && next.hasPrefix("/") && !next.hasPrefix("//") ? next : "/"
+    }
+
+    /// A POST from another site is refused whatever it carries: browsers say where a request comes from
+    /// (`Sec-Fetch-Site`, `Origin`), and a form of this reporter comes from this reporter.
+    static func isCrossSite(_ request: Request) -> Bool {
+        func header(_ name: String) -> String? { request.headers.first { $0.name.canonicalName == name }?.value }
+        if let site = header("sec-fetch-site"), !["same-origin", "none"].contains(site) { return true }
+        guard let origin = header("origin") else { return false }
+        guard let host = request.head.authority ?? header("host") else { return true }
+        return origin != "http://\(host)" && origin != "https://\(host)"
     }
 
     /// The fields of a urlencoded form body (at most 16 KiB).
@@ -99,18 +139,24 @@ extension Reporter {
         }
         let name = form["user"] ?? "", password = form["password"] ?? ""
         let access = config.access
+        guard config.signIns.enter() else {
+            var busy = signInPage(request, next: next, error: "Too many sign-ins at once: try again in a moment.", status: .serviceUnavailable)
+            busy.headers[.retryAfter] = "1"
+            return busy
+        }
         let user: String? = await withCheckedContinuation { done in
             // bcrypt takes a quarter of a second on purpose: off the request's thread.
             DispatchQueue.global().async { done.resume(returning: name.utf8.count <= 64 && password.utf8.count <= 256 ? access.authenticate(name: name, password: password) : nil) }
         }
-        guard let user else {
-            logger.notice("refused a sign-in as '\(name.prefix(64))'")
+        config.signIns.leave()
+        guard let user, let hash = access.users[user] else {
+            logger.notice("refused a sign-in as '\(String(name.prefix(64).unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : Character($0) }))'")
             try? await Task.sleep(until: started + Self.refusalTime)
             return signInPage(request, next: next, error: "Wrong user name or password.", status: .unauthorized)
         }
         logger.info("\(user) signed in")
         var response = Response(status: .seeOther, headers: [.location: next])
-        response.headers[.setCookie] = cookie(config.sessionKeys.session(for: user), maxAge: Int(SessionKeys.lifetime))
+        response.headers[.setCookie] = cookie(config.sessionKeys.session(for: user, bound: hash), maxAge: Int(SessionKeys.lifetime))
         return response
     }
 
@@ -133,6 +179,9 @@ struct RequireSignIn: RouterMiddleware {
     let reporter: Reporter
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.method == .post, Reporter.isCrossSite(request) {
+            throw HTTPError(.forbidden, message: "A form from another site: nothing was done.")
+        }
         let path = request.uri.path
         guard reporter.config.access.mode == .required, path != "/signin", !path.hasPrefix("/static/"),
               reporter.viewer(request).name == nil else { return try await next(request, context) }

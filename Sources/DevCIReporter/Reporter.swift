@@ -12,8 +12,10 @@ public struct ReporterConfig: Sendable {
     /// How many log lines of each job a build page shows; the rest is in the text download.
     public var logTail: Int
     public var pageSize: Int
-    /// Who may see and do what (`--config`, `--auth`).
-    public var access = AccessPolicy(mode: .publicRead, config: .empty)
+    /// Who may see and do what (`--config`, `--auth`), followed as the folder changes.
+    public var accessSource = AccessSource(fixed: AccessPolicy(mode: .publicRead, config: .empty))
+    public var access: AccessPolicy { accessSource.current }
+    public let signIns = SignInLimiter()
     public var sessionKeys = SessionKeys.random()
     /// Whether cookies are marked `Secure` (all but plain HTTP on loopback).
     public var secureCookies = false
@@ -116,13 +118,13 @@ public struct Reporter: Sendable {
         let filter = visibleFilter(try buildFilter(request), request)
         var builds = try store.builds(filter, offset: (pageNumber - 1) * config.pageSize, limit: config.pageSize + 1)
         let hasOlder = builds.count > config.pageSize
-        builds = Array(builds.prefix(config.pageSize))
+        builds = try Array(builds.prefix(config.pageSize)).map { try redacted($0, request) }
         let summary = try store.summary()
         if json { return try jsonResponse(["summary": AnyEncodable(summary), "builds": AnyEncodable(builds), "page": AnyEncodable(pageNumber)]) }
         let rowsModel: [String: Any] = ["builds": builds.map(buildRow)]
         if q["fragment"] == "rows" { return html(Templates.render("rows", rowsModel)) }
         func link(_ p: Int) -> String { "/?" + query(filter, page: p) }
-        let repos = try store.repositories().map { ["value": $0, "name": Self.repoName($0), "selected": $0 == filter.repo] as [String: Any] }
+        let repos = try visibleRepositories(request).map { ["value": $0, "name": Self.repoName($0), "selected": $0 == filter.repo] as [String: Any] }
         let model: [String: Any] = [
             "builds": rowsModel["builds"]!, "repos": repos, "branch": filter.branch ?? "", "tag": filter.tag ?? "",
             "tasks": try store.tasks().filter { config.access.canSee(task: $0, viewer(request)) }.map { ["value": $0, "selected": $0 == filter.task] as [String: Any] },
@@ -137,7 +139,7 @@ public struct Reporter: Sendable {
     }
 
     func buildPage(_ id: Int64, json: Bool, _ request: Request) throws -> Response {
-        let build = try ensureVisible(try store.build(id), id, request)
+        let build = try redacted(try ensureVisible(try store.build(id), id, request), request)
         let jobs = try store.jobs(build: id)
         let events = try store.events(build: id)
         let artifacts = Dictionary(grouping: artifactFolder.list(build: id), by: \.job)
@@ -228,10 +230,10 @@ public struct Reporter: Sendable {
     }
 
     func repoPage(_ name: String, json: Bool, _ request: Request) throws -> Response {
-        guard let repo = try store.repositories().first(where: { Self.repoName($0) == name }) else {
+        guard let repo = try visibleRepositories(request).first(where: { Self.repoName($0) == name }) else {
             throw HTTPError(.notFound, message: "There is no repository named \(name).")
         }
-        let builds = try store.builds(visibleFilter(BuildFilter(repo: repo), request), offset: 0, limit: 40)
+        let builds = try store.builds(visibleFilter(BuildFilter(repo: repo), request), offset: 0, limit: 40).map { try redacted($0, request) }
         let finished = builds.filter { $0.status.isFinal }
         let passRate = Charts.passRate(builds)
         if json {

@@ -21,35 +21,43 @@ struct ReporterCommand: AsyncParsableCommand {
     var auth: AuthMode = .publicRead
     @Option(help: "A file holding the key that signs sessions (made, mode 0600, when missing); without it, sessions end when the reporter stops.")
     var sessionKeyFile: String?
+    @Flag(help: "Mark the session cookie Secure even on loopback (behind a TLS proxy on the same host).")
+    var secureCookies = false
     @Flag(help: "Leave Secure off the session cookie on a non-loopback address (only behind nothing but plain HTTP, which you should not do).")
     var insecureCookies = false
     @OptionGroup var server: DispatcherAddress
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+        if secureCookies && insecureCookies { throw ValidationError("--secure-cookies and --insecure-cookies contradict each other") }
+    }
+
     func run() async throws {
         let logger = try logging.bootstrap("devci.reporter")
         let path = db ?? SQLiteStore.defaultPath()
         var settings = ReporterConfig(host: host, port: port, databasePath: path)
-        var serverConfig = ServerConfig.empty
         if let config {
             do {
-                serverConfig = try ServerConfigParser.load(directory: config, resolveSecrets: false)
+                settings.accessSource = try AccessSource(directory: config, mode: auth) { logger.notice("\($0)") }
             } catch {
                 throw Failure("the configuration in \(config) is invalid:\n" + error.errors.map { "  \($0)" }.joined(separator: "\n"))
             }
+        } else {
+            settings.accessSource = AccessSource(fixed: AccessPolicy(mode: auth, config: .empty))
+            logger.warning("no --config: nobody can sign in and every build is shown to everyone, runs of tasks with authorized_users too")
         }
-        if auth == .required && serverConfig.users.isEmpty {
-            throw ValidationError("--auth required needs users: in the --config folder (make one with `devci user add NAME`)")
+        let access = settings.access
+        if auth == .required && access.users.isEmpty {
+            throw ValidationError("--auth required needs users: in the --config folder (make one with `devci user add NAME --config DIR`)")
         }
-        settings.access = AccessPolicy(mode: auth, config: serverConfig)
         if let sessionKeyFile { settings.sessionKeys = SessionKeys(key: try Self.sessionKey(at: sessionKeyFile)) }
         settings.dispatcher = try server.address
         settings.token = server.takeToken()
-        settings.secureCookies = !insecureCookies && !["127.0.0.1", "localhost", "::1"].contains(host)
+        settings.secureCookies = secureCookies || (!insecureCookies && !["127.0.0.1", "localhost", "::1"].contains(host))
         // Listens at once, even before the dispatcher has created the database: the pages say so until it has.
         let reporter = Reporter(config: settings, logger: logger)
         let host = self.host
-        logger.info("re-run and cancel asked of the dispatcher at \(server.dispatcherServer); sign-in: \(auth.rawValue), \(serverConfig.users.count) user(s), \(serverConfig.administrators.count) administrator(s)\(config.map { " from \($0)" } ?? "")")
+        logger.info("re-run and cancel asked of the dispatcher at \(server.dispatcherServer); sign-in: \(auth.rawValue), \(access.users.count) user(s), \(access.administrators.count) administrator(s)\(config.map { " from \($0)" } ?? "")")
         try await reporter.run { port in
             logger.info("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(port)")
         }

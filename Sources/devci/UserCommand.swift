@@ -24,7 +24,7 @@ struct UserCommand: ParsableCommand {
 
         func validate() throws {
             guard Validate.isRunnerName(name) else { throw ValidationError("the name must be 1-64 of letters, digits, '.', '_', '-'") }
-            guard (10...16).contains(cost) else { throw ValidationError("--cost must be from 10 to 16") }
+            guard (10...13).contains(cost) else { throw ValidationError("--cost must be from 10 to 13") }
         }
 
         func run() throws {

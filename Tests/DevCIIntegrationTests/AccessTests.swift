@@ -100,7 +100,17 @@ final class AccessTests: HTTPTestCase {
         XCTAssertEqual(try visible(alice), [200, 200, 200, 200])
         XCTAssertTrue(try HTTP.get(port, "/", headers: ["Cookie": alice]).body.contains("signed in as <b>alice</b> (administrator)"))
         // A tampered session is nobody's.
-        XCTAssertEqual(try HTTP.get(port, "/builds/\(hidden)", headers: ["Cookie": bob.replacingOccurrences(of: "bob.", with: "alice.")]).status, 404)
+        XCTAssertEqual(try HTTP.get(port, "/builds/\(hidden)", headers: ["Cookie": bob.replacingOccurrences(of: "=bob.", with: "=alice.")]).status, 404)
+
+        // A form posted from another site does nothing, whatever it carries; `next` never leads off the site.
+        let token = try field("csrf", in: try HTTP.get(port, "/signin").body)
+        let login = [("csrf", token), ("next", "/"), ("user", "bob"), ("password", "bob-password")]
+        XCTAssertEqual(try HTTP.post(port, "/signin", form: login, headers: ["Origin": "http://evil.example"]).status, 403)
+        XCTAssertEqual(try HTTP.post(port, "/signin", form: login, headers: ["Sec-Fetch-Site": "cross-site"]).status, 403)
+        XCTAssertEqual(try HTTP.post(port, "/signin", form: login, headers: ["Origin": "http://127.0.0.1"]).status, 303, "same origin (this client's Host has no port)")
+        for evil in ["/%09/evil.example", "//evil.example", "/%5Cevil.example", "https://evil.example"] {
+            XCTAssertEqual(try field("next", in: try HTTP.get(port, "/signin?next=\(evil)").body), "/", evil)
+        }
 
         // Sign-out needs the session's token; afterwards the old cookie is nobody's.
         XCTAssertEqual(try HTTP.post(port, "/signout", form: [("csrf", "forged")], headers: ["Cookie": bob]).status, 403)
@@ -110,6 +120,21 @@ final class AccessTests: HTTPTestCase {
         XCTAssertEqual(out.status, 303)
         XCTAssertTrue(out.headers["set-cookie"]?.contains("Max-Age=0") ?? false)
         XCTAssertEqual(try visible(bob), [404, 404, 404, 404])
+
+        // The reporter follows the folder: Bob taken off the task's authorized users loses its runs within seconds,
+        // and a changed password ends Carol's session.
+        let bobAgain = try XCTUnwrap(try signIn(port, "bob", "bob-password").cookie)
+        let carolAgain = try XCTUnwrap(try signIn(port, "carol", "carol-password").cookie)
+        let newCarol = try userEntries(["carol": "carol-new-password"]).split(separator: "\n").last.map(String.init) ?? ""
+        let original = try String(contentsOfFile: config + "/access.yml", encoding: .utf8)
+        let carolLine = try XCTUnwrap(original.split(separator: "\n").first { $0.hasPrefix("  carol:") }.map(String.init))
+        try original.replacingOccurrences(of: "authorized_users: [bob]", with: "authorized_users: [alice]").replacingOccurrences(of: carolLine, with: newCarol)
+            .write(toFile: config + "/access.yml", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try visible(bobAgain), [200, 200, 200, 200], "a new sign-in is a new session, not the one signed out")
+        try h.waitUntil("the reporter takes the changed folder", timeout: 15) {
+            try visible(bobAgain) == [404, 404, 404, 404] && !HTTP.get(port, "/", headers: ["Cookie": carolAgain]).body.contains("signed in as")
+        }
+        XCTAssertNotNil(try signIn(port, "carol", "carol-new-password").cookie)
 
         // `devci user add --config` writes the folder's users.yml (mode 0640), which the next reporter reads.
         let add = try h.spawnProgram("user-add-dave", "/bin/sh", ["-c", "printf 'dave-password\\n' | \"$0\" user add dave --cost 10 --config \"$1\"", h.binary, config])
@@ -126,7 +151,7 @@ final class AccessTests: HTTPTestCase {
         XCTAssertEqual(try HTTP.get(strict, "/api/builds", accept: "application/json").status, 401)
         XCTAssertEqual(try HTTP.get(strict, "/badge/shop/main.svg").status, 401)
         XCTAssertEqual(try HTTP.get(strict, "/signin").status, 200)
-        let carolStrict = try XCTUnwrap(try signIn(strict, "carol", "carol-password").cookie)
+        let carolStrict = try XCTUnwrap(try signIn(strict, "carol", "carol-new-password").cookie)
         XCTAssertNotNil(try signIn(strict, "dave", "dave-password").cookie, "the user written by devci user add --config")
         XCTAssertEqual(try HTTP.get(strict, "/builds/\(open.build)", headers: ["Cookie": carolStrict]).status, 200)
     }
