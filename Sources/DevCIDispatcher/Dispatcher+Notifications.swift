@@ -1,4 +1,5 @@
 import DevCINotify
+import DevCIPipeline
 import DevCIStore
 import DevCIWire
 import Foundation
@@ -25,18 +26,20 @@ extension Dispatcher {
     func startNotifier(awaiting: [Int64]) {
         for build in awaiting { decideNotifications(build) }
         let notifier = Notifier(user: config.smtpUser, password: config.smtpPassword)
+        let control = notifierControl
         state.value.notifierTask = Task { [self] in
-            while !Task.isCancelled {
+            while !control.stopping && !Task.isCancelled {
                 let due = (try? await writer.submit("read due notifications", verify: false) { try $0.dueNotifications(at: Date(), limit: 20) }.get()) ?? []
-                for entry in due where !Task.isCancelled { await deliver(entry, with: notifier) }
+                for entry in due where !control.stopping && !Task.isCancelled { await deliver(entry, with: notifier) }
                 if due.isEmpty { try? await Task.sleep(for: config.notifierPollInterval) }
             }
             await notifier.shutdown()
+            control.finished.signal()
         }
     }
 
     private func deliver(_ entry: OutboxEntry, with notifier: Notifier) async {
-        let smtp = try? await loop.submit { self.state.value.triggers.config.smtp }.get()
+        let smtp = notifierControl.smtp
         let what = "\(entry.message.channel) \(entry.id) of build \(entry.build) to \(entry.message.target)"
         var error: String?, retryAt: Date?
         do {
@@ -44,7 +47,8 @@ extension Dispatcher {
         } catch let failure as Notifier.Failure {
             error = failure.description
             retryAt = failure.permanent ? nil : Notifier.retryDelay(afterAttempts: entry.attempts + 1).map { Date().addingTimeInterval($0.seconds) }
-        } catch {
+        } catch let other {
+            error = "\(other)"
             retryAt = Date().addingTimeInterval(2)
         }
         let sent = error == nil
@@ -62,8 +66,33 @@ extension Dispatcher {
         }
     }
 
+    /// Lets a delivery under way finish and be noted (up to 20 s), so that a mail the server took is not sent
+    /// again by the next dispatcher; then stops the loop. Call it off the loop, before the writer drains.
     func stopNotifier() {
         guard let task = try? loop.submit({ self.state.value.notifierTask }).wait() else { return }
-        task.cancel()
+        notifierControl.stopping = true
+        if notifierControl.finished.wait(timeout: .now() + 20) == .timedOut {
+            logger.warning("a notification was still being delivered after 20 s: stopping anyway (it is sent again on the next start)")
+            task.cancel()
+        }
+    }
+}
+
+/// What the delivery loop shares with the rest of the dispatcher, off the event loop: the mail server as the
+/// configuration says now, and whether to stop.
+final class NotifierControl: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _smtp: SMTPSettings?
+    private var _stopping = false
+    let finished = DispatchSemaphore(value: 0)
+
+    var smtp: SMTPSettings? {
+        get { lock.withLock { _smtp } }
+        set { lock.withLock { _smtp = newValue } }
+    }
+
+    var stopping: Bool {
+        get { lock.withLock { _stopping } }
+        set { lock.withLock { _stopping = newValue } }
     }
 }

@@ -19,7 +19,7 @@ extension Dispatcher {
             return
         }
         let artifacts = config.artifacts
-        let made = writer.submit("re-run build \(id)") { store -> (EnqueueResult, BuildPlan, Set<String>, Set<String>)? in
+        let made = writer.submit("re-run build \(id)") { store -> (EnqueueResult, BuildPlan, Set<String>, Set<String>, String?)? in
             guard let old = try store.build(id) else { return nil }
             let definitions = try store.jobDefinitions(build: id)
             let keep = failedOnly ? Set(definitions.filter { $0.state == .success }.map(\.job.name)) : []
@@ -42,16 +42,16 @@ extension Dispatcher {
                                                exitCode: 0))
                 artifacts?.copy(from: id, to: result.build, job: spec.name)
             }
-            return (result, plan, first.queued, keep)
+            return (result, plan, first.queued, keep, old.task)
         }
         made.whenComplete { outcome in
             switch outcome {
             case .success(nil):
                 self.send(replyTo, .error(code: .notFound, message: "there is no build \(id)"))
-            case .success(let (result, plan, queued, keep)?):
+            case .success(let (result, plan, queued, keep, task)?):
                 self.logger.notice("build \(result.build) queued: re-run of build \(id)\(failedOnly ? ", \(keep.count) passed job(s) kept" : "") asked by \(by)")
                 // The kept jobs are not the coordinator's: they ended as the plan already says.
-                self.created(build: result.build, plan: plan, jobs: result.jobs.filter { !keep.contains($0.name) }, queued: queued)
+                self.created(build: result.build, plan: plan, jobs: result.jobs.filter { !keep.contains($0.name) }, queued: queued, task: task)
                 self.send(replyTo, .queued(build: result.build, jobs: result.jobs.map(\.id), created: true))
             case .failure(let error as RerunRefused):
                 self.send(replyTo, .error(code: .conflict, message: error.description))

@@ -42,7 +42,7 @@ extension Dispatcher {
         return writer.submit("record a run of \(run.task ?? "an ad-hoc job")") { try $0.enqueueRun(run, jobs: newJobs, at: at) }.map { result in
             if result.created {
                 self.logger.info("build \(result.build) queued: \(run.task.map { "task \($0) (\(run.cause.rawValue))" } ?? "ad-hoc job"), \(newJobs.count) job(s)")
-                self.created(build: result.build, plan: planned, jobs: result.jobs, queued: first)
+                self.created(build: result.build, plan: planned, jobs: result.jobs, queued: first, task: run.task)
             }
             return result
         }

@@ -75,6 +75,7 @@ public final class Dispatcher: Sendable {
     let writer: StoreWriter
     /// Counted and measured here, served at `GET /metrics`.
     public let metrics = DispatcherMetrics()
+    let notifierControl = NotifierControl()
     /// Everything that changes: read and written on `loop` only, which the box checks.
     let state: NIOLoopBoundBox<State>
 
@@ -117,6 +118,8 @@ public final class Dispatcher: Sendable {
         /// Every configured secret's value, masked in every log line stored.
         var secretMask = SecretMask.none
         var notifierTask: Task<Void, Never>?
+        /// The task each unfinished build is a run of (for its secrets), known before its first job is assigned.
+        var buildTasks: [Int64: String] = [:]
     }
 
     struct JobAttempt: Hashable {
@@ -181,7 +184,9 @@ public final class Dispatcher: Sendable {
         let builds = jobsOfBuilds
         let schedule = try store.taskSchedule(), runs = try store.taskRuns()
         let awaitingNotification = try store.buildsAwaitingNotification()
+        let activeTasks = runs.filter(\.active).reduce(into: [Int64: String]()) { $0[$1.build] = $1.task }
         let server = try loop.submit { () throws -> Void in
+            self.state.value.buildTasks = activeTasks
             self.apply(self.state.value.coordinator.handle(.restored(active: active, builds: builds), now: .now))
             self.configure(self.config.serverConfig)
             self.startNotifier(awaiting: awaitingNotification)
@@ -486,7 +491,8 @@ public final class Dispatcher: Sendable {
             // The attempt's uploads are kept only with its recorded result, before any job that needs them can ask.
             let recorded = giveBack == nil && scheduler.holdsLease(id, job: job, attempt: attempt)
             settleArtifacts(job: job, attempt: attempt, keep: recorded)
-            apply(state.value.coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode, reason: reason,
+            apply(state.value.coordinator.handle(.runner(.result(id, job: job, attempt: attempt, outcome: outcome, exitCode: exitCode,
+                                                                 reason: state.value.secretMask.mask(reason),
                                                      giveBack: giveBack)), now: now))
         default:
             break
@@ -537,6 +543,7 @@ public final class Dispatcher: Sendable {
             case .buildEnded(let build, let status):
                 logger.info("build \(build) \(status.display)")
                 metrics.buildEnded(status)
+                state.value.buildTasks[build] = nil
                 let after = written
                 (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess { self.decideNotifications(build) }
                 // Downstream tasks start once the ending is written.
@@ -545,8 +552,8 @@ public final class Dispatcher: Sendable {
                 }
             case .send(let id, .assign(var assignment)):
                 // Secrets are added at the edge, as the assignment leaves: never stored, never in a decision.
-                assignment.secrets = state.value.triggers.config.secrets(repository: assignment.repo,
-                                                                          task: state.value.triggers.task(ofBuild: assignment.build))
+                let task = state.value.buildTasks[assignment.build] ?? state.value.triggers.task(ofBuild: assignment.build)
+                assignment.secrets = state.value.triggers.config.secrets(repository: assignment.repo, task: task)
                 send(id, .assign(assignment), after: written)
             case .send(let id, let message):
                 send(id, message, after: written)
@@ -600,11 +607,13 @@ public final class Dispatcher: Sendable {
     func configure(_ config: ServerConfig) {
         _ = state.value.triggers.handle(.configured(config), now: Date())
         state.value.secretMask = config.secretMask
+        notifierControl.smtp = config.smtp
     }
 
     /// Jobs a new build stored `queued`: their wait starts now (before the coordinator may assign them).
-    func created(build: Int64, plan: BuildPlan, jobs: [JobSpec], queued: Set<String>) {
+    func created(build: Int64, plan: BuildPlan, jobs: [JobSpec], queued: Set<String>, task: String? = nil) {
         let now = ContinuousClock.now
+        if let task { state.value.buildTasks[build] = task }
         for job in jobs where queued.contains(job.name) { state.value.queuedAt[job.id] = now }
         apply(state.value.coordinator.handle(.created(build: build, plan: plan, jobs: jobs, queued: queued), now: .now))
     }

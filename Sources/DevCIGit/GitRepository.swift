@@ -81,7 +81,8 @@ public final class GitRepository {
     }
 
     /// Points HEAD at `sha` (detached) and makes the work tree match it exactly, removing untracked files.
-    public func checkout(_ sha: String) throws {
+    /// `removeIgnored`: ignored files go too (after a job that had secrets: nothing it left behind reaches the next).
+    public func checkout(_ sha: String, removeIgnored: Bool = false) throws {
         guard var id = oid(sha) else { throw GitError(operation: "checkout", message: "not a full commit id") }
         var commit: OpaquePointer?
         try check("find commit \(sha)", git_commit_lookup(&commit, handle, &id))
@@ -89,6 +90,7 @@ public final class GitRepository {
         var options = git_checkout_options()
         try check("checkout options", git_checkout_options_init(&options, UInt32(GIT_CHECKOUT_OPTIONS_VERSION)))
         options.checkout_strategy = GIT_CHECKOUT_FORCE.rawValue | GIT_CHECKOUT_REMOVE_UNTRACKED.rawValue
+            | (removeIgnored ? GIT_CHECKOUT_REMOVE_IGNORED.rawValue : 0)
         try check("checkout \(sha)", git_checkout_tree(handle, commit, &options))
         try check("detach HEAD at \(sha)", git_repository_set_head_detached(handle, &id))
     }

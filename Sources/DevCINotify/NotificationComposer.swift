@@ -102,8 +102,7 @@ public enum NotificationComposer {
         date.locale = Locale(identifier: "en_US_POSIX")
         date.timeZone = TimeZone(identifier: "UTC")
         date.dateFormat = "EEE, dd MMM yyyy HH:mm:ss '+0000'"
-        let encodedSubject = subject.unicodeScalars.allSatisfy({ $0.isASCII })
-            ? subject : "=?UTF-8?B?\(Data(subject.utf8).base64EncodedString())?="
+        let encodedSubject = subject.unicodeScalars.allSatisfy({ $0.isASCII }) ? subject : encodedWords(subject)
         let domain = from.split(separator: "@").last.map(String.init) ?? "devci.invalid"
         let headers = [
             "From: DevCI <\(from)>", "To: \(to.joined(separator: ", "))", "Subject: \(encodedSubject)", "Date: \(date.string(from: now))",
@@ -114,10 +113,27 @@ public enum NotificationComposer {
     }
 
     /// One line of text as a mail and a chat message can hold it: control characters shown as `?`, at most 400
-    /// characters.
+    /// characters and 900 bytes (a mail line may have 998).
     static func clean(_ s: String) -> String {
         let scalars = s.unicodeScalars.map { $0 == "\t" ? " " : ($0.value < 0x20 || $0.value == 0x7f) ? "?" : Character($0) }
-        let line = String(scalars)
-        return line.count > lineLimit ? String(line.prefix(lineLimit)) + "…" : line
+        var line = String(scalars)
+        if line.count > lineLimit { line = String(line.prefix(lineLimit)) + "…" }
+        while line.utf8.count > 900 { line = String(line.dropLast(2)) + "…" }
+        return line
+    }
+
+    /// A header value in RFC 2047 encoded words of at most 75 characters each, folded onto lines of their own.
+    static func encodedWords(_ text: String) -> String {
+        var words: [String] = [], chunk = ""
+        for c in text {
+            // 45 bytes of UTF-8 make 60 of base64: with "=?UTF-8?B?" and "?=" a word stays under 75.
+            if chunk.utf8.count + String(c).utf8.count > 45 {
+                words.append(chunk)
+                chunk = ""
+            }
+            chunk.append(c)
+        }
+        if !chunk.isEmpty { words.append(chunk) }
+        return words.map { "=?UTF-8?B?\(Data($0.utf8).base64EncodedString())?=" }.joined(separator: "\r\n ")
     }
 }

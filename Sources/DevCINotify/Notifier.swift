@@ -54,10 +54,11 @@ public final class Notifier: Sendable {
             let response: HTTPClientResponse
             do {
                 response = try await http.execute(request, timeout: .seconds(15))
-                _ = try await response.body.collect(upTo: 64 * 1024)
             } catch {
                 throw Failure(description: "POST \(message.target): \(error)", permanent: false)
             }
+            // The answer's body says nothing that matters: read (at most 64 KiB of it) only to free the connection.
+            _ = try? await response.body.collect(upTo: 64 * 1024)
             guard (200..<300).contains(response.status.code) else {
                 throw Failure(description: "POST \(message.target) answered \(response.status.code)", permanent: false)
             }

@@ -65,10 +65,14 @@ public struct SMTPClient: Sendable {
                 }
                 try await say("STARTTLS")
                 _ = try await expect([220], after: "STARTTLS")
+                // Anything already sent in the clear after that 220 was not said over TLS: refuse it (CVE-2011-0411).
+                guard reader.buffer.isEmpty else {
+                    throw Failure(description: "the mail server sent more before the TLS handshake: refusing the connection", permanent: false)
+                }
                 var tls = TLSConfiguration.makeClientConfiguration()
                 if let ca = settings.caFile { tls.trustRoots = .file(ca) }
                 let context = try NIOSSLContext(configuration: tls)
-                let handler = try NIOSSLClientHandler(context: context, serverHostname: settings.host.first?.isNumber == true ? nil : settings.host)
+                let handler = try NIOSSLClientHandler(context: context, serverHostname: Self.isIPAddress(settings.host) ? nil : settings.host)
                 try await raw.pipeline.addHandler(handler, position: .first).get()
                 try await say("EHLO devci")
                 features = try await expect([250], after: "EHLO over TLS")
@@ -81,19 +85,34 @@ public struct SMTPClient: Sendable {
                 try await say("AUTH PLAIN \(plain)")
                 _ = try await expect([235], after: "AUTH")
             }
-            try await say("MAIL FROM:<\(from)>")
+            let eightBit = features.contains { $0.uppercased().hasPrefix("8BITMIME") }
+            try await say("MAIL FROM:<\(from)>" + (eightBit ? " BODY=8BITMIME" : ""))
             _ = try await expect([250], after: "MAIL FROM")
+            // One refused address does not stop the others; with none accepted, the message fails as the last refusal says.
+            var accepted = 0
+            var refusal: Failure?
             for r in recipients {
                 try await say("RCPT TO:<\(r)>")
-                _ = try await expect([250, 251], after: "RCPT TO \(r)")
+                do {
+                    _ = try await expect([250, 251], after: "RCPT TO \(r)")
+                    accepted += 1
+                } catch let failure as Failure {
+                    refusal = failure
+                }
             }
+            if accepted == 0, let refusal { throw refusal }
             try await say("DATA")
             _ = try await expect([354], after: "DATA")
             try await outbound.write(ByteBuffer(string: dotStuffed(mail) + "\r\n.\r\n"))
             _ = try await expect([250], after: "the message")
+            // Accepted: the server's answer to QUIT is not waited for (a slow one must not turn a sent mail into a retry).
             try? await say("QUIT")
-            _ = try? await reader.next()
         }
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        var v4 = in_addr(), v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
     }
 
     /// The text with every line that starts with `.` given another (RFC 5321 4.5.2), and bare line feeds made CRLF.

@@ -91,6 +91,9 @@ public enum PipelineParser {
             case .duplicatedKeysInMapping(let duplicates, let context):
                 return PipelineError(file: file, line: context.mark.line, column: context.mark.column, field: "",
                                      message: "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", "))")
+            case .reader(let problem, let offset, _, _):
+                // Never the offending text itself: in a configuration file it may be a secret's line.
+                return PipelineError(file: file, line: 1, column: 1, field: "", message: "not valid YAML: \(problem)\(offset.map { " at byte \($0)" } ?? "")")
             default:
                 return PipelineError(file: file, line: 1, column: 1, field: "", message: "not valid YAML: \(error)")
             }

@@ -343,8 +343,11 @@ extension PipelineParser.Reader {
             }
         }
         if sources != 1 { fail(node, f, "give exactly one of 'value', 'file' or 'env'") }
-        if sources == 1, secret.value.trimmingCharacters(in: .whitespacesAndNewlines).count < SecretMask.shortestMasked, !errors.contains(where: { $0.field.hasPrefix(f) }) {
-            fail(node, f, "is shorter than \(SecretMask.shortestMasked) characters: it could not be masked in logs")
+        if sources == 1, resolveSecrets, !errors.contains(where: { $0.field.hasPrefix(f) }) {
+            let lines = secret.value.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            if lines.isEmpty || lines.contains(where: { $0.count < SecretMask.shortestMasked }) {
+                fail(node, f, "has a line shorter than \(SecretMask.shortestMasked) characters: it could not be masked in logs")
+            }
         }
         if secret.repositories.isEmpty && secret.tasks.isEmpty { fail(node, f, "reaches no job: list the 'repositories' or 'tasks' allowed to see it") }
         return secret

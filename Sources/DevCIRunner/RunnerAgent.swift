@@ -311,7 +311,8 @@ public final class RunnerAgent: Sendable {
 
     private func finished(_ a: JobAssignment, _ result: JobExecutor.Result) {
         state.value.executors[a.job] = nil
-        let (outcome, reason) = result.outcome
+        let (outcome, unmasked) = result.outcome
+        let reason = SecretMask(a.secrets.values).mask(unmasked)
         let ran = state.value.startedAt.removeValue(forKey: a.job).map { ContinuousClock.now - $0 } ?? .zero
         metrics.finished(outcome: result.stopped ? "stopped" : outcome.rawValue, after: ran)
         metrics.running(state.value.executors.count)

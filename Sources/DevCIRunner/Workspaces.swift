@@ -33,7 +33,14 @@ struct Workspaces {
                 try repo.fetch(from: a.repo)
             }
             guard repo.hasCommit(a.commit) else { throw Failure(description: "commit \(a.commit) is not in \(a.repo)") }
-            try repo.checkout(a.commit)
+            // A job that was given secrets marks its workspace; the next checkout there drops ignored files too
+            // (build caches included), so what that job left behind does not reach a job of another repository.
+            let marker = workspace + "/.git/devci-had-secrets"
+            let tainted = FileManager.default.fileExists(atPath: marker)
+            if tainted { say("a job with secrets ran here before: removing ignored files too") }
+            try repo.checkout(a.commit, removeIgnored: tainted)
+            if tainted { try? FileManager.default.removeItem(atPath: marker) }
+            if !a.secrets.isEmpty { FileManager.default.createFile(atPath: marker, contents: Data()) }
         } catch let failure as Failure {
             throw failure
         } catch {

@@ -103,9 +103,9 @@ extension SQLiteStore {
                 AND status NOT IN ('skipped', 'cancelled') ORDER BY id DESC LIMIT 1
                 """, arguments: [id, build.repo, build.branch, build.task])
             let failing = try Row.fetchAll(db, sql: """
-                SELECT id, name, status FROM jobs WHERE build_id = ? AND status IN ('failed', 'error', 'timed_out') AND allow_failure = 0 ORDER BY id
+                SELECT id, name, status FROM jobs WHERE build_id = ? AND status IN ('failed', 'error', 'timed_out') AND allow_failure = 0 ORDER BY id LIMIT 10
                 """, arguments: [id]).map { r -> FailingJob in
-                let tail = try String.fetchAll(db, sql: "SELECT text FROM log_lines WHERE job_id = ? ORDER BY id DESC LIMIT ?",
+                let tail = try String.fetchAll(db, sql: "SELECT substr(text, 1, 400) FROM log_lines WHERE job_id = ? ORDER BY id DESC LIMIT ?",
                                                arguments: [r["id"] as Int64, logLines])
                 return FailingJob(name: r["name"], status: Self.typed(r["status"], or: JobState.error), tail: tail.reversed())
             }

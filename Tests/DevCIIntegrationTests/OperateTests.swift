@@ -152,11 +152,20 @@ final class OperateTests: HTTPTestCase {
             printf '%s\\n' "$CERT"
             echo "other=[${OTHER_SECRET:-unset}] len=${#API_TOKEN}"
             echo "twice: $API_TOKEN and $API_TOKEN"
+            if [ -n "$API_TOKEN" ]; then echo "$API_TOKEN" > left-behind.txt; fi
+            if [ -f left-behind.txt ]; then echo "found what a job with secrets left"; else echo "nothing left behind"; fi
             """
+        for repo in [allowed] {
+            try "left-behind.txt\n".write(toFile: repo + "/.gitignore", atomically: true, encoding: .utf8)
+            try h.git(["add", ".gitignore"], in: repo)
+        }
         let good = try h.commit(script, to: allowed)
         let stranger = h.dir.appendingPathComponent("stranger").path
         try FileManager.default.createDirectory(atPath: stranger, withIntermediateDirectories: true)
         try h.git(["init", "-q", "-b", "main"], in: stranger)
+        // The other repository ignores the same file: only the runner's clean-up keeps it from the next job.
+        try "left-behind.txt\n".write(toFile: stranger + "/.gitignore", atomically: true, encoding: .utf8)
+        try h.git(["add", ".gitignore"], in: stranger)
         let strangerCommit = try h.commit(script, to: stranger)
         let certFile = h.dir.appendingPathComponent("cert.pem")
         try (cert.joined(separator: "\n") + "\n").write(to: certFile, atomically: true, encoding: .utf8)
@@ -164,11 +173,12 @@ final class OperateTests: HTTPTestCase {
             secrets:
               API_TOKEN: {value: "\(token)", repositories: ["\(allowed)"]}
               CERT: {file: \(certFile.path), repositories: ["\(allowed)/"]}
-              OTHER_SECRET: {value: "\(other)", tasks: [nightly]}
+              OTHER_SECRET: {value: "\(other)", tasks: [nightly, deploy]}
             tasks:
               nightly: {command: "true", enabled: false}
+              deploy: {command: "echo \\"deploy-key=$OTHER_SECRET len=${#OTHER_SECRET}\\""}
             """])
-        let (dispatcher, address, _) = try startDispatcher(config: config)
+        let (dispatcher, address, base) = try startDispatcher(config: config)
         try h.startRunner(try h.clone(allowed, as: "clone-a"), address, name: "a")
         let reporter = try h.spawn("reporter", ["reporter", "--port", "0", "--db", h.dbPath])
         var port = 0
@@ -192,6 +202,16 @@ final class OperateTests: HTTPTestCase {
         XCTAssertEqual(try h.waitForFinalBuild(strangerBuild).status, .success)
         let strangerLines = try h.store().logs(job: strangerJob).map(\.text)
         XCTAssertTrue(strangerLines.contains("token=") && strangerLines.contains("other=[unset] len=0"), "\(strangerLines)")
+        XCTAssertTrue(strangerLines.contains("nothing left behind"), "an ignored file a job with secrets wrote is removed: \(strangerLines)")
+        XCTAssertTrue(strangerLines.contains("a job with secrets ran here before: removing ignored files too"), "\(strangerLines)")
+
+        // A run of a task the secret names gets it, from its first job on (the runner is idle when the run is created).
+        let (code, body) = try post("\(base)/hooks/tasks/deploy", body: Data())
+        XCTAssertEqual(code, 201, body)
+        let deployBuild = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: String])?["build"].flatMap { Int64($0) })
+        XCTAssertEqual(try h.waitForFinalBuild(deployBuild).status, .success)
+        let deployLines = try h.store().logs(build: deployBuild, after: 0, limit: 100).map(\.text)
+        XCTAssertTrue(deployLines.contains("deploy-key=**** len=\(other.count)"), "\(deployLines)")
 
         // Nowhere in what is kept or shown: the live stream, the log download, the database's files, the processes' logs.
         let page = try HTTP.get(port, "/jobs/\(job)/log.txt").body + (try HTTP.get(port, "/builds/\(build)").body)

@@ -51,7 +51,7 @@ final class OperateConfigTests: XCTestCase {
             tasks:
               t: {command: "true"}
             """)
-        for expected in ["2 secrets: 'DEVCI_TOKEN' is not a valid variable name", "3 secrets.SHORT: is shorter than 4 characters",
+        for expected in ["2 secrets: 'DEVCI_TOKEN' is not a valid variable name", "3 secrets.SHORT: has a line shorter than 4 characters",
                          "4 secrets.BOTH: give exactly one of", "5 secrets.NOBODY: reaches no job", "6 secrets.GHOST.tasks: names task 'missing'",
                          "8 notifications[0].when: 'sometimes' is not one of", "9 notifications[1].email: ", "10 notifications[2].webhook: must be",
                          "11 notifications[3]: notifies nobody", "sends email, but there is no 'smtp:'"] {
