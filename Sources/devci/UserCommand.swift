@@ -66,7 +66,7 @@ struct UserCommand: ParsableCommand {
                 unlink(temporary)
                 throw Failure("cannot replace \(path): \(String(cString: strerror(errno)))")
             }
-            print("\(replaced ? "replaced" : "added") \(name) in \(path); reload the reporter (restart it) to take it")
+            print("\(replaced ? "replaced" : "added") \(name) in \(path): a reporter following this folder takes it within seconds")
         }
     }
 }
