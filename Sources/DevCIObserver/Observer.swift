@@ -9,16 +9,18 @@ public struct ObserverConfig: Sendable {
     public var clonePaths: [String]
     /// Branches to watch in every clone; empty means each clone's HEAD branch.
     public var branches: [String]
-    public var dispatcher: HostPort
+    /// The dispatcher, first of `dispatchers`: the observer talks to the first of them that answers.
+    public var dispatcher: HostPort { dispatchers[0] }
+    public var dispatchers: [HostPort]
     public var token: String?
     public var interval: Duration
     public var maxBacklog: Int
 
-    public init(clonePaths: [String], branches: [String] = [], dispatcher: HostPort, token: String? = nil,
+    public init(clonePaths: [String], branches: [String] = [], dispatchers: [HostPort], token: String? = nil,
                 interval: Duration = .seconds(1), maxBacklog: Int = 50) {
         self.clonePaths = clonePaths
         self.branches = branches
-        self.dispatcher = dispatcher
+        self.dispatchers = dispatchers.isEmpty ? [HostPort(host: "localhost", port: 8888)] : dispatchers
         self.token = token
         self.interval = interval
         self.maxBacklog = maxBacklog
@@ -219,7 +221,7 @@ public final class Observer: Sendable {
             var reused = false
             do {
                 if state.value.client == nil || state.value.client?.isOpen == false {
-                    state.value.client = try WireClient(address: config.dispatcher, token: config.token, timeout: 5)
+                    state.value.client = try WireClient.connect(to: config.dispatchers, token: config.token, timeout: 5).client
                 } else {
                     reused = true
                 }
@@ -232,7 +234,7 @@ public final class Observer: Sendable {
                 if state.value.dispatcherDown {
                     // Nothing to re-ask: a dispatch counts only once it is acknowledged, after the database has it.
                     state.value.dispatcherDown = false
-                    logger.notice("dispatcher \(config.dispatcher) is reachable again")
+                    logger.notice("dispatcher \(config.dispatchers.map(\.description).joined(separator: ",")) is reachable again")
                 }
                 return reply
             } catch {
@@ -241,7 +243,7 @@ public final class Observer: Sendable {
                 if reused { continue }
                 if !state.value.dispatcherDown {
                     state.value.dispatcherDown = true
-                    logger.warning("cannot reach the dispatcher at \(config.dispatcher): \(ConnectionTrouble.describe(error)); polling on and dispatching when it is back")
+                    logger.warning("cannot reach the dispatcher at \(config.dispatchers.map(\.description).joined(separator: ",")): \(ConnectionTrouble.describe(error)); polling on and dispatching when it is back")
                 } else {
                     logger.debug("still cannot reach the dispatcher: \(ConnectionTrouble.describe(error))")
                 }

@@ -14,7 +14,7 @@ extension Reporter {
     /// The build page's forms this viewer may use, or false.
     func actionsModel(_ build: BuildSummary, jobs: [JobSummary], _ request: Request) -> Any {
         let v = viewer(request)
-        guard config.dispatcher != nil, config.access.canAct(task: build.task, v), let session = sessionCookie(request) else { return false }
+        guard !config.dispatchers.isEmpty, config.access.canAct(task: build.task, v), let session = sessionCookie(request) else { return false }
         let failed = jobs.contains { $0.status == .failed || $0.status == .error || $0.status == .timedOut || $0.status == .cancelled || $0.status == .skipped }
         return ["id": build.id, "csrf": config.sessionKeys.csrf(session: session), "rerun": true,
                 "rerunFailed": build.status.isFinal && failed, "cancel": !build.status.isFinal] as [String: Any]
@@ -38,7 +38,8 @@ extension Reporter {
         guard config.access.canAct(task: build.task, v) else {
             throw HTTPError(.forbidden, message: "Only an administrator\(build.task.map { " or an authorized user of task \($0)" } ?? "") may do that.")
         }
-        guard let address = config.dispatcher else { throw HTTPError(.serviceUnavailable, message: "This reporter has no --dispatcher-server to ask.") }
+        let addresses = config.dispatchers
+        guard !addresses.isEmpty else { throw HTTPError(.serviceUnavailable, message: "This reporter has no --dispatcher-server to ask.") }
         let message: ClientMessage = switch action {
         case .rerun: .rerun(build: id, failedOnly: false, by: name)
         case .rerunFailed: .rerun(build: id, failedOnly: true, by: name)
@@ -48,7 +49,7 @@ extension Reporter {
         let reply: Result<ServerMessage, Error> = await withCheckedContinuation { done in
             DispatchQueue.global().async {
                 done.resume(returning: Result {
-                    let client = try WireClient(address: address, token: token)
+                    let client = try WireClient.connect(to: addresses, token: token).client
                     defer { client.close() }
                     return try client.request(message)
                 })
@@ -61,7 +62,7 @@ extension Reporter {
         case .success(.error(let code, let text)):
             throw HTTPError(code == .notFound || code == .conflict ? .conflict : .badGateway, message: "The dispatcher said: \(text)")
         case .success(let other): throw HTTPError(.badGateway, message: "The dispatcher answered \(LineCodec.encode(other).prefix(200))")
-        case .failure(let error): throw HTTPError(.badGateway, message: "Could not ask the dispatcher at \(address): \(ConnectionTrouble.describe(error))")
+        case .failure(let error): throw HTTPError(.badGateway, message: "Could not ask the dispatcher at \(addresses.map(\.description).joined(separator: ",")): \(ConnectionTrouble.describe(error))")
         }
     }
 }

@@ -21,7 +21,7 @@ public struct ReporterConfig: Sendable {
     public var secureCookies = false
     public let revoked = RevokedSessions()
     /// Where re-runs and cancels are asked for, and the token to ask with (the reporter never writes the database).
-    public var dispatcher: HostPort?
+    public var dispatchers: [HostPort] = []
     public var token: String?
 
     public init(host: String = "127.0.0.1", port: Int = 5000, databasePath: String, logTail: Int = 200, pageSize: Int = 50) {

@@ -28,6 +28,12 @@ public struct RunnerConfig: Sendable {
     public var queues: [String] = [defaultQueue]
     /// The container engine for jobs with `image:` (`unix:///path`); `--docker-host`, else `DOCKER_HOST`, else Docker's default.
     public var dockerHost: String = DockerEngine.defaultAddress()
+    /// Further dispatchers to try in turn after `host:port` (standbys of the same database): a connection that
+    /// fails, is refused or is lost moves on to the next.
+    public var alternates: [HostPort] = []
+
+    /// Every dispatcher address, in the order they are tried.
+    public var dispatchers: [HostPort] { [HostPort(host: host, port: port)] + alternates }
 
     public init(clonePath: String, host: String, port: Int, token: String? = nil, name: String,
                 testCommand: String = RunnerConfig.defaultTestCommand, maxBackoff: Duration = .seconds(5), parallel: Int = 1) {
@@ -63,6 +69,8 @@ public final class RunnerAgent: Sendable {
         var registrationDeadline: Scheduled<Void>?
         /// The executor of each job in progress.
         var executors: [Int64: any Executor] = [:]
+        /// Which of the dispatcher addresses is dialled (and, once connected, talked to).
+        var current = 0
         var startedAt: [Int64: ContinuousClock.Instant] = [:]
         /// The last write of the connection: a `close` waits for it, so a give-back is on the wire before the hang-up.
         var lastWrite: EventLoopFuture<Void>?
@@ -76,7 +84,8 @@ public final class RunnerAgent: Sendable {
         self.logger = logger
         self.metrics = RunnerMetrics(slots: config.parallel)
         let session = RunnerSession(config: .init(name: config.name, slots: config.parallel, queues: config.queues, token: config.token, maxBackoff: config.maxBackoff,
-                                                  registrationTimeout: config.registrationTimeout, dispatcher: "\(config.host):\(config.port)"))
+                                                  registrationTimeout: config.registrationTimeout,
+                                                  dispatcher: config.dispatchers.map(\.description).joined(separator: ",")))
         state = .makeBoxSendingValue(State(session: session), as: State.self, eventLoop: loop)
     }
 
@@ -163,6 +172,7 @@ public final class RunnerAgent: Sendable {
 
     private func connect() {
         guard !state.value.session.stopping else { return }
+        let dispatcher = self.dispatcher
         ClientBootstrap(group: loop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(3))
@@ -173,23 +183,34 @@ public final class RunnerAgent: Sendable {
                     try channel.pipeline.syncOperations.addHandler(RunnerConnection(agent: self))
                 }
             }
-            .connect(host: config.host, port: config.port)
+            .connect(host: dispatcher.host, port: dispatcher.port)
             .whenComplete { result in
                 switch result {
                 case .success(let ch):
                     self.state.value.channel = ch
                     self.state.value.lastWrite = nil
-                    self.logger.debug("connected to dispatcher \(self.config.host):\(self.config.port)")
+                    self.logger.debug("connected to dispatcher \(dispatcher)")
                     self.handle(.connected)
                 case .failure(let error):
+                    self.moveToNextDispatcher()
                     self.handle(.connectFailed(ConnectionTrouble.describe(error)))
                 }
             }
     }
 
+    /// The dispatcher dialled now.
+    var dispatcher: HostPort { config.dispatchers[state.value.current % config.dispatchers.count] }
+
+    /// After a failed, refused or lost connection, the next address is dialled (with the session's backoff).
+    private func moveToNextDispatcher() {
+        guard config.dispatchers.count > 1 else { return }
+        state.value.current = (state.value.current + 1) % config.dispatchers.count
+    }
+
     func disconnected() {
         state.value.channel = nil
         state.value.lastWrite = nil
+        moveToNextDispatcher()
         handle(.disconnected)
         if let closed = state.value.onClosed {
             state.value.onClosed = nil
@@ -211,9 +232,9 @@ public final class RunnerAgent: Sendable {
         state.value.executors[a.job] = executor
         state.value.startedAt[a.job] = .now
         metrics.running(state.value.executors.count)
-        let config = self.config
+        let config = self.config, current = dispatcher
         let thread = Thread {
-            let result = self.execute(a, script: script, executor: executor, workspace: slot, config: config)
+            let result = self.execute(a, script: script, executor: executor, workspace: slot, config: config, current: current)
             self.loop.execute { self.finished(a, result) }
         }
         thread.stackSize = 1 << 20
@@ -222,7 +243,7 @@ public final class RunnerAgent: Sendable {
 
     /// Runs on the job's own thread: the workspace, then the job's steps (or the test command) on its executor.
     private func execute(_ a: JobAssignment, script decoded: Result<JobScript?, any Error>, executor: any Executor, workspace slot: Int,
-                         config: RunnerConfig) -> JobExecutor.Result {
+                         config: RunnerConfig, current: HostPort) -> JobExecutor.Result {
         let failed = JobExecutor.Result.failedToStart
         let workspace: String
         do {
@@ -237,7 +258,8 @@ public final class RunnerAgent: Sendable {
             guard executor is ContainerExecutor else { return failed("the container engine address '\(config.dockerHost)' is not usable: give --docker-host unix:///path") }
             system(a, "image \(image) on the engine at \(config.dockerHost)")
         }
-        let wire = { try WireClient(address: HostPort(host: config.host, port: config.port), token: config.token) }
+        // Artifacts go to the dispatcher this runner is connected to (the leader), or, failing it, to any that answers.
+        let wire = { try WireClient.connect(to: [current] + config.dispatchers.filter { $0 != current }, token: config.token).client }
         if let from = script?.artifactsFrom, !from.isEmpty {
             do { try WorkspaceFiles.receive(from: from, build: a.build, into: workspace, client: wire) { self.system(a, $0) } } catch { return failed(error.description) }
         }

@@ -32,6 +32,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let config = ErrorCode(rawValue: "config")
     /// An upload would take a job's artifacts over the dispatcher's `--artifact-limit`.
     public static let tooLarge = ErrorCode(rawValue: "too_large")
+    /// This dispatcher is a standby (another leads): it takes no work. A peer tries its next address.
+    public static let standby = ErrorCode(rawValue: "standby")
     /// A `rerun` the build's state does not allow (its failed jobs before it ended; nothing failed).
     public static let conflict = ErrorCode(rawValue: "conflict")
     // Inside `WireClient` only: the connection closed.

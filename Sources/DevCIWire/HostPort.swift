@@ -28,4 +28,13 @@ public struct HostPort: Equatable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// A comma-separated list of addresses (`a:8888,b:8888`): the dispatchers a peer tries in turn, so that it ends
+    /// up on the one that leads. Nil when any is invalid, none is given, or more than 16 are.
+    public static func list(_ text: String) -> [HostPort]? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard (1...16).contains(parts.count) else { return nil }
+        let addresses = parts.compactMap(HostPort.init)
+        return addresses.count == parts.count ? addresses : nil
+    }
 }

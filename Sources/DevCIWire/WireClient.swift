@@ -34,6 +34,25 @@ public final class WireClient: Sendable {
         }
     }
 
+    /// Connects to the first of `addresses` that greets and authenticates (a standby that refuses, or an address
+    /// nobody answers at, is passed over). Throws the last address's error when none does.
+    public static func connect(to addresses: [HostPort], token: String?, timeout: TimeInterval = 10) throws -> (client: WireClient, address: HostPort) {
+        var last: Error = WireError(.closed, "no dispatcher address given")
+        for address in addresses {
+            do {
+                let client = try WireClient(address: address, token: token, timeout: timeout)
+                if case .error(let code, let message) = client.greeting {
+                    client.close()
+                    throw WireError(code, message)
+                }
+                return (client, address)
+            } catch {
+                last = error
+            }
+        }
+        throw last
+    }
+
     /// Sends one message and returns the next line the dispatcher sends.
     public func request(_ message: ClientMessage) throws -> ServerMessage {
         try sendRaw(LineCodec.encode(message))

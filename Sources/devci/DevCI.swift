@@ -43,7 +43,7 @@ struct LoggingOptions: ParsableArguments {
 
 /// `--dispatcher-server` and `--token`, for every peer of the dispatcher.
 struct DispatcherAddress: ParsableArguments {
-    @Option(help: "The dispatcher, as HOST:PORT.")
+    @Option(help: "The dispatcher, as HOST:PORT; several, comma-separated, are tried in turn (a leader and its standbys).")
     var dispatcherServer: String = "localhost:8888"
 
     @Option(help: "Shared token (default: DEVCI_TOKEN).")
@@ -53,13 +53,19 @@ struct DispatcherAddress: ParsableArguments {
         _ = try address
     }
 
-    var address: HostPort {
+    /// Every address given, in the order they are tried.
+    var addresses: [HostPort] {
         get throws {
-            guard let a = HostPort(dispatcherServer) else {
-                throw ValidationError("--dispatcher-server must be HOST:PORT, got '\(dispatcherServer)'")
+            guard let list = HostPort.list(dispatcherServer) else {
+                throw ValidationError("--dispatcher-server must be HOST:PORT, or up to 16 of them comma-separated; got '\(dispatcherServer)'")
             }
-            return a
+            return list
         }
+    }
+
+    /// The first address (where a single one is meant).
+    var address: HostPort {
+        get throws { try addresses[0] }
     }
 
     var resolvedToken: String? {
@@ -76,11 +82,11 @@ struct DispatcherAddress: ParsableArguments {
     }
 
     func connect() throws -> WireClient {
-        let address = try self.address
+        let addresses = try self.addresses
         do {
-            return try WireClient(address: address, token: resolvedToken)
+            return try WireClient.connect(to: addresses, token: resolvedToken).client
         } catch {
-            throw Failure("cannot talk to the dispatcher at \(address): \(ConnectionTrouble.describe(error))")
+            throw Failure("cannot talk to the dispatcher at \(dispatcherServer): \(ConnectionTrouble.describe(error))")
         }
     }
 }

@@ -25,7 +25,7 @@ struct ObserverCommand: ParsableCommand {
         // Before anything is announced: a SIGTERM from then on is never lost.
         let termination = Termination()
         let config = ObserverConfig(clonePaths: clonePaths.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, branches: branch,
-                                    dispatcher: try server.address, token: server.takeToken(),
+                                    dispatchers: try server.addresses, token: server.takeToken(),
                                     interval: try timeFlag(interval, "--interval"), maxBacklog: maxBacklog)
         let observer: Observer
         do {
@@ -33,7 +33,7 @@ struct ObserverCommand: ParsableCommand {
         } catch {
             throw Failure("cannot watch: \(error)")
         }
-        logger.info("observing \(observer.description); dispatcher \(config.dispatcher), every \(interval)")
+        logger.info("observing \(observer.description); dispatcher \(server.dispatcherServer), every \(interval)")
         let done = DispatchSemaphore(value: 0)
         Thread {
             observer.run()

@@ -51,7 +51,7 @@ struct ReporterCommand: AsyncParsableCommand {
             throw ValidationError("--auth required needs users: in the --config folder (make one with `devci user add NAME --config DIR`)")
         }
         if let sessionKeyFile { settings.sessionKeys = SessionKeys(key: try Self.sessionKey(at: sessionKeyFile)) }
-        settings.dispatcher = try server.address
+        settings.dispatchers = try server.addresses
         settings.token = server.takeToken()
         settings.secureCookies = secureCookies || (!insecureCookies && !["127.0.0.1", "localhost", "::1"].contains(host))
         // Listens at once, even before the dispatcher has created the database: the pages say so until it has.

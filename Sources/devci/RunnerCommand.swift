@@ -40,7 +40,8 @@ struct RunnerCommand: ParsableCommand {
         let logger = try logging.bootstrap("devci.runner")
         // Before anything is announced: a SIGTERM from then on is never lost.
         let termination = Termination()
-        let address = try server.address
+        let addresses = try server.addresses
+        let address = addresses[0]
         let clone = URL(fileURLWithPath: clonePath).standardizedFileURL.path
         do {
             _ = try GitRepository(path: clone)
@@ -55,10 +56,11 @@ struct RunnerCommand: ParsableCommand {
         var config = RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.takeToken(),
                                   name: runnerName, testCommand: testCommand, parallel: parallel)
         config.registrationTimeout = try timeFlag(registrationTimeout, "--registration-timeout")
+        config.alternates = Array(addresses.dropFirst())
         config.dockerHost = dockerHost ?? DockerEngine.defaultAddress()
         config.queues = queues.isEmpty ? [defaultQueue] : queues.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         let agent = RunnerAgent(config: config, loop: group.next(), logger: logger)
-        logger.info("runner \(runnerName): clone \(clone), dispatcher \(address), queues \(config.queues.joined(separator: ", ")), container engine \(config.dockerHost), test command: \(testCommand)")
+        logger.info("runner \(runnerName): clone \(clone), dispatcher \(server.dispatcherServer), queues \(config.queues.joined(separator: ", ")), container engine \(config.dockerHost), test command: \(testCommand)")
         var metricsServer: HTTPServer?
         if let metricsPort {
             do {

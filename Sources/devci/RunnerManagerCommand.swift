@@ -43,14 +43,15 @@ struct RunnerManagerCommand: ParsableCommand {
         let prefix = namePrefix ?? RunnerCommand.hostName()
         let work = workDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
             ?? (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.devci/runners"
-        let address = try server.address
+        _ = try server.addresses
+        let address = server.dispatcherServer
         // The token reaches runners through the environment (DEVCI_TOKEN), never their command line.
         if let token = server.takeToken() { setenv("DEVCI_TOKEN", token, 1) }
         let manager = RunnerManager(
             config: RunnerManagerConfig(
                 clonePath: clone, workDirectory: work, desiredCount: desiredCount, namePrefix: prefix,
                 executable: currentExecutablePath(),
-                runnerArguments: ["--dispatcher-server", address.description, "--test-command", testCommand, "--log-level", logging.logLevel]
+                runnerArguments: ["--dispatcher-server", address, "--test-command", testCommand, "--log-level", logging.logLevel]
                     + queues.flatMap { ["--queue", $0] } + (dockerHost.map { ["--docker-host", $0] } ?? [])),
             logger: logger)
         logger.info("runner manager: \(desiredCount) runner(s) from \(clone), working copies in \(work), dispatcher \(address); pid \(getpid()): `kill -USR1 \(getpid())` adds a runner, `kill -USR2 \(getpid())` removes one")
