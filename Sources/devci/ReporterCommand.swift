@@ -44,7 +44,9 @@ struct ReporterCommand: AsyncParsableCommand {
             }
         } else {
             settings.accessSource = AccessSource(fixed: AccessPolicy(mode: auth, config: .empty))
-            logger.warning("no --config: nobody can sign in and every build is shown to everyone, runs of tasks with authorized_users too")
+            let loopback = ["127.0.0.1", "localhost", "::1"].contains(host)
+            logger.log(level: loopback ? .notice : .warning,
+                       "no --config: nobody can sign in and every build is shown to everyone, runs of tasks with authorized_users too")
         }
         let access = settings.access
         if auth == .required && access.users.isEmpty {
