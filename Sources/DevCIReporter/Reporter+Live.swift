@@ -39,6 +39,9 @@ extension Reporter {
                 if quiet >= 60 { out = ": keep-alive\n\n"; quiet = 0 }
                 if !out.isEmpty { try await writer.write(ByteBuffer(string: out)) }
                 if (finished && lines.isEmpty) || stopping.isSet { break }
+                // A stream is as long-lived as a page: one whose session ended, or whose viewer lost the build's task,
+                // stops (checked about once a second, the rules as the configuration folder says them now).
+                if quiet % 4 == 0, !config.access.canSee(task: build.task, viewer(request)) { break }
                 try await Task.sleep(for: .milliseconds(250))
             }
         }
@@ -75,6 +78,9 @@ extension Reporter {
             }
             while !stopping.isSet {
                 try await Task.sleep(for: .seconds(1))
+                // What the viewer may see now (a session that ended, rules that changed): a change ends the stream,
+                // and the page's script opens a new one with the new rules.
+                guard visibleFilter(filter, request) == filter else { break }
                 let now = try DashboardSnapshot(store, filter, size: size)
                 if now != last {
                     let s = now.summary

@@ -116,7 +116,15 @@ final class AccessTests: HTTPTestCase {
         XCTAssertEqual(try HTTP.post(port, "/signout", form: [("csrf", "forged")], headers: ["Cookie": bob]).status, 403)
         XCTAssertEqual(try visible(bob), [200, 200, 200, 200], "a forged sign-out changed nothing")
         let page = try HTTP.get(port, "/", headers: ["Cookie": bob]).body
+        let live = try HTTP.Stream(port, "/builds/\(hidden)/events?after=0", headers: ["Cookie": bob])
+        try live.wait(until: "deploying the crown jewels", timeout: 10)
         let out = try HTTP.post(port, "/signout", form: [("csrf", try field("csrf", in: page))], headers: ["Cookie": bob])
+        // The live stream of that session ends too.
+        var closed = false
+        do { try live.wait(timeout: 10, what: "the stream to end") { _ in false } } catch let failure as Failure {
+            closed = failure.description.hasPrefix("stream closed")
+        }
+        XCTAssertTrue(closed, "the stream of a signed-out session is closed")
         XCTAssertEqual(out.status, 303)
         XCTAssertTrue(out.headers["set-cookie"]?.contains("Max-Age=0") ?? false)
         XCTAssertEqual(try visible(bob), [404, 404, 404, 404])
