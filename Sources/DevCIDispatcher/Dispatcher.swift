@@ -544,10 +544,9 @@ public final class Dispatcher: Sendable {
                 logger.info("build \(build) \(status.display)")
                 metrics.buildEnded(status)
                 state.value.buildTasks[build] = nil
-                let after = written
-                (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess { self.decideNotifications(build) }
-                // Downstream tasks start once the ending is written.
-                (after ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
+                // Notifications and downstream tasks once the ending is written.
+                (written ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
+                    self.decideNotifications(build)
                     self.applyTriggers(self.state.value.triggers.handle(.buildEnded(build, status), now: Date()))
                 }
             case .send(let id, .assign(var assignment)):

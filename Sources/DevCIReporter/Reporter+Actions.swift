@@ -27,13 +27,8 @@ extension Reporter {
     }
 
     func act(_ action: Action, _ id: Int64, _ request: Request) async throws -> Response {
-        let form = try await Self.form(request)
-        let v = viewer(request)
-        // No valid token, no change: a forged or replayed form (or one from a session that ended) does nothing.
-        guard let name = v.name, let session = sessionCookie(request),
-              constantTimeEquals(form["csrf"] ?? "", config.sessionKeys.csrf(session: session)) else {
-            throw HTTPError(.forbidden, message: "That form did not come from this session: nothing was done. Reload the page and try again.")
-        }
+        let v = try await sessionForm(request).user
+        let name = v.name ?? ""
         let build = try ensureVisible(try store.build(id), id, request)
         guard config.access.canAct(task: build.task, v) else {
             throw HTTPError(.forbidden, message: "Only an administrator\(build.task.map { " or an authorized user of task \($0)" } ?? "") may do that.")

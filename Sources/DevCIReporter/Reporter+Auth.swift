@@ -160,12 +160,20 @@ extension Reporter {
         return response
     }
 
-    func signOut(_ request: Request) async throws -> Response {
-        let form = try await Self.form(request)
-        guard let session = sessionCookie(request), viewer(request).name != nil,
-              constantTimeEquals(form["csrf"] ?? "", config.sessionKeys.csrf(session: session)) else {
-            throw HTTPError(.forbidden, message: "That form did not come from this session: nothing was done.")
+    /// A signed-in user's form: its fields, when its CSRF token is this session's. Otherwise 403: a forged or
+    /// replayed form (or one from a session that ended) does nothing.
+    func sessionForm(_ request: Request) async throws -> (user: Viewer, session: String, fields: [String: String]) {
+        let fields = try await Self.form(request)
+        let v = viewer(request)
+        guard v.name != nil, let session = sessionCookie(request),
+              constantTimeEquals(fields["csrf"] ?? "", config.sessionKeys.csrf(session: session)) else {
+            throw HTTPError(.forbidden, message: "That form did not come from this session: nothing was done. Reload the page and try again.")
         }
+        return (v, session, fields)
+    }
+
+    func signOut(_ request: Request) async throws -> Response {
+        let session = try await sessionForm(request).session
         config.revoked.insert(session)
         var response = Response(status: .seeOther, headers: [.location: "/"])
         response.headers[.setCookie] = cookie("", maxAge: 0)

@@ -20,15 +20,7 @@ final class AccessTests: HTTPTestCase {
     }
 
     func startReporter(config: String, extra: [String] = []) throws -> Int {
-        let p = try h.spawn("reporter-\(UUID().uuidString.prefix(4))", ["reporter", "--port", "0", "--db", h.dbPath, "--config", config] + extra)
-        var port = 0
-        try h.waitUntil("the reporter listens") {
-            guard p.isRunning else { throw Failure("the reporter exited:\n\(h.log(of: p))") }
-            guard let r = h.log(of: p).range(of: "listening on http://127.0.0.1:") else { return false }
-            port = Int(h.log(of: p)[r.upperBound...].prefix { $0.isNumber }) ?? 0
-            return port > 0
-        }
-        return port
+        try h.startReporter(extra: ["--config", config] + extra).port
     }
 
     /// The value of a hidden form field in a page.

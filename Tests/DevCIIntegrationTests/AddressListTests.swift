@@ -6,23 +6,8 @@ import XCTest
 /// Issue 13, point 5 (the peers' side): `--dispatcher-server` takes several addresses; runners, the observer, the
 /// runner manager's runners and the command-line tools try them in turn and end up on the one that answers.
 final class AddressListTests: HarnessTestCase {
-    /// A loopback port nobody listens on: bound, then closed.
-    func deadPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { throw Failure("no port") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     func testPeersGivenSeveralAddressesEndUpOnTheDispatcherThatAnswers() throws {
-        let dead = "127.0.0.1:\(try deadPort())"
+        let dead = "127.0.0.1:\(try h.freeLoopbackPort())"
         let origin = try h.makeOrigin()
         _ = try h.commit("exit 0", to: origin, message: "first")
         let (_, address) = try h.startDispatcher()
@@ -49,22 +34,14 @@ final class AddressListTests: HarnessTestCase {
         let origin = try h.makeOrigin()
         _ = try h.commit("exit 0", to: origin)
         let (first, a) = try h.startDispatcher()
-        let second = try h.spawn("dispatcher-b", ["dispatcher", "--port", "0", "--db", h.dir.appendingPathComponent("b.sqlite").path,
-                                                 "--heartbeat", "300ms", "--lease", "1500ms"])
-        var b: HostPort?
-        try h.waitUntil("the second dispatcher listens") {
-            guard let line = h.log(of: second).split(separator: "\n").first(where: { $0.contains("listening on ") && $0.contains("(protocol") }),
-                  let r = line.range(of: "listening on ") else { return false }
-            b = HostPort(String(line[r.upperBound...].split(separator: " ")[0]))
-            return b != nil
-        }
-        let runner = try h.spawn("runner-a", ["runner", try h.clone(origin, as: "clone-a"), "--dispatcher-server", "\(a),\(try XCTUnwrap(b))",
+        let (_, b) = try h.startDispatcher(db: h.dir.appendingPathComponent("b.sqlite").path)
+        let runner = try h.spawn("runner-a", ["runner", try h.clone(origin, as: "clone-a"), "--dispatcher-server", "\(a),\(b)",
                                              "--name", "a", "--test-command", "sh ci.sh"])
         func connected(_ at: HostPort) throws -> Bool { try h.run(["status", "--dispatcher-server", at.description]).output.contains("runners connected 1") }
         try h.waitUntil("the runner registers with the first") { try connected(a) }
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
-        try h.waitUntil("the runner moves to the second", timeout: 20) { try connected(try XCTUnwrap(b)) }
+        try h.waitUntil("the runner moves to the second", timeout: 20) { try connected(b) }
         XCTAssertTrue(h.log(of: runner).contains("registered as a"))
     }
 }

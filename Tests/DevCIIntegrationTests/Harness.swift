@@ -149,9 +149,10 @@ final class Harness {
     }
 
     /// Starts a dispatcher (on a free port unless given) and waits for it to listen. Short leases keep tests quick.
-    func startDispatcher(port: Int = 0, extra: [String] = []) throws -> (Process, HostPort) {
-        let p = try spawn("dispatcher", ["dispatcher", "--port", String(port), "--db", dbPath,
-                                         "--heartbeat", "300ms", "--lease", "1500ms"] + extra)
+    /// `db`: another database than the harness's own (a second dispatcher).
+    func startDispatcher(port: Int = 0, db: String? = nil, extra: [String] = [], environment: [String: String] = [:]) throws -> (Process, HostPort) {
+        let p = try spawn("dispatcher", ["dispatcher", "--port", String(port), "--db", db ?? dbPath,
+                                         "--heartbeat", "300ms", "--lease", "1500ms"] + extra, environment: environment)
         var address: HostPort?
         try waitUntil("the dispatcher listens", timeout: 20) {
             guard p.isRunning else { throw Failure("the dispatcher exited:\n\(self.log(of: p))") }
@@ -161,6 +162,34 @@ final class Harness {
             return address != nil
         }
         return (p, try XCTUnwrap(address))
+    }
+
+    /// Starts a reporter on a free port of this harness's database and waits for it to listen.
+    func startReporter(extra: [String] = []) throws -> (process: Process, port: Int) {
+        let p = try spawn("reporter", ["reporter", "--port", "0", "--db", dbPath] + extra)
+        var port = 0
+        try waitUntil("the reporter listens") {
+            guard p.isRunning else { throw Failure("the reporter exited:\n\(self.log(of: p))") }
+            guard let r = self.log(of: p).range(of: "listening on http://127.0.0.1:") else { return false }
+            port = Int(self.log(of: p)[r.upperBound...].prefix { $0.isNumber }) ?? 0
+            return port > 0
+        }
+        return (p, port)
+    }
+
+    /// A loopback port nobody listens on now (the kernel picks it; the socket is closed before it is used).
+    func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw Failure("no free port") }
+        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     @discardableResult

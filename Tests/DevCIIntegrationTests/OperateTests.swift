@@ -19,21 +19,6 @@ final class OperateTests: HTTPTestCase {
         return out
     }
 
-    /// A loopback port free now (the kernel picks it; the socket is closed before it is used).
-    func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard bound else { throw Failure("no free port") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     /// `promtool check metrics` on the text: its exit status and what it said.
     func promtoolCheck(_ exposition: String) throws -> (Int32, String) {
         let file = h.dir.appendingPathComponent("metrics-\(UUID().uuidString.prefix(8)).txt")
@@ -110,7 +95,7 @@ final class OperateTests: HTTPTestCase {
         // A real Prometheus scrapes both, the dispatcher with the token.
         let tokenFile = h.dir.appendingPathComponent("token")
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
-        let promPort = try freePort()
+        let promPort = try h.freeLoopbackPort()
         let config = h.dir.appendingPathComponent("prometheus.yml")
         try """
             global: {scrape_interval: 1s}
@@ -180,13 +165,7 @@ final class OperateTests: HTTPTestCase {
             """])
         let (dispatcher, address, base) = try startDispatcher(config: config)
         try h.startRunner(try h.clone(allowed, as: "clone-a"), address, name: "a")
-        let reporter = try h.spawn("reporter", ["reporter", "--port", "0", "--db", h.dbPath])
-        var port = 0
-        try h.waitUntil("the reporter listens") {
-            guard let r = h.log(of: reporter).range(of: "listening on http://127.0.0.1:") else { return false }
-            port = Int(h.log(of: reporter)[r.upperBound...].prefix { $0.isNumber }) ?? 0
-            return port > 0
-        }
+        let port = try h.startReporter().port
         let (build, job) = try h.dispatch(good, repo: allowed, to: address)
         let stream = try HTTP.Stream(port, "/builds/\(build)/events?after=0")
         XCTAssertEqual(try h.waitForFinalBuild(build).status, .success)
@@ -277,7 +256,7 @@ final class OperateTests: HTTPTestCase {
     func testAFailureAndItsFixEachSendOneMailAndOneWebhookAndNoneIsLostWhenTheDispatcherIsKilledBeforeDelivery() throws {
         let maildir = h.dir.appendingPathComponent("maildir").path
         let received = h.dir.appendingPathComponent("received").path
-        let smtpPort = try freePort()
+        let smtpPort = try h.freeLoopbackPort()
         let hook = try startReceiver(into: received, failing: 1)
         let origin = try h.makeOrigin()
         let broken = try h.commit("echo 'the widget test broke: expected 3, got 4'; exit 1", to: origin, message: "break the widget")
@@ -348,7 +327,7 @@ final class OperateTests: HTTPTestCase {
         openssl.waitUntilExit()
         XCTAssertEqual(openssl.terminationStatus, 0, h.log(of: openssl))
         let maildir = h.dir.appendingPathComponent("maildir").path
-        let port = try freePort()
+        let port = try h.freeLoopbackPort()
         let password = "pw-\(UUID().uuidString.prefix(12))"
         let server = try h.spawnProgram("smtp-tls", "/usr/bin/env", ["python3", "-u", "-c", """
             import ssl, sys, time
@@ -376,17 +355,10 @@ final class OperateTests: HTTPTestCase {
             smtp: {host: localhost, port: \(port), from: ci@example.com, ca_file: \(certs)/cert.pem}
             notifications: [{when: always, email: [dev@example.com]}]
             """])
-        let dispatcher = try h.spawn("dispatcher", ["dispatcher", "--port", "0", "--db", h.dbPath, "--config", config],
-                                     environment: ["DEVCI_SMTP_USER": "ci-mailer", "DEVCI_SMTP_PASSWORD": password])
-        var address: HostPort?
-        try h.waitUntil("the dispatcher listens") {
-            guard let line = h.log(of: dispatcher).split(separator: "\n").first(where: { $0.contains("listening on ") && $0.contains("(protocol") }),
-                  let r = line.range(of: "listening on ") else { return false }
-            address = HostPort(String(line[r.upperBound...].split(separator: " ")[0]))
-            return address != nil
-        }
-        try h.startRunner(try h.clone(origin, as: "clone-a"), try XCTUnwrap(address), name: "a")
-        let (build, _) = try h.dispatch(broken, repo: origin, to: try XCTUnwrap(address))
+        let (dispatcher, address) = try h.startDispatcher(extra: ["--config", config],
+                                                          environment: ["DEVCI_SMTP_USER": "ci-mailer", "DEVCI_SMTP_PASSWORD": password])
+        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        let (build, _) = try h.dispatch(broken, repo: origin, to: address)
         XCTAssertEqual(try h.waitForFinalBuild(build).status, .failed)
         try h.waitUntil("the mail arrives over TLS", timeout: 30) { mails(maildir).count == 1 }
         XCTAssertTrue(mails(maildir)[0].contains("Subject: [DevCI] build \(build) failed"))

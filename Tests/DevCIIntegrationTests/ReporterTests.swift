@@ -11,15 +11,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func startReporterProcess() throws -> (process: Process, port: Int) {
-        let p = try h.spawn("reporter", ["reporter", "--port", "0", "--db", h.dbPath])
-        var port = 0
-        try h.waitUntil("the reporter listens") {
-            guard p.isRunning else { throw Failure("the reporter exited:\n\(h.log(of: p))") }
-            guard let r = h.log(of: p).range(of: "listening on http://127.0.0.1:") else { return false }
-            port = Int(h.log(of: p)[r.upperBound...].prefix { $0.isNumber }) ?? 0
-            return port > 0
-        }
-        return (p, port)
+        try h.startReporter()
     }
 
     func testTaskRunsShowTheirTaskAncestorDescendantsAndSkipReasonAndTheDashboardFiltersByTaskTagAndState() throws {
