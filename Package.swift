@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
         // bcrypt for the reporter's sign-in (HummingbirdBcrypt).
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
+        // The PostgreSQL store and the standby dispatcher's leader lock.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // libgit2 from Debian's libgit2-dev.
@@ -52,7 +54,10 @@ let package = Package(
         // The store: SQLite through GRDB behind a narrow interface.
         .target(
             name: "DevCIStore",
-            dependencies: ["DevCIWire", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "DevCIWire", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // Git access through libgit2.
         .target(name: "DevCIGit", dependencies: ["CLibGit2", "DevCIWire"]),

@@ -1,6 +1,5 @@
 import DevCIWire
 import Foundation
-import GRDB
 
 /// What a notification about an ended build says: the build, how its predecessor ended, and its failing jobs.
 public struct NotificationFacts: Sendable, Equatable {
@@ -63,26 +62,10 @@ public struct OutboxRow: Sendable, Equatable {
     public var lastError: String?
 }
 
-extension SQLiteStore {
-    static func migrateNotifications(_ m: inout DatabaseMigrator) {
-        m.registerMigration("v7: notifications") { db in
-            // Builds that ended before notifications existed are not notified about.
-            try db.execute(sql: """
-                ALTER TABLE builds ADD COLUMN notify_done INTEGER NOT NULL DEFAULT 0;
-                UPDATE builds SET notify_done = 1;
-                CREATE INDEX builds_notify ON builds(id) WHERE notify_done = 0;
-                CREATE TABLE notifications(
-                    id INTEGER PRIMARY KEY AUTOINCREMENT, build_id INTEGER NOT NULL, channel TEXT NOT NULL, target TEXT NOT NULL,
-                    subject TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
-                    next_attempt_at REAL NOT NULL, last_error TEXT, created_at REAL NOT NULL, sent_at REAL);
-                CREATE INDEX notifications_due ON notifications(next_attempt_at) WHERE state = 'pending';
-                """)
-        }
-    }
-
+extension SQLStore {
     public func jobDefinitions(build: Int64) throws -> [(job: NewJob, state: JobState)] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE build_id = ? ORDER BY id", arguments: [build]).map {
+            try db.rows("SELECT * FROM jobs WHERE build_id = ? ORDER BY id", [build]).map {
                 (Self.newJob($0), Self.typed($0["status"], or: JobState.error))
             }
         }
@@ -91,22 +74,22 @@ extension SQLiteStore {
     /// Ended builds whose notifications have not been decided yet (the dispatcher stopped in between).
     public func buildsAwaitingNotification() throws -> [Int64] {
         try read { db in
-            try Int64.fetchAll(db, sql: "SELECT id FROM builds WHERE notify_done = 0 AND finished_at IS NOT NULL ORDER BY id")
+            try db.all(as: Int64.self, "SELECT id FROM builds WHERE notify_done = 0 AND finished_at IS NOT NULL ORDER BY id")
         }
     }
 
     public func notificationFacts(build id: Int64, logLines: Int) throws -> NotificationFacts? {
         guard let build = try build(id) else { return nil }
         return try read { db in
-            let previous = try String.fetchOne(db, sql: """
-                SELECT status FROM builds WHERE id < ? AND repo = ? AND branch = ? AND task IS ? AND finished_at IS NOT NULL
+            let previous = try db.one(as: String.self, """
+                SELECT status FROM builds WHERE id < ? AND repo = ? AND branch = ? AND task IS NOT DISTINCT FROM ? AND finished_at IS NOT NULL
                 AND status NOT IN ('skipped', 'cancelled') ORDER BY id DESC LIMIT 1
-                """, arguments: [id, build.repo, build.branch, build.task])
-            let failing = try Row.fetchAll(db, sql: """
+                """, [id, build.repo, build.branch, build.task])
+            let failing = try db.rows("""
                 SELECT id, name, status FROM jobs WHERE build_id = ? AND status IN ('failed', 'error', 'timed_out') AND allow_failure = 0 ORDER BY id LIMIT 10
-                """, arguments: [id]).map { r -> FailingJob in
-                let tail = try String.fetchAll(db, sql: "SELECT substr(text, 1, 400) FROM log_lines WHERE job_id = ? ORDER BY id DESC LIMIT ?",
-                                               arguments: [r["id"] as Int64, logLines])
+                """, [id]).map { r -> FailingJob in
+                let tail = try db.all(as: String.self, "SELECT substr(text, 1, 400) FROM log_lines WHERE job_id = ? ORDER BY id DESC LIMIT ?",
+                                               [r["id"] as Int64, logLines])
                 return FailingJob(name: r["name"], status: Self.typed(r["status"], or: JobState.error), tail: tail.reversed())
             }
             return NotificationFacts(build: build, previous: previous.flatMap(BuildStatus.init(rawValue:)), failing: failing)
@@ -118,20 +101,20 @@ extension SQLiteStore {
         try write { db in
             let t = at.timeIntervalSince1970
             for m in messages {
-                try db.execute(sql: """
+                try db.execute("""
                     INSERT INTO notifications(build_id, channel, target, subject, body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [build, m.channel, m.target, m.subject, m.body, t, t])
+                    """, [build, m.channel, m.target, m.subject, m.body, t, t])
             }
-            try db.execute(sql: "UPDATE builds SET notify_done = 1 WHERE id = ?", arguments: [build])
+            try db.execute("UPDATE builds SET notify_done = 1 WHERE id = ?", [build])
         }
     }
 
     /// Pending messages due by `at`, oldest first.
     public func dueNotifications(at: Date, limit: Int) throws -> [OutboxEntry] {
         try read { db in
-            try Row.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT * FROM notifications WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?
-                """, arguments: [at.timeIntervalSince1970, limit]).map { r in
+                """, [at.timeIntervalSince1970, limit]).map { r in
                 OutboxEntry(id: r["id"], build: r["build_id"],
                             message: OutboxMessage(channel: r["channel"], target: r["target"], subject: r["subject"], body: r["body"]),
                             attempts: r["attempts"])
@@ -143,18 +126,18 @@ extension SQLiteStore {
     public func noteNotificationAttempt(id: Int64, sent: Bool, error: String?, retryAt: Date?, at: Date) throws {
         try write { db in
             let state = sent ? "sent" : retryAt == nil ? "failed" : "pending"
-            try db.execute(sql: """
+            try db.execute("""
                 UPDATE notifications SET state = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),
-                    sent_at = CASE WHEN ? THEN ? ELSE sent_at END
+                    sent_at = CASE WHEN ? = 1 THEN ? ELSE sent_at END
                 WHERE id = ? AND state = 'pending'
-                """, arguments: [state, error, retryAt?.timeIntervalSince1970, sent, at.timeIntervalSince1970, id])
+                """, [state, error, retryAt?.timeIntervalSince1970, sent, at.timeIntervalSince1970, id])
         }
     }
 
     /// Every outbox row, oldest first (for tests and `devci` tools).
     public func outbox() throws -> [OutboxRow] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM notifications ORDER BY id").map { r in
+            try db.rows("SELECT * FROM notifications ORDER BY id").map { r in
                 OutboxRow(id: r["id"], build: r["build_id"], channel: r["channel"], target: r["target"], state: r["state"],
                           attempts: r["attempts"], lastError: r["last_error"])
             }

@@ -1,6 +1,5 @@
 import DevCIWire
 import Foundation
-import GRDB
 
 /// Why the store cannot be used.
 public struct StoreError: Error, CustomStringConvertible {
@@ -33,77 +32,60 @@ public struct RunnerChange: Equatable, Sendable {
 }
 
 /// The SQLite store, through GRDB, in WAL mode.
-public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
-    // @unchecked: GRDB's queue serializes every use of the database; `batchDatabase` and `batchThread` are
+/// The store: every build, job, log line and runner, in SQLite (the embedded default) or PostgreSQL. Its SQL is
+/// written once, in what both databases accept; a driver runs it (`SQLiteDriver`, `PostgresDriver`).
+public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
+    // @unchecked: the driver serializes or pools its connections; `batchConnection` and `batchThread` are
     // guarded by `batchLock`; the rest is immutable.
-    private let db: DatabaseQueue
-    public let path: String
-    /// The database file's identity when it was opened (device, inode); nil when opened read-only.
-    private let identity: FileIdentity?
+    let driver: any SQLDriver
+    /// The database, as messages name it: a file's path, or a server's address without its password.
+    public var path: String { driver.name }
 
     /// The transaction a `batch` holds open, and the thread running it: store calls made inside the batch
-    /// join it (GRDB's queue is not reentrant).
+    /// join it.
     private let batchLock = NSLock()
-    private var batchDatabase: Database?
+    private var batchConnection: (any SQLConnection)?
     private var batchThread: pthread_t?
 
-    /// A read of the database, for the reporter's queries (Store+Reads.swift); inside a batch, in its transaction.
-    func read<T>(_ body: (Database) throws -> T) throws -> T {
-        if let open = openBatch() { return try body(open) }
-        return try db.read(body)
+    /// Opens (creating and migrating when `readOnly` is false) the SQLite database at `path`.
+    public convenience init(path: String, readOnly: Bool = false) throws {
+        self.init(driver: try SQLiteDriver(path: path, readOnly: readOnly))
     }
 
-    private func openBatch() -> Database? {
+    init(driver: any SQLDriver) {
+        self.driver = driver
+    }
+
+    /// A read of the database, for the reporter's queries (Store+Reads.swift); inside a batch, in its transaction.
+    func read<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
+        if let open = openBatch() { return try body(open) }
+        return try driver.read(body)
+    }
+
+    /// A write transaction; inside a batch, part of the batch's.
+    func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
+        if let open = openBatch() { return try body(open) }
+        return try driver.write(body)
+    }
+
+    private func openBatch() -> (any SQLConnection)? {
         batchLock.withLock {
             guard let thread = batchThread, pthread_equal(thread, pthread_self()) != 0 else { return nil }
-            return batchDatabase
+            return batchConnection
         }
     }
 
     public func batch<T>(_ body: () throws -> T) throws -> T {
         if openBatch() != nil { return try body() }
-        return try write { db in
-            batchLock.withLock { (batchDatabase, batchThread) = (db, pthread_self()) }
-            defer { batchLock.withLock { (batchDatabase, batchThread) = (nil, nil) } }
+        return try driver.write { db in
+            batchLock.withLock { (batchConnection, batchThread) = (db, pthread_self()) }
+            defer { batchLock.withLock { (batchConnection, batchThread) = (nil, nil) } }
             return try body()
         }
     }
 
-    /// Opens (creating and migrating when `readOnly` is false) the database at `path`.
-    public init(path: String, readOnly: Bool = false) throws {
-        self.path = path
-        var config = Configuration()
-        config.readonly = readOnly
-        // The dispatcher's writer retries a locked database itself, saying so; a reader waits longer.
-        config.busyMode = .timeout(readOnly ? 5 : 1)
-        if !readOnly {
-            let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        }
-        config.prepareDatabase { db in
-            if !readOnly {
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
-            }
-        }
-        db = try DatabaseQueue(path: path, configuration: config)
-        if !readOnly {
-            // WAL lets the reporter and CLI read while the dispatcher writes.
-            _ = try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA journal_mode = WAL") }
-            try Self.migrator.migrate(db)
-            // A real write now: a read-only file or folder is refused at start, not at the first dispatch.
-            do {
-                try db.write { try $0.execute(sql: "INSERT OR REPLACE INTO store_meta(key, value) VALUES ('opened_at', ?)",
-                                              arguments: [String(Date().timeIntervalSince1970)]) }
-            } catch {
-                throw StoreError("the database at \(path) cannot be written: \(error)")
-            }
-            identity = FileIdentity(path: path)
-            return
-        }
-        identity = nil
-        if try !db.read({ try Self.migrator.hasCompletedMigrations($0) }) {
-            throw StoreError("the database at \(path) is from an older or newer DevCI: start this version's dispatcher on it once to upgrade it")
-        }
+    public func verify() throws {
+        try driver.verify()
     }
 
     /// Where the database lives when no flag says: `DEVCI_DB`, else `~/.devci/devci.sqlite`.
@@ -113,118 +95,11 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         return home + "/.devci/devci.sqlite"
     }
 
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
-        m.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE builds(
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    repo TEXT NOT NULL, branch TEXT NOT NULL, commit_id TEXT NOT NULL,
-                    status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
-                    UNIQUE(repo, commit_id));
-                CREATE INDEX builds_created ON builds(created_at);
-                CREATE TABLE jobs(
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    build_id INTEGER NOT NULL REFERENCES builds(id),
-                    name TEXT NOT NULL, status TEXT NOT NULL,
-                    attempt INTEGER NOT NULL DEFAULT 0, reassignments INTEGER NOT NULL DEFAULT 0,
-                    runner TEXT, queued_at REAL NOT NULL, started_at REAL, finished_at REAL,
-                    exit_code INTEGER, reason TEXT);
-                CREATE INDEX jobs_build ON jobs(build_id);
-                CREATE INDEX jobs_active ON jobs(status) WHERE status IN ('queued', 'assigned', 'running');
-                CREATE TABLE job_events(
-                    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL REFERENCES jobs(id),
-                    at REAL NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, runner TEXT, reason TEXT);
-                CREATE INDEX job_events_job ON job_events(job_id);
-                CREATE TABLE log_lines(
-                    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL REFERENCES jobs(id),
-                    attempt INTEGER NOT NULL, stream TEXT NOT NULL, ts INTEGER NOT NULL, text TEXT NOT NULL);
-                CREATE INDEX log_lines_job ON log_lines(job_id, id);
-                CREATE TABLE runners(
-                    name TEXT PRIMARY KEY, state TEXT NOT NULL, first_seen REAL NOT NULL, last_change REAL NOT NULL);
-                CREATE TABLE branch_heads(
-                    repo TEXT NOT NULL, branch TEXT NOT NULL, commit_id TEXT NOT NULL, at REAL NOT NULL,
-                    PRIMARY KEY(repo, branch));
-                """)
-        }
-        m.registerMigration("v2: pipelines") { db in
-            try db.execute(sql: """
-                ALTER TABLE jobs ADD COLUMN stage TEXT NOT NULL DEFAULT 'test';
-                ALTER TABLE jobs ADD COLUMN dependencies TEXT NOT NULL DEFAULT '[]';
-                ALTER TABLE jobs ADD COLUMN allow_failure INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE jobs ADD COLUMN script TEXT;
-                ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE jobs ADD COLUMN retry_delay REAL NOT NULL DEFAULT 0;
-                ALTER TABLE jobs ADD COLUMN retries_used INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE builds ADD COLUMN allowed_failures INTEGER NOT NULL DEFAULT 0;
-                DROP INDEX jobs_active;
-                CREATE INDEX jobs_active ON jobs(status) WHERE status IN ('pending', 'queued', 'assigned', 'running');
-                """)
-        }
-        m.registerMigration("v3: reporter") { db in
-            try db.execute(sql: """
-                ALTER TABLE builds ADD COLUMN title TEXT NOT NULL DEFAULT '';
-                ALTER TABLE builds ADD COLUMN author TEXT NOT NULL DEFAULT '';
-                ALTER TABLE runners ADD COLUMN host TEXT;
-                ALTER TABLE runners ADD COLUMN connected_at REAL;
-                ALTER TABLE runners ADD COLUMN last_heartbeat REAL;
-                CREATE INDEX builds_repo ON builds(repo, id);
-                CREATE INDEX builds_branch ON builds(branch, id);
-                CREATE INDEX builds_status ON builds(status, id);
-                CREATE INDEX jobs_runner ON jobs(runner, status);
-                CREATE INDEX job_events_lost ON job_events(state, at) WHERE state = 'queued' AND reason IS NOT NULL;
-                """)
-        }
-        m.registerMigration("v4: meta") { db in
-            try db.execute(sql: "CREATE TABLE store_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        }
-        m.registerMigration("v5: event kinds") { db in
-            // Older events said it only in words: a lost lease was the one kind they counted.
-            try db.execute(sql: """
-                ALTER TABLE job_events ADD COLUMN kind TEXT;
-                UPDATE job_events SET kind = 'lost' WHERE state = 'queued' AND reason LIKE '%lease on attempt%';
-                CREATE INDEX job_events_kind ON job_events(kind, at) WHERE kind IS NOT NULL;
-                """)
-        }
-        m.registerMigration("v6: tasks and queues") { db in
-            // Task runs and ad-hoc jobs are builds too, so one build per repository and commit holds for commit
-            // builds only: the table is rebuilt without its UNIQUE constraint, which a partial index replaces.
-            try db.execute(sql: """
-                CREATE TABLE builds_v6(
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    repo TEXT NOT NULL, branch TEXT NOT NULL, commit_id TEXT NOT NULL,
-                    status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
-                    allowed_failures INTEGER NOT NULL DEFAULT 0, title TEXT NOT NULL DEFAULT '', author TEXT NOT NULL DEFAULT '',
-                    cause TEXT NOT NULL DEFAULT 'commit', task TEXT, run_number INTEGER, upstream_build INTEGER,
-                    scheduled_at REAL, tags TEXT NOT NULL DEFAULT '', reason TEXT);
-                INSERT INTO builds_v6(id, repo, branch, commit_id, status, created_at, started_at, finished_at, allowed_failures, title, author)
-                    SELECT id, repo, branch, commit_id, status, created_at, started_at, finished_at, allowed_failures, title, author FROM builds;
-                DROP TABLE builds;
-                ALTER TABLE builds_v6 RENAME TO builds;
-                CREATE INDEX builds_created ON builds(created_at);
-                CREATE INDEX builds_repo ON builds(repo, id);
-                CREATE INDEX builds_branch ON builds(branch, id);
-                CREATE INDEX builds_status ON builds(status, id);
-                CREATE UNIQUE INDEX builds_commit ON builds(repo, commit_id) WHERE cause = 'commit';
-                CREATE UNIQUE INDEX builds_task_commit ON builds(task, repo, commit_id) WHERE cause = 'push';
-                CREATE INDEX builds_task ON builds(task, id) WHERE task IS NOT NULL;
-                CREATE INDEX builds_upstream ON builds(upstream_build) WHERE upstream_build IS NOT NULL;
-                ALTER TABLE jobs ADD COLUMN queues TEXT NOT NULL DEFAULT 'default';
-                ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE runners ADD COLUMN queues TEXT NOT NULL DEFAULT 'default';
-                CREATE TABLE webhook_deliveries(id TEXT PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL);
-                CREATE TABLE task_schedule(task TEXT PRIMARY KEY, last_scheduled REAL NOT NULL);
-                """)
-        }
-        migrateNotifications(&m)
-        return m
-    }
-
     public func enqueueRun(_ run: NewRun, jobs newJobs: [NewJob], at: Date) throws -> EnqueueResult {
         try write { db in
-            if run.cause == .push, let id = try Int64.fetchOne(db, sql: """
+            if run.cause == .push, let id = try db.one(as: Int64.self, """
                 SELECT id FROM builds WHERE cause = 'push' AND task = ? AND repo = ? AND commit_id = ?
-                """, arguments: [run.task, run.repo, run.commit]) {
+                """, [run.task, run.repo, run.commit]) {
                 return EnqueueResult(build: id, jobs: try Self.jobSpecs(db, build: id, repo: run.repo, commit: run.commit, branch: run.branch),
                                      created: false)
             }
@@ -242,35 +117,34 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         try write { db in try Self.insertRun(db, run, status: .skipped, reason: reason, at: at) }
     }
 
-    private static func insertRun(_ db: Database, _ run: NewRun, status: BuildStatus, reason: String?, at: Date) throws -> Int64 {
-        let number = try run.task.map { try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(run_number), 0) + 1 FROM builds WHERE task = ?", arguments: [$0]) ?? 1 }
+    private static func insertRun(_ db: any SQLConnection, _ run: NewRun, status: BuildStatus, reason: String?, at: Date) throws -> Int64 {
+        let number = try run.task.map { try db.one(as: Int.self, "SELECT COALESCE(MAX(run_number), 0) + 1 FROM builds WHERE task = ?", [$0]) ?? 1 }
         let t = at.timeIntervalSince1970
-        try db.execute(sql: """
+        return try db.insert("""
             INSERT INTO builds(repo, branch, commit_id, status, created_at, finished_at, cause, task, run_number, upstream_build, scheduled_at, tags, title, reason)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [run.repo, run.branch, run.commit, status.rawValue, t, status.isFinal ? t : nil, run.cause.rawValue, run.task, number,
-                             run.upstream, (run.scheduledAt ?? at).timeIntervalSince1970, Self.tagList(run.tags), String(run.title.prefix(200)), reason])
-        return db.lastInsertedRowID
+            """, [run.repo, run.branch, run.commit, status.rawValue, t, status.isFinal ? t : nil as Double?, run.cause.rawValue, run.task, number,
+                  run.upstream, (run.scheduledAt ?? at).timeIntervalSince1970, Self.tagList(run.tags), String(run.title.prefix(200)), reason])
     }
 
     /// Tags stored as `,a,b,` so that one tag matches with `LIKE '%,a,%'`.
     static func tagList(_ tags: [String]) -> String { tags.isEmpty ? "" : "," + tags.joined(separator: ",") + "," }
 
     public func deliverySeen(id: String) throws -> Bool {
-        try read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM webhook_deliveries WHERE id = ?", arguments: [id]) ?? false }
+        try read { db in try db.one(as: Bool.self, "SELECT 1 FROM webhook_deliveries WHERE id = ?", [id]) ?? false }
     }
 
     public func noteDelivery(id: String, event: String, at: Date) throws -> Bool {
         try write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO webhook_deliveries(id, at, event) VALUES (?, ?, ?)", arguments: [id, at.timeIntervalSince1970, event])
-            return db.changesCount > 0
+            try db.execute("INSERT INTO webhook_deliveries(id, at, event) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                           [id, at.timeIntervalSince1970, event]) > 0
         }
     }
 
     public func taskSchedule() throws -> [String: Date] {
         try read { db in
             var out: [String: Date] = [:]
-            for r in try Row.fetchAll(db, sql: "SELECT task, last_scheduled FROM task_schedule") {
+            for r in try db.rows("SELECT task, last_scheduled FROM task_schedule") {
                 out[r["task"]] = Date(timeIntervalSince1970: r["last_scheduled"])
             }
             return out
@@ -281,17 +155,17 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         guard !schedule.isEmpty else { return }
         try write { db in
             for (task, at) in schedule.sorted(by: { $0.key < $1.key }) {
-                try db.execute(sql: """
+                try db.execute("""
                     INSERT INTO task_schedule(task, last_scheduled) VALUES (?, ?)
                     ON CONFLICT(task) DO UPDATE SET last_scheduled = excluded.last_scheduled
-                    """, arguments: [task, at.timeIntervalSince1970])
+                    """, [task, at.timeIntervalSince1970])
             }
         }
     }
 
     public func taskRuns() throws -> [TaskRun] {
         try read { db in
-            try Row.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT * FROM builds WHERE task IS NOT NULL
                 AND (status IN ('queued', 'started', 'running') OR id IN (SELECT MAX(id) FROM builds WHERE task IS NOT NULL AND status != 'skipped' GROUP BY task))
                 ORDER BY id
@@ -328,7 +202,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
             let id = try Self.insertJob(db, build: build, job: job, at: at)
             let ms = Int64(at.timeIntervalSince1970 * 1000)
             for line in details {
-                try db.execute(sql: "INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, 0, 'system', ?, ?)", arguments: [id, ms, line])
+                try db.execute("INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, 0, 'system', ?, ?)", [id, ms, line])
             }
             _ = try Self.transition(db, JobTransition(job: id, state: .failed, attempt: 0, reason: reason, at: at))
             return EnqueueResult(build: build, jobs: [JobSpec(id: id, build: build, name: job.name, repo: repo, commit: commit, branch: branch, job: job)],
@@ -336,24 +210,24 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         }
     }
 
-    private func existingBuild(_ db: Database, repo: String, commit: String) throws -> EnqueueResult? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ? AND cause = 'commit'",
-                                         arguments: [repo, commit]) else {
+    private func existingBuild(_ db: any SQLConnection, repo: String, commit: String) throws -> EnqueueResult? {
+        guard let row = try db.row("SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ? AND cause = 'commit'",
+                                         [repo, commit]) else {
             return nil
         }
         let id: Int64 = row["id"]
         return EnqueueResult(build: id, jobs: try Self.jobSpecs(db, build: id, repo: repo, commit: commit, branch: row["branch"]), created: false)
     }
 
-    private static func jobSpecs(_ db: Database, build: Int64, repo: String, commit: String, branch: String) throws -> [JobSpec] {
-        try Row.fetchAll(db, sql: "SELECT id, name FROM jobs WHERE build_id = ? ORDER BY id", arguments: [build]).map {
+    private static func jobSpecs(_ db: any SQLConnection, build: Int64, repo: String, commit: String, branch: String) throws -> [JobSpec] {
+        try db.rows("SELECT id, name FROM jobs WHERE build_id = ? ORDER BY id", [build]).map {
             JobSpec(id: $0["id"], build: build, name: $0["name"], repo: repo, commit: commit, branch: branch)
         }
     }
 
-    private static func noteBranchHead(_ db: Database, repo: String, branch: String, commit: String, move: MarkUpdate, at: Date) throws {
+    private static func noteBranchHead(_ db: any SQLConnection, repo: String, branch: String, commit: String, move: MarkUpdate, at: Date) throws {
         let onConflict: String
-        var args: [DatabaseValueConvertible] = [repo, branch, commit, at.timeIntervalSince1970]
+        var args: [any SQLValueConvertible] = [repo, branch, commit, at.timeIntervalSince1970]
         switch move {
         case .always: onConflict = "UPDATE SET commit_id = excluded.commit_id, at = excluded.at"
         case .never: onConflict = "NOTHING"
@@ -361,28 +235,26 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
             onConflict = "UPDATE SET commit_id = excluded.commit_id, at = excluded.at WHERE branch_heads.commit_id = ?"
             args.append(expected)
         }
-        try db.execute(sql: """
+        try db.execute("""
             INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
             ON CONFLICT(repo, branch) DO \(onConflict)
-            """, arguments: StatementArguments(args))
+            """, args)
     }
 
-    private static func insertBuild(_ db: Database, repo: String, branch: String, commit: String, at: Date) throws -> Int64 {
-        try db.execute(sql: "INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
-                       arguments: [repo, branch, commit, at.timeIntervalSince1970])
-        return db.lastInsertedRowID
+    private static func insertBuild(_ db: any SQLConnection, repo: String, branch: String, commit: String, at: Date) throws -> Int64 {
+        try db.insert("INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
+                      [repo, branch, commit, at.timeIntervalSince1970])
     }
 
-    private static func insertJob(_ db: Database, build: Int64, job: NewJob, at: Date) throws -> Int64 {
+    private static func insertJob(_ db: any SQLConnection, build: Int64, job: NewJob, at: Date) throws -> Int64 {
         let deps = String(decoding: try JSONEncoder().encode(job.dependencies), as: UTF8.self)
         let state = job.startsQueued ? JobState.queued.rawValue : JobState.pending.rawValue
-        try db.execute(sql: """
+        let id = try db.insert("""
             INSERT INTO jobs(build_id, name, status, queued_at, stage, dependencies, allow_failure, script, retries, retry_delay, queues, priority)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [build, job.name, state, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries,
-                             job.retryDelaySeconds, job.queues.joined(separator: ","), job.priority])
-        let id = db.lastInsertedRowID
-        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", arguments: [id, at.timeIntervalSince1970, state])
+            """, [build, job.name, state, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries,
+                  job.retryDelaySeconds, job.queues.joined(separator: ","), job.priority])
+        try db.execute("INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", [id, at.timeIntervalSince1970, state])
         return id
     }
 
@@ -391,35 +263,15 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         try write { db in try Self.transition(db, tr) }
     }
 
-    /// A write transaction; a database locked by another process is reported as busy, so the caller may retry.
-    func write<T>(_ body: (Database) throws -> T) throws -> T {
-        if let open = openBatch() { return try body(open) }
-        do {
-            return try db.write(body)
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
-            throw StoreError("the database at \(path) is locked by another process: \(error.message ?? "busy")", busy: true)
-        }
-    }
-
-    public func verify() throws {
-        guard let identity else { return }
-        guard let now = FileIdentity(path: path) else {
-            throw StoreError("the database file \(path) was deleted while the dispatcher was running")
-        }
-        guard now == identity else {
-            throw StoreError("the database file \(path) was replaced by another file while the dispatcher was running")
-        }
-    }
-
-    private static func transition(_ db: Database, _ tr: JobTransition) throws -> Bool {
-        guard let row = try Row.fetchOne(db, sql: "SELECT build_id, status FROM jobs WHERE id = ?", arguments: [tr.job]) else {
+    private static func transition(_ db: any SQLConnection, _ tr: JobTransition) throws -> Bool {
+        guard let row = try db.row("SELECT build_id, status FROM jobs WHERE id = ?", [tr.job]) else {
             return false
         }
         let current = JobState(rawValue: row["status"]) ?? .error
         if current.isFinal { return false }
         let t = (tr.at ?? Date()).timeIntervalSince1970
         var sets = ["status = ?", "attempt = ?"]
-        var args: [DatabaseValueConvertible?] = [tr.state.rawValue, tr.attempt]
+        var args: [any SQLValueConvertible] = [tr.state.rawValue, tr.attempt]
         if tr.state != .queued && tr.state != .skipped { sets.append("runner = ?"); args.append(tr.runner) }
         if tr.state == .running { sets.append("started_at = COALESCE(started_at, ?)"); args.append(t) }
         if tr.state.isFinal { sets.append("finished_at = ?"); args.append(t) }
@@ -428,43 +280,43 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         if let r = tr.retriesUsed { sets.append("retries_used = ?"); args.append(r) }
         if let reason = tr.reason, !reason.isEmpty { sets.append("reason = ?"); args.append(reason) }
         args.append(tr.job)
-        try db.execute(sql: "UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", arguments: StatementArguments(args))
-        try db.execute(sql: "INSERT INTO job_events(job_id, at, state, attempt, runner, reason, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       arguments: [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason, tr.kind?.rawValue])
+        try db.execute("UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", args)
+        try db.execute("INSERT INTO job_events(job_id, at, state, attempt, runner, reason, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason, tr.kind?.rawValue])
         try rollUp(db, build: row["build_id"], at: t)
         return true
     }
 
     /// A build's status from its jobs' (`BuildStatus.rollUp`, the one definition). Stored as the schema has it:
     /// passed with allowed failures is `success` with a count of `allowed_failures`.
-    static func rollUp(_ db: Database, build: Int64, at t: Double) throws {
-        let rows = try Row.fetchAll(db, sql: "SELECT status, allow_failure FROM jobs WHERE build_id = ?", arguments: [build])
+    static func rollUp(_ db: any SQLConnection, build: Int64, at t: Double) throws {
+        let rows = try db.rows("SELECT status, allow_failure FROM jobs WHERE build_id = ?", [build])
         let jobs = rows.map { BuildStatus.Job(state: JobState(rawValue: $0["status"]) ?? .error, allowFailure: $0["allow_failure"]) }
         let rolled = BuildStatus.rollUp(jobs)
         let status = rolled == .passedWithAllowedFailures ? BuildStatus.success.rawValue : rolled.rawValue
         let allowedFailures = BuildStatus.allowedFailures(jobs)
         let final = rolled.isFinal
-        try db.execute(sql: """
+        try db.execute("""
             UPDATE builds SET status = ?, allowed_failures = ?,
                 started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,
-                finished_at = CASE WHEN ? THEN ? ELSE NULL END
+                finished_at = CASE WHEN ? = 1 THEN ? ELSE NULL END
             WHERE id = ?
-            """, arguments: [status, allowedFailures, status, t, final, t, build])
+            """, [status, allowedFailures, status, t, final, t, build])
     }
 
     public func appendLogs(_ lines: [LogRecord]) throws {
         guard !lines.isEmpty else { return }
         try write { db in
-            let stmt = try db.cachedStatement(sql: "INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, ?, ?, ?, ?)")
             for l in lines {
-                try stmt.execute(arguments: [l.job, l.attempt, l.stream.rawValue, l.timestampMillis, l.text])
+                try db.execute("INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, ?, ?, ?, ?)",
+                               [l.job, l.attempt, l.stream.rawValue, l.timestampMillis, l.text])
             }
         }
     }
 
     public func activeJobs() throws -> [ActiveJob] {
         try read { db in
-            try Row.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT j.*, b.repo, b.commit_id, b.branch
                 FROM jobs j JOIN builds b ON b.id = j.build_id
                 WHERE j.status IN ('pending', 'queued', 'assigned', 'running') ORDER BY j.id
@@ -477,7 +329,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         }
     }
 
-    static func newJob(_ r: Row) -> NewJob {
+    static func newJob(_ r: SQLRow) -> NewJob {
         let deps = (try? JSONDecoder().decode([String].self, from: Data((r["dependencies"] as String? ?? "[]").utf8))) ?? []
         return NewJob(name: r["name"], stage: r["stage"], dependencies: deps, allowFailure: r["allow_failure"], script: r["script"],
                       retries: r["retries"], retryDelaySeconds: r["retry_delay"],
@@ -486,11 +338,11 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
 
     public func jobs(build: Int64) throws -> [JobSummary] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE build_id = ? ORDER BY id", arguments: [build]).map(Self.jobSummary)
+            try db.rows("SELECT * FROM jobs WHERE build_id = ? ORDER BY id", [build]).map(Self.jobSummary)
         }
     }
 
-    static func jobSummary(_ r: Row) -> JobSummary {
+    static func jobSummary(_ r: SQLRow) -> JobSummary {
         let job = newJob(r)
         return JobSummary(id: r["id"], build: r["build_id"], name: job.name, stage: job.stage, status: typed(r["status"], or: JobState.error), allowFailure: job.allowFailure,
                           dependencies: job.dependencies, runner: r["runner"], attempt: r["attempt"], reassignments: r["reassignments"],
@@ -505,27 +357,26 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
     public func recordRunners(_ changes: [RunnerChange], heartbeats: [String: Date]) throws {
         guard !changes.isEmpty || !heartbeats.isEmpty else { return }
         try write { db in
-            let upsert = try db.cachedStatement(sql: """
-                INSERT INTO runners(name, state, first_seen, last_change, host, connected_at, last_heartbeat, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change,
-                    host = COALESCE(excluded.host, host), queues = CASE WHEN ? THEN excluded.queues ELSE queues END,
-                    connected_at = CASE WHEN excluded.state = 'connected' AND state != 'lost' THEN excluded.connected_at ELSE connected_at END
-                """)
+            // The existing row's columns are named with the table's name: PostgreSQL insists, SQLite agrees.
             for c in changes {
                 let t = c.at.timeIntervalSince1970
-                try upsert.execute(arguments: [c.name, c.state.rawValue, t, t, c.host, t, t, (c.queues ?? [defaultQueue]).joined(separator: ","),
-                                               c.queues != nil])
+                try db.execute("""
+                    INSERT INTO runners(name, state, first_seen, last_change, host, connected_at, last_heartbeat, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change,
+                        host = COALESCE(excluded.host, runners.host), queues = CASE WHEN ? = 1 THEN excluded.queues ELSE runners.queues END,
+                        connected_at = CASE WHEN excluded.state = 'connected' AND runners.state != 'lost' THEN excluded.connected_at
+                                       ELSE runners.connected_at END
+                    """, [c.name, c.state.rawValue, t, t, c.host, t, t, (c.queues ?? [defaultQueue]).joined(separator: ","), c.queues != nil])
             }
-            let beat = try db.cachedStatement(sql: "UPDATE runners SET last_heartbeat = ? WHERE name = ?")
             for (name, at) in heartbeats.sorted(by: { $0.key < $1.key }) {
-                try beat.execute(arguments: [at.timeIntervalSince1970, name])
+                try db.execute("UPDATE runners SET last_heartbeat = ? WHERE name = ?", [at.timeIntervalSince1970, name])
             }
         }
     }
 
     public func describe(build: Int64, title: String, author: String) throws {
         try write { db in
-            try db.execute(sql: "UPDATE builds SET title = ?, author = ? WHERE id = ?", arguments: [title, author, build])
+            try db.execute("UPDATE builds SET title = ?, author = ? WHERE id = ?", [title, author, build])
         }
     }
 
@@ -535,7 +386,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
 
     public func builds(_ filter: BuildFilter, offset: Int, limit: Int) throws -> [BuildSummary] {
         var conditions: [String] = []
-        var args: [DatabaseValueConvertible?] = []
+        var args: [any SQLValueConvertible] = []
         if let r = filter.repo { conditions.append("b.repo = ?"); args.append(r) }
         if let br = filter.branch { conditions.append("b.branch = ?"); args.append(br) }
         if let st = filter.status { conditions.append("b.status = ?"); args.append(st) }
@@ -550,7 +401,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         if let up = filter.upstream { conditions.append("b.upstream_build = ?"); args.append(up) }
         if !filter.hiddenTasks.isEmpty {
             conditions.append("(b.task IS NULL OR b.task NOT IN (\(filter.hiddenTasks.map { _ in "?" }.joined(separator: ", "))))")
-            args += filter.hiddenTasks.map { $0 as DatabaseValueConvertible? }
+            args += filter.hiddenTasks.map { $0 as any SQLValueConvertible }
         }
         args += [limit, offset]
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
@@ -559,27 +410,27 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
         // latest event is the newest: the one that changed last. Each is an index seek per job (jobs_build,
         // then job_events_job), so a page costs the same on 100,000 builds as on ten.
         return try read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT b.*, (SELECT CASE WHEN MAX(attempt) > 0 THEN 1 + SUM(retries_used + reassignments) ELSE 0 END FROM jobs WHERE build_id = b.id) AS attempts,
+            try db.rows("""
+                SELECT b.*, (SELECT CASE WHEN MAX(attempt) > 0 THEN 1 + CAST(SUM(retries_used + reassignments) AS bigint) ELSE 0 END FROM jobs WHERE build_id = b.id) AS attempts,
                        (SELECT j.runner FROM jobs j WHERE j.build_id = b.id AND j.runner IS NOT NULL
                         ORDER BY (SELECT MAX(e.id) FROM job_events e WHERE e.job_id = j.id) DESC LIMIT 1) AS runner,
-                       (SELECT group_concat(d.id) FROM builds d WHERE d.upstream_build = b.id) AS descendants,
+                       (SELECT \(db.dialect.listAgg("d.id")) FROM builds d WHERE d.upstream_build = b.id) AS descendants,
                        COALESCE(b.reason, (SELECT reason FROM jobs WHERE build_id = b.id AND reason IS NOT NULL ORDER BY id DESC LIMIT 1)) AS summary_reason
                 FROM builds b \(whereClause) ORDER BY b.id DESC LIMIT ? OFFSET ?
-                """, arguments: StatementArguments(args)).map(Self.buildSummary)
+                """, args).map(Self.buildSummary)
         }
     }
 
     /// A build row's own columns (no counts or joins).
-    static func buildSummaryFields(_ r: Row) -> BuildSummary {
+    static func buildSummaryFields(_ r: SQLRow) -> BuildSummary {
         buildSummary(r, attempts: 0, runner: nil, reason: r["reason"], descendants: nil)
     }
 
-    static func buildSummary(_ r: Row) -> BuildSummary {
+    static func buildSummary(_ r: SQLRow) -> BuildSummary {
         buildSummary(r, attempts: r["attempts"], runner: r["runner"], reason: r["summary_reason"], descendants: r["descendants"])
     }
 
-    private static func buildSummary(_ r: Row, attempts: Int, runner: String?, reason: String?, descendants: String?) -> BuildSummary {
+    private static func buildSummary(_ r: SQLRow, attempts: Int, runner: String?, reason: String?, descendants: String?) -> BuildSummary {
         BuildSummary(id: r["id"], repo: r["repo"], branch: r["branch"], commit: r["commit_id"], status: typed(r["status"], or: BuildStatus.error),
                      runner: runner, createdAt: Date(timeIntervalSince1970: r["created_at"]),
                      startedAt: (r["started_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
@@ -594,7 +445,7 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
 
     public func events(job: Int64) throws -> [JobEvent] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM job_events WHERE job_id = ? ORDER BY id", arguments: [job]).map { r in
+            try db.rows("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", [job]).map { r in
                 JobEvent(job: job, state: Self.typed(r["state"], or: JobState.error), attempt: r["attempt"], runner: r["runner"], reason: r["reason"],
                          at: Date(timeIntervalSince1970: r["at"]))
             }
@@ -603,18 +454,18 @@ public final class SQLiteStore: BuildWriter, BuildReader, @unchecked Sendable {
 
     public func logs(job: Int64) throws -> [LogRecord] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM log_lines WHERE job_id = ? ORDER BY id", arguments: [job]).map(Self.logRecord)
+            try db.rows("SELECT * FROM log_lines WHERE job_id = ? ORDER BY id", [job]).map(Self.logRecord)
         }
     }
 
     public func lastDispatched(repo: String, branch: String) throws -> String? {
         try read { db in
-            try String.fetchOne(db, sql: "SELECT commit_id FROM branch_heads WHERE repo = ? AND branch = ?", arguments: [repo, branch])
+            try db.one(as: String.self, "SELECT commit_id FROM branch_heads WHERE repo = ? AND branch = ?", [repo, branch])
         }
     }
 }
 
-extension SQLiteStore {
+extension SQLStore {
     /// A state column as its type. A value this version does not know (written by a newer DevCI) reads as
     /// `fallback` rather than stopping the reader.
     static func typed<T: RawRepresentable>(_ raw: String?, or fallback: T) -> T where T.RawValue == String {

@@ -103,11 +103,11 @@ public protocol BuildReader: AnyObject, Sendable {
 /// Opens the store at `location` (today a SQLite file path) for reading only. Throws `StoreError` when there
 /// is none yet or this version cannot read it.
 public func openReader(at location: String) throws -> any BuildReader {
-    try SQLiteStore(path: location, readOnly: true)
+    try SQLStore(path: location, readOnly: true)
 }
 
 /// Whether the store at `location` exists but its writer has not made its tables yet (a dispatcher started a
 /// moment ago): "not yet", not "another version".
 public func storeIsBeingCreated(at location: String) -> Bool {
-    SQLiteStore.isBeingCreated(path: location)
+    SQLiteDriver.isBeingCreated(path: location)
 }

@@ -65,9 +65,9 @@ struct DispatcherCommand: ParsableCommand {
         // One dispatcher per database: a second one would write beside the first.
         let lock: DatabaseLock
         do { lock = try DatabaseLock(databasePath: path) } catch { throw Failure("\(error)") }
-        let store: SQLiteStore
+        let store: SQLStore
         do {
-            store = try SQLiteStore(path: path)
+            store = try SQLStore(path: path)
         } catch {
             throw Failure("cannot open the database \(path): \(error)")
         }

@@ -34,7 +34,7 @@ struct ReporterCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try logging.bootstrap("devci.reporter")
-        let path = db ?? SQLiteStore.defaultPath()
+        let path = db ?? SQLStore.defaultPath()
         var settings = ReporterConfig(host: host, port: port, databasePath: path)
         if let config {
             do {

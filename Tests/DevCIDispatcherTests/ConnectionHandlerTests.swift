@@ -19,7 +19,7 @@ final class ConnectionHandlerTests: XCTestCase {
     func makeDispatcher(token: String? = nil, maxPending: Int = 1024) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("devci-conn-\(UUID().uuidString)")
         loop = EmbeddedEventLoop()
-        let store = try SQLiteStore(path: dir.appendingPathComponent("devci.sqlite").path)
+        let store = try SQLStore(path: dir.appendingPathComponent("devci.sqlite").path)
         dispatcher = Dispatcher(config: DispatcherConfig(token: token, identifyTimeout: .seconds(5), maxPendingConnections: maxPending),
                                 store: store, loop: loop, logger: Logger(label: "test"))
     }

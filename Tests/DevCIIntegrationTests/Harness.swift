@@ -255,7 +255,7 @@ final class Harness {
 
     // MARK: The database
 
-    func store() throws -> SQLiteStore { try SQLiteStore(path: dbPath, readOnly: true) }
+    func store() throws -> SQLStore { try SQLStore(path: dbPath, readOnly: true) }
 
     func build(_ id: Int64) throws -> BuildSummary? {
         guard FileManager.default.fileExists(atPath: dbPath) else { return nil }

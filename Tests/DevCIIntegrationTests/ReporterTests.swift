@@ -15,7 +15,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTaskRunsShowTheirTaskAncestorDescendantsAndSkipReasonAndTheDashboardFiltersByTaskTagAndState() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         var job = NewJob(name: "t", queues: ["gpu"])
         job.startsQueued = true
         let up = try store.enqueueRun(NewRun(task: "test", cause: .hook, tags: ["ci"], title: "unit <b>tests</b>"), jobs: [NewJob(name: "t")], at: Date())
@@ -51,7 +51,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     /// A build with a hostile title and log, written through the store's own API.
-    func fill(_ store: SQLiteStore, logLines: Int = 3) throws -> (build: Int64, jobs: [Int64]) {
+    func fill(_ store: SQLStore, logLines: Int = 3) throws -> (build: Int64, jobs: [Int64]) {
         let r = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "a", count: 40),
                                   jobs: [NewJob(name: "compile", stage: "build"),
                                          NewJob(name: "unit", stage: "test", dependencies: ["compile"]),
@@ -72,7 +72,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testPagesJSONBadgesAndEscaping() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         let (build, jobs) = try fill(store)
         let port = try startReporter()
         let home = try HTTP.get(port, "/")
@@ -114,7 +114,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testALargeLogShowsItsTailAndDownloadsWhole() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         let (build, jobs) = try fill(store, logLines: 60_000)
         let port = try startReporter()
         let page = try HTTP.get(port, "/builds/\(build)")
@@ -126,7 +126,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTheDashboardStreamSaysWhenBuildsChangeAndShutdownEndsIt() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         _ = try fill(store)
         let (reporter, port) = try startReporterProcess()
         let stream = try HTTP.Stream(port, "/events")
@@ -142,7 +142,7 @@ final class ReporterTests: HarnessTestCase {
 
     func testADashboardOpenedAfterAChangeIsToldAtOnce() throws {
         // A real page: rendered, then a build changes, then the page's script opens the stream with what it saw.
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         _ = try fill(store)
         let (_, port) = try startReporterProcess()
         let page = try HTTP.get(port, "/?branch=dev").body
@@ -173,7 +173,7 @@ final class ReporterTests: HarnessTestCase {
         XCTAssertEqual(badge.status, 503)
         XCTAssertEqual(badge.headers["content-type"], "image/svg+xml", "a badge stays an image")
 
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         let (build, _) = try fill(store)
         var home = waiting
         try h.waitUntil("the reporter serves the new database", timeout: 10) {
@@ -200,7 +200,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testRepositoryPagesAndBadgesDecodeTheirPath() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         let r = try store.enqueue(repo: "/srv/git/my repo.git", branch: "main", commit: String(repeating: "c", count: 40),
                                   jobs: [NewJob(name: "test")], at: Date())
         try store.record(JobTransition(job: r.jobs[0].id, state: .success, attempt: 1, runner: "r1", exitCode: 0))
@@ -217,7 +217,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testEveryResponseCarriesSecurityHeadersAndNoPageNeedsInlineCode() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         let (build, jobs) = try fill(store)
         let port = try startReporter()
         let policy = "default-src 'none'; script-src 'self'; style-src 'self'"
@@ -239,7 +239,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTheDashboardCountsRetriesAndShowsTheRunnerThatChangedLast() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         let once = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "d", count: 40),
                                      jobs: (1...4).map { NewJob(name: "j\($0)") }, at: Date())
         for job in once.jobs { try store.record(JobTransition(job: job.id, state: .success, attempt: 1, runner: "r1", exitCode: 0)) }
@@ -262,7 +262,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTheBuildStreamSendsAttemptsRunnersAndTimesOfJobs() throws {
-        let store = try SQLiteStore(path: h.dbPath)
+        let store = try SQLStore(path: h.dbPath)
         let r = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "f", count: 40),
                                   jobs: [NewJob(name: "test")], at: Date())
         let job = r.jobs[0].id

@@ -5,12 +5,12 @@ import XCTest
 /// The store against a real SQLite file in a temporary folder.
 final class StoreTests: XCTestCase {
     var dir: URL!
-    var store: SQLiteStore!
+    var store: SQLStore!
     let commit = String(repeating: "b", count: 40)
 
     override func setUpWithError() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("devci-store-\(UUID().uuidString)")
-        store = try SQLiteStore(path: dir.appendingPathComponent("sub/devci.sqlite").path)
+        store = try SQLStore(path: dir.appendingPathComponent("sub/devci.sqlite").path)
     }
 
     override func tearDownWithError() throws {
@@ -61,7 +61,7 @@ final class StoreTests: XCTestCase {
         let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b", dependencies: ["a"])], at: Date())
         try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
         try store.appendLogs([LogRecord(job: r.jobs[0].id, attempt: 1, stream: .err, timestampMillis: 5, text: "héllo <b>")])
-        store = try SQLiteStore(path: store.path)
+        store = try SQLStore(path: store.path)
         let active = try store.activeJobs()
         XCTAssertEqual(active.map(\.state), [.running, .pending])
         XCTAssertEqual(active[1].spec.job.dependencies, ["a"])

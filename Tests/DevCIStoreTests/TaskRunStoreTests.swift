@@ -22,7 +22,7 @@ final class TaskRunStoreTests: XCTestCase {
         let path = dir.appendingPathComponent("old.sqlite").path
         do {
             let queue = try DatabaseQueue(path: path)
-            try SQLiteStore.migrator.migrate(queue, upTo: "v5: event kinds")
+            try SQLiteDriver.migrator.migrate(queue, upTo: "v5: event kinds")
             try queue.write { db in
                 try db.execute(sql: """
                     INSERT INTO builds(repo, branch, commit_id, status, created_at, title, author) VALUES ('/r', 'main', ?, 'success', 1, 'old', 'ada');
@@ -30,7 +30,7 @@ final class TaskRunStoreTests: XCTestCase {
                     """, arguments: [commit])
             }
         }
-        let store = try SQLiteStore(path: path)
+        let store = try SQLStore(path: path)
         let old = try XCTUnwrap(try store.build(1))
         XCTAssertEqual(old.title, "old")
         XCTAssertEqual(old.cause, .commit)
@@ -40,7 +40,7 @@ final class TaskRunStoreTests: XCTestCase {
     }
 
     func testTaskRunsAreNumberedPerTaskAndAPushedCommitRunsOncePerTask() throws {
-        let store = try SQLiteStore(path: dir.appendingPathComponent("t.sqlite").path)
+        let store = try SQLStore(path: dir.appendingPathComponent("t.sqlite").path)
         let job = NewJob(name: "t", queues: ["fast"], priority: 4)
         let a1 = try store.enqueueRun(NewRun(task: "a", cause: .period, tags: ["x", "y"]), jobs: [job], at: Date())
         let b1 = try store.enqueueRun(NewRun(task: "b", cause: .hook), jobs: [job], at: Date())
@@ -83,7 +83,7 @@ final class TaskRunStoreTests: XCTestCase {
     }
 
     func testTheSummaryNamesQueuesNoConnectedRunnerServes() throws {
-        let store = try SQLiteStore(path: dir.appendingPathComponent("s.sqlite").path)
+        let store = try SQLStore(path: dir.appendingPathComponent("s.sqlite").path)
         var job = NewJob(name: "t", queues: ["gpu"])
         job.startsQueued = true
         _ = try store.enqueueRun(NewRun(task: nil, cause: .adhoc), jobs: [job], at: Date())
