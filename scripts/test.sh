@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs DevCI's whole test suite on a fresh machine: installs what is missing, builds once, starts the real
-# servers the tests use (a Docker engine on a private socket, with a busybox image imported into it), tests,
+# servers the tests use (a Docker engine on a private socket, with a busybox image imported into it, and a
+# PostgreSQL cluster on a free loopback port), tests,
 # and stops every server it started, whatever the outcome.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,10 @@ swift build --build-tests
 scripts/verify-units.sh .build/debug/devci
 
 servers=$(mktemp -d /tmp/devci-test-servers.XXXXXX)
+# PostgreSQL runs as the postgres user, which must reach its folder in here.
+chmod 755 "$servers"
 stop_servers() {
+  [ -d "$servers/postgres" ] && scripts/postgres.sh stop "$servers/postgres"
   if [ -f "$servers/docker.pid" ]; then
     kill "$(cat "$servers/docker.pid")" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$(cat "$servers/docker.pid")" 2>/dev/null || break; sleep 0.1; done
@@ -20,6 +24,10 @@ stop_servers() {
   rm -rf "$servers" 2>/dev/null || true
 }
 trap stop_servers EXIT
+
+# PostgreSQL: a throwaway cluster on a free loopback port, for the store's tests on PostgreSQL.
+DEVCI_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$servers/postgres")
+export DEVCI_TEST_POSTGRES_URL
 
 # The container engine: its own socket, data and state folders, no network set-up on the host.
 mkdir -p "$servers/docker"

@@ -21,8 +21,12 @@ final class LazyStore: @unchecked Sendable {
     private var triedAt: ContinuousClock.Instant?
     static let retryInterval = Duration.milliseconds(200)
 
+    /// The location as messages show it (a PostgreSQL address without its password).
+    let name: String
+
     init(path: String, logger: Logger) {
         self.path = path
+        name = storeName(path)
         self.logger = logger
         // At once, so the log says from the start whether there is a database to serve.
         _ = try? open()
@@ -38,7 +42,7 @@ final class LazyStore: @unchecked Sendable {
             do {
                 let opened = try attempt()
                 store = opened
-                logger.info("database \(path) (read-only)")
+                logger.info("database \(name) (read-only)")
                 return opened
             } catch let problem as DatabaseUnavailable {
                 // Once per distinct problem: a page reloading every two seconds must not fill the log.
@@ -50,23 +54,26 @@ final class LazyStore: @unchecked Sendable {
     }
 
     private var waiting: DatabaseUnavailable {
-        DatabaseUnavailable(description: "DevCI is waiting for the dispatcher to create the database at \(path).")
+        DatabaseUnavailable(description: "DevCI is waiting for the dispatcher to create the database at \(name).")
     }
 
     private func attempt() throws -> any BuildReader {
-        guard FileManager.default.fileExists(atPath: path) else { throw waiting }
+        let postgres = PostgresAddress.isAddress(path)
+        guard postgres || FileManager.default.fileExists(atPath: path) else { throw waiting }
         do {
             return try openReader(at: path)
+        } catch let error as StoreError where error.isNotCreated {
+            throw waiting
         } catch {
             // A dispatcher that created the file a moment ago may not have made its tables yet.
             if storeIsBeingCreated(at: path) { throw waiting }
-            throw DatabaseUnavailable(description: error is StoreError ? "\(error)" : "cannot read the database at \(path): \(error)")
+            throw DatabaseUnavailable(description: error is StoreError ? "\(error)" : "cannot read the database at \(name): \(error)")
         }
     }
 
     private func log(_ problem: DatabaseUnavailable) {
         if problem.description == waiting.description {
-            logger.notice("no database at \(path) yet: serving a waiting page until the dispatcher creates it")
+            logger.notice("no database at \(name) yet: serving a waiting page until the dispatcher creates it")
         } else {
             logger.error("\(problem.description)")
         }

@@ -23,6 +23,8 @@ public struct ReporterConfig: Sendable {
     /// Where re-runs and cancels are asked for, and the token to ask with (the reporter never writes the database).
     public var dispatchers: [HostPort] = []
     public var token: String?
+    /// Where the dispatcher keeps artifacts (`--artifacts`); nil: beside a SQLite database, `~/.devci/artifacts` for PostgreSQL.
+    public var artifactsPath: String?
 
     public init(host: String = "127.0.0.1", port: Int = 5000, databasePath: String, logTail: Int = 200, pageSize: Int = 50) {
         self.host = host
@@ -38,8 +40,11 @@ public struct ReporterConfig: Sendable {
 public struct Reporter: Sendable {
     public let config: ReporterConfig
     let database: LazyStore
-    /// Artifacts kept beside the database.
-    var artifactFolder: ArtifactFolder { ArtifactFolder.beside(database: config.databasePath) }
+    /// Artifacts the dispatcher keeps.
+    var artifactFolder: ArtifactFolder {
+        if let path = config.artifactsPath { return ArtifactFolder(root: path) }
+        return (try? StoreLocation.resolve(config.databasePath).defaultArtifacts()) ?? ArtifactFolder.beside(database: config.databasePath)
+    }
     /// What a query value may hold unescaped.
     static let queryValue = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/")
     let logger: Logger

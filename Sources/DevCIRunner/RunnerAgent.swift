@@ -153,7 +153,7 @@ public final class RunnerAgent: Sendable {
             case .startHeartbeat(let interval):
                 state.value.heartbeatTask?.cancel()
                 state.value.heartbeatTask = loop.scheduleRepeatedTask(initialDelay: .init(interval), delay: .init(interval)) { _ in
-                    self.state.value.channel?.writeAndFlush(LineCodec.encode(ClientMessage.heartbeat), promise: nil)
+                    self.handle(.heartbeatDue)
                 }
             case .stopHeartbeat:
                 state.value.heartbeatTask?.cancel()

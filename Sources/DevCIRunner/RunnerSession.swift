@@ -34,6 +34,8 @@ struct RunnerSession {
         case finished(job: Int64, result: ClientMessage)
         /// Shutting down: give every job back.
         case stop
+        /// Time for a heartbeat (every `heartbeat_ms` once registered).
+        case heartbeatDue
     }
 
     enum Action: Equatable {
@@ -75,6 +77,11 @@ struct RunnerSession {
     /// The outage in progress: since when, and how many tries failed.
     private var outageSince: Instant?
     private var failures = 0
+    /// When the dispatcher last said anything, whether it answers heartbeats (dispatchers before this one
+    /// did not), and how long its leases last: that long without a word, it is frozen or cut off.
+    private var lastHeard: Instant?
+    private var answersHeartbeats = false
+    private var lease = Duration.seconds(3)
 
     init(config: Config) {
         self.config = config
@@ -84,6 +91,8 @@ struct RunnerSession {
         switch event {
         case .connected:
             connected = true
+            answersHeartbeats = false
+            lastHeard = now
             return [.armRegistrationDeadline(config.registrationTimeout)]
         case .connectFailed(let why):
             return unreachable(why, now: now) + reconnect()
@@ -100,7 +109,16 @@ struct RunnerSession {
             guard connected else { return [] }
             return [.log(.warning, "the dispatcher at \(config.dispatcher) did not register this runner within \(config.registrationTimeout); reconnecting"), .close]
         case .received(let message):
+            lastHeard = now
+            if case .ok(let what) = message, what == "heartbeat" { answersHeartbeats = true }
             return received(message, now: now)
+        case .heartbeatDue:
+            guard connected else { return [] }
+            if answersHeartbeats, let lastHeard, now - lastHeard > lease {
+                return [.log(.warning, "the dispatcher at \(config.dispatcher) has not answered for \(Self.seconds(now - lastHeard)) (frozen or cut off); reconnecting"),
+                        .close]
+            }
+            return [.send([.heartbeat])]
         case .output(let lines):
             return send(lines)
         case .finished(let job, let result):
@@ -160,8 +178,9 @@ struct RunnerSession {
             outboxBytes = 0
             lines += unacknowledged.sorted(by: { $0.key < $1.key }).map(\.value)
             return out + [.send(lines)]
-        case .registered(let name, let heartbeatMillis, _):
+        case .registered(let name, let heartbeatMillis, let leaseMillis):
             backoff = Self.initialBackoff
+            lease = .milliseconds(Int64(max(leaseMillis, heartbeatMillis * 2, 500)))
             var out: [Action] = [.disarmRegistrationDeadline]
             if let since = outageSince {
                 out.append(.log(.notice, "the dispatcher is back after \(Self.seconds(now - since)) and \(failures) failed attempt(s)"))

@@ -6,9 +6,15 @@ public struct StoreError: Error, CustomStringConvertible {
     public var description: String
     /// The database is locked by someone else: the same call may succeed later.
     public var isBusy = false
-    public init(_ d: String, busy: Bool = false) {
+    /// The database has no tables yet: a dispatcher is about to create them ("not yet", not "another version").
+    public var isNotCreated = false
+    /// The database refused a write from a dispatcher that no longer leads (its epoch is not the current one).
+    public var isFenced = false
+    public init(_ d: String, busy: Bool = false, notCreated: Bool = false, fenced: Bool = false) {
         description = d
         isBusy = busy
+        isNotCreated = notCreated
+        isFenced = fenced
     }
 }
 

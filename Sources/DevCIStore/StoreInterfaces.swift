@@ -100,14 +100,23 @@ public protocol BuildReader: AnyObject, Sendable {
     func lastDispatched(repo: String, branch: String) throws -> String?
 }
 
-/// Opens the store at `location` (today a SQLite file path) for reading only. Throws `StoreError` when there
-/// is none yet or this version cannot read it.
+/// Opens the store at `location` (a SQLite file's path or a `postgres://` address) for reading only. Throws
+/// `StoreError` when there is none yet or this version cannot read it.
 public func openReader(at location: String) throws -> any BuildReader {
-    try SQLStore(path: location, readOnly: true)
+    if PostgresAddress.isAddress(location) {
+        return try SQLStore(postgres: PostgresAddress(location), readOnly: true, connections: 4, applicationName: "devci reader")
+    }
+    return try SQLStore(path: location, readOnly: true)
 }
 
 /// Whether the store at `location` exists but its writer has not made its tables yet (a dispatcher started a
 /// moment ago): "not yet", not "another version".
 public func storeIsBeingCreated(at location: String) -> Bool {
-    SQLiteDriver.isBeingCreated(path: location)
+    if PostgresAddress.isAddress(location) { return false }
+    return SQLiteDriver.isBeingCreated(path: location)
+}
+
+/// `location` as messages may show it: a PostgreSQL address loses its password.
+public func storeName(_ location: String) -> String {
+    PostgresAddress.isAddress(location) ? PostgresAddress.redacted(location) : location
 }

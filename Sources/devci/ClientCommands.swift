@@ -198,7 +198,7 @@ struct ReportCommand: ParsableCommand {
         discussion: "With --stage or --job, lists the matching jobs instead of builds."
     )
 
-    @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Option(help: "The store: a SQLite file, or postgres://USER@HOST:PORT/DATABASE (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
     @Flag(help: "Read the reports of `devci run --local` instead of the database.") var local = false
     @Option(help: "Only this repository (a substring of its path; with --local, its folder name).") var repo: String?
     @Option(help: "Only runs of this pipeline file (with --local).") var pipeline: String?
@@ -211,11 +211,12 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         if local { return try runLocal() }
-        let path = try databasePath(db)
-        guard FileManager.default.fileExists(atPath: path) else {
+        let location = try storeLocation(db)
+        if case .sqlite(let path) = location, !FileManager.default.fileExists(atPath: path) {
             throw Failure("no database at \(path): start the dispatcher first, or pass --db")
         }
-        let store = try openReader(at: path)
+        let store: any BuildReader
+        do { store = try openReader(at: db ?? SQLStore.defaultPath()) } catch { throw Failure("cannot read the database \(location): \(error)") }
         let builds = try store.builds(BuildFilter(task: task), offset: 0, limit: runNumber == nil ? max(1, limit) : 100_000)
             .filter { b in (repo.map { b.repo.contains($0) } ?? true) && (runNumber.map { b.id == $0 } ?? true) }
         if stage != nil || job != nil {

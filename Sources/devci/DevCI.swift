@@ -106,6 +106,8 @@ final class Termination: @unchecked Sendable {
     private let lock = NSLock()
     private var fatalMessage: String?
     private var sources: [DispatchSourceSignal] = []
+    private var signalled = false
+    private var onSignal: [@Sendable () -> Void] = []
 
     /// Watches SIGINT and SIGTERM from now on, so that one that comes before `wait` (while the process is
     /// still starting up) is kept. Make it before the process says it is ready (`listening on …`): the
@@ -116,10 +118,32 @@ final class Termination: @unchecked Sendable {
             // Ignored first, as libdispatch requires: its own handler then takes the signal.
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [received] in received.signal() }
+            source.setEventHandler { [weak self, received] in
+                self?.noteSignal()
+                received.signal()
+            }
             source.resume()
             return source
         }
+    }
+
+    /// Runs `action` when SIGINT or SIGTERM comes (at once if one came already): how a wait that is not
+    /// `wait` (a standby waiting to lead) is ended.
+    func whenSignalled(_ action: @escaping @Sendable () -> Void) {
+        let now: Bool = lock.withLock {
+            if !signalled { onSignal.append(action) }
+            return signalled
+        }
+        if now { action() }
+    }
+
+    private func noteSignal() {
+        let actions: [@Sendable () -> Void] = lock.withLock {
+            signalled = true
+            defer { onSignal.removeAll() }
+            return onSignal
+        }
+        actions.forEach { $0() }
     }
 
     /// Ends the wait with a failure: the process then exits non-zero.
@@ -146,7 +170,7 @@ final class Termination: @unchecked Sendable {
 
 
 /// `--db` as the store room reads it, refusals as argument errors.
-func databasePath(_ db: String?) throws -> String {
+func storeLocation(_ db: String?) throws -> StoreLocation {
     do { return try StoreLocation.resolve(db) } catch { throw ValidationError("\(error)") }
 }
 

@@ -4,6 +4,8 @@ import DevCIProcess
 import DevCIStore
 import DevCIWire
 import Foundation
+import Logging
+import NIOCore
 import NIOPosix
 
 struct DispatcherCommand: ParsableCommand {
@@ -14,7 +16,10 @@ struct DispatcherCommand: ParsableCommand {
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on.") var port = 8888
-    @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Option(help: "The store: a SQLite file, or postgres://USER@HOST:PORT/DATABASE, where several dispatchers may run: one leads, the others stand by (default: DEVCI_DB or ~/.devci/devci.sqlite).")
+    var db: String?
+    @Option(help: "Where artifacts are kept (default: beside a SQLite database; ~/.devci/artifacts with PostgreSQL, which dispatchers on several hosts must share).")
+    var artifacts: String?
     @Option(help: "Shared token every peer must present (default: DEVCI_TOKEN).") var token: String?
     @Option(help: "How often runners heartbeat.") var heartbeat = "1s"
     @Option(help: "How long a lease lasts without a heartbeat.") var lease = "3s"
@@ -41,7 +46,7 @@ struct DispatcherCommand: ParsableCommand {
         guard maxReassignments >= 0 else { throw ValidationError("--max-reassignments must be 0 or more") }
         guard (1...1_000_000).contains(listenBacklog) else { throw ValidationError("--listen-backlog must be from 1 to 1000000") }
         guard (maxPendingConnections ?? 1) >= 1 else { throw ValidationError("--max-pending-connections must be 1 or more") }
-        _ = try databasePath(db)
+        _ = try storeLocation(db)
     }
 
     func run() throws {
@@ -58,20 +63,37 @@ struct DispatcherCommand: ParsableCommand {
         let smtpPassword = environment["DEVCI_SMTP_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
         Secrets.scrub("DEVCI_SMTP_USER")
         Secrets.scrub("DEVCI_SMTP_PASSWORD")
-        let path = try databasePath(db)
+        let location = try storeLocation(db)
+        let artifactFolder = artifacts.map { ArtifactFolder(root: URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? location.defaultArtifacts()
         // An invalid configuration stops the start, with every error.
         let serverConfig = try self.config.map(loadServerConfig) ?? .empty
         let files = OpenFiles.raiseLimit()
-        // One dispatcher per database: a second one would write beside the first.
-        let lock: DatabaseLock
-        do { lock = try DatabaseLock(databasePath: path) } catch { throw Failure("\(error)") }
+        let termination = Termination()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        // One dispatcher writes a database. SQLite: a second one is refused. PostgreSQL: it stands by.
+        var lock: DatabaseLock?
+        var leadership: Leadership?
         let store: SQLStore
-        do {
-            store = try SQLStore(path: path)
-        } catch {
-            throw Failure("cannot open the database \(path): \(error)")
+        switch location {
+        case .sqlite(let path):
+            do { lock = try DatabaseLock(databasePath: path) } catch { throw Failure("\(error)") }
+            do { store = try SQLStore.open(location) } catch { throw Failure("cannot open the database \(path): \(error)") }
+        case .postgres(let address):
+            let leader = Leadership(address: address, identity: "dispatcher pid \(getpid()) on \(ProcessInfo.processInfo.hostName), listening on \(host):\(port)",
+                                    logger: logger)
+            leadership = leader
+            termination.whenSignalled { leader.stop() }
+            guard try standBy(until: leader, group: group, logger: logger) else { return }
+            do { store = try SQLStore.open(location) } catch { throw Failure("cannot open the database \(address): \(error)") }
+            do {
+                let epoch = try leader.takeOver(store: store, onLost: { termination.fail($0) })
+                logger.notice("leading the dispatchers of \(address) (epoch \(epoch)): restoring the queue and the leases")
+            } catch {
+                throw Failure("cannot take the lead on \(address): \(error)")
+            }
         }
-        logger.info("database \(path); artifacts in \(ArtifactFolder.beside(database: path).root), at most \(artifactLimit) per job")
+        logger.info("database \(location); artifacts in \(artifactFolder.root), at most \(artifactLimit) per job")
         if token == nil && !["127.0.0.1", "localhost", "::1"].contains(host) {
             logger.warning("listening on \(host) without a token: anyone who can reach this port can register runners and dispatch work; set --token or DEVCI_TOKEN")
         }
@@ -82,8 +104,6 @@ struct DispatcherCommand: ParsableCommand {
         // Half the descriptors: a whole fleet reconnecting at once fits (10,000 runners under the usual hard limits),
         // and idle sockets can never take the other half, which registered runners and the database use.
         let pendingCap = maxPendingConnections ?? max(16, Int(files / 2))
-        let termination = Termination()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var config = DispatcherConfig(host: host, port: port, token: token,
                                       scheduler: SchedulerConfig(heartbeatInterval: heartbeat, leaseDuration: lease,
                                                                  maxReassignments: maxReassignments),
@@ -97,7 +117,7 @@ struct DispatcherCommand: ParsableCommand {
         config.webhookSecret = webhookSecret
         config.smtpUser = smtpUser
         config.smtpPassword = smtpPassword
-        config.artifacts = ArtifactFolder.beside(database: path)
+        config.artifacts = artifactFolder
         config.artifactLimit = ByteSize.parse(artifactLimit) ?? ArtifactPath.defaultLimit
         let dispatcher = Dispatcher(
             config: config,
@@ -128,12 +148,38 @@ struct DispatcherCommand: ParsableCommand {
         if let dir = self.config {
             logger.info("configuration \(dir): \(serverConfig.tasks.count) task(s); kill -HUP \(getpid()) or `devci reload` rereads it")
         }
-        lock.describe("dispatcher pid \(getpid()) listening on \(address), started \(ISO8601DateFormatter().string(from: Date()))")
+        lock?.describe("dispatcher pid \(getpid()) listening on \(address), started \(ISO8601DateFormatter().string(from: Date()))")
         logger.info("listening on \(address) (protocol \(WireLimits.protocolVersion), heartbeat \(heartbeat), lease \(lease), token \(token == nil ? "off" : "on"), open files \(files), waiting connections at most \(pendingCap))")
-        defer { try? group.syncShutdownGracefully() }
         try termination.wait(logger) {
             dispatcher.shutdown()
+            leadership?.stop()
         }
         withExtendedLifetime(lock) {}
+    }
+
+    /// Waits until this dispatcher leads the PostgreSQL database's dispatchers. Meanwhile its port answers every
+    /// peer `standby` (naming the leader), so they move on to the next address. False: stopped while waiting.
+    private func standBy(until leader: Leadership, group: EventLoopGroup, logger: Logger) throws -> Bool {
+        var listener: StandbyListener?
+        defer { listener?.close() }
+        var failure: Error?
+        let leads = leader.acquire { holder in
+            if listener == nil && failure == nil {
+                do {
+                    listener = try StandbyListener(host: host, port: port, group: group)
+                } catch {
+                    failure = error
+                    leader.stop()
+                    return
+                }
+                logger.notice("standing by on \(host):\(port): \(holder) leads \(leader.address); peers are told to try the next address, and this dispatcher takes over when the leader is gone")
+            } else {
+                logger.notice("\(holder) now leads \(leader.address); still standing by")
+            }
+            listener?.setLeader(holder)
+        }
+        if let failure { throw Failure("cannot listen on \(host):\(port): \(failure)") }
+        if leads && listener != nil { logger.notice("the leader is gone: taking over") }
+        return leads
     }
 }

@@ -14,7 +14,9 @@ struct ReporterCommand: AsyncParsableCommand {
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on.") var port = 5000
-    @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Option(help: "The store: a SQLite file, or postgres://USER@HOST:PORT/DATABASE (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Option(help: "The dispatcher's artifacts folder (default: beside a SQLite database; ~/.devci/artifacts with PostgreSQL).")
+    var artifacts: String?
     @Option(help: "The dispatcher's configuration folder: its users, administrators and tasks' authorized_users decide who sees what.")
     var config: String?
     @Option(help: "public-read: anyone sees all but the runs of tasks with authorized_users; required: nothing without signing in.")
@@ -36,6 +38,7 @@ struct ReporterCommand: AsyncParsableCommand {
         let logger = try logging.bootstrap("devci.reporter")
         let path = db ?? SQLStore.defaultPath()
         var settings = ReporterConfig(host: host, port: port, databasePath: path)
+        settings.artifactsPath = artifacts.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         if let config {
             do {
                 settings.accessSource = try AccessSource(directory: config, mode: auth) { logger.notice("\($0)") }

@@ -39,7 +39,7 @@ final class AccessTests: HTTPTestCase {
     }
 
     func testSignInShowsEachPersonOnlyWhatTheyMaySeeAndFormsNeedTheirToken() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let open = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "a", count: 40), jobs: [NewJob(name: "unit")], at: Date())
         let secret = try store.enqueueRun(NewRun(task: "deploy", cause: .hook, title: "deploy to production"), jobs: [NewJob(name: "deploy")], at: Date())
         try store.appendLogs([LogRecord(job: secret.jobs[0].id, attempt: 1, stream: .out, timestampMillis: 1, text: "deploying the crown jewels")])

@@ -190,4 +190,27 @@ final class CoreTests: HarnessTestCase {
         let bad = try h.run(["dispatch", "HEAD", "--repo", origin, "--dispatcher-server", address.description])
         XCTAssertNotEqual(bad.status, 0)
     }
+
+    // The core on PostgreSQL: the same tests, the same processes, the other store.
+
+    func testPassingAndFailingCommitsAreRecordedWithTheirLogsOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testPassingAndFailingCommitsAreRecordedWithTheirLogs()
+    }
+
+    func testKillNineOfARunnerMidJobGivesExactlyOneResultFromTheOtherOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testKillNineOfARunnerMidJobGivesExactlyOneResultFromTheOther()
+    }
+
+    func testAStoppedRunnerLosesItsJobAndItsLateResultIsDiscardedOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testAStoppedRunnerLosesItsJobAndItsLateResultIsDiscarded()
+    }
+
+    func testKillNineOfTheDispatcherLosesNoJobOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testKillNineOfTheDispatcherLosesNoJob()
+    }
+
 }

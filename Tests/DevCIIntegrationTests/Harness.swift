@@ -15,6 +15,7 @@ final class Harness {
     init(_ name: String) throws {
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("devci-\(name)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        dbPath = dir.appendingPathComponent("devci.sqlite").path
         // Tests/DevCIIntegrationTests/Harness.swift → the package root → .build/debug/devci
         root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         binary = ProcessInfo.processInfo.environment["DEVCI_BINARY"] ?? root.appendingPathComponent(".build/debug/devci").path
@@ -24,7 +25,33 @@ final class Harness {
         }
     }
 
-    var dbPath: String { dir.appendingPathComponent("devci.sqlite").path }
+    /// The store every process of the harness uses (`--db`): a SQLite file in `dir`, or after `usePostgres()` a
+    /// fresh database on the test run's PostgreSQL server.
+    private(set) var dbPath: String = ""
+    var onPostgres: Bool { PostgresAddress.isAddress(dbPath) }
+    private var postgresReader: SQLStore?
+
+    /// From now on the harness's processes use a new database on the PostgreSQL server `scripts/test.sh`
+    /// started (`DEVCI_TEST_POSTGRES_URL`). Without one: a failure under CI, a skip elsewhere.
+    func usePostgres() throws {
+        guard let server = ProcessInfo.processInfo.environment["DEVCI_TEST_POSTGRES_URL"], !server.isEmpty else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { throw Failure("DEVCI_TEST_POSTGRES_URL is not set: run the tests through scripts/test.sh") }
+            throw XCTSkip("no PostgreSQL server for this run (scripts/test.sh starts one)")
+        }
+        dbPath = try newPostgresDatabase(on: server)
+    }
+
+    /// A new, empty database on the server at `server`, as a `--db` address.
+    func newPostgresDatabase(on server: String) throws -> String {
+        let name = "h_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        return try PostgresAdmin.createDatabase(on: PostgresAddress(server), named: name).urlString
+    }
+
+    /// Whether there is a database to read yet.
+    var databaseExists: Bool { onPostgres || FileManager.default.fileExists(atPath: dbPath) }
+
+    /// What a dispatcher or reporter of this harness is given besides `--db`: on PostgreSQL its artifacts stay in `dir`.
+    var storeArguments: [String] { onPostgres ? ["--artifacts", dir.appendingPathComponent("artifacts").path] : [] }
 
     func tearDown() {
         for p in processes where p.isRunning {
@@ -152,7 +179,7 @@ final class Harness {
     /// `db`: another database than the harness's own (a second dispatcher).
     func startDispatcher(port: Int = 0, db: String? = nil, extra: [String] = [], environment: [String: String] = [:]) throws -> (Process, HostPort) {
         let p = try spawn("dispatcher", ["dispatcher", "--port", String(port), "--db", db ?? dbPath,
-                                         "--heartbeat", "300ms", "--lease", "1500ms"] + extra, environment: environment)
+                                         "--heartbeat", "300ms", "--lease", "1500ms"] + storeArguments + extra, environment: environment)
         var address: HostPort?
         try waitUntil("the dispatcher listens", timeout: 20) {
             guard p.isRunning else { throw Failure("the dispatcher exited:\n\(self.log(of: p))") }
@@ -166,7 +193,7 @@ final class Harness {
 
     /// Starts a reporter on a free port of this harness's database and waits for it to listen.
     func startReporter(extra: [String] = []) throws -> (process: Process, port: Int) {
-        let p = try spawn("reporter", ["reporter", "--port", "0", "--db", dbPath] + extra)
+        let p = try spawn("reporter", ["reporter", "--port", "0", "--db", dbPath] + storeArguments + extra)
         var port = 0
         try waitUntil("the reporter listens") {
             guard p.isRunning else { throw Failure("the reporter exited:\n\(self.log(of: p))") }
@@ -226,7 +253,7 @@ final class Harness {
     /// Every build of the database, oldest first.
     func builds() throws -> [BuildSummary] {
         // Until the dispatcher has created its tables there is nothing to read.
-        guard FileManager.default.fileExists(atPath: dbPath), let all = try? store().recentBuilds(limit: 100_000) else { return [] }
+        guard databaseExists, let all = try? store().recentBuilds(limit: 100_000) else { return [] }
         return all.reversed()
     }
 
@@ -255,10 +282,22 @@ final class Harness {
 
     // MARK: The database
 
-    func store() throws -> SQLStore { try SQLStore(path: dbPath, readOnly: true) }
+    /// The harness's database opened for writing, as a dispatcher would (tests that fill it themselves).
+    func writer() throws -> SQLStore {
+        onPostgres ? try SQLStore(postgres: PostgresAddress(dbPath), readOnly: false) : try SQLStore(path: dbPath)
+    }
+
+    func store() throws -> SQLStore {
+        guard onPostgres else { return try SQLStore(path: dbPath, readOnly: true) }
+        // One reader for the harness: a PostgreSQL store is a pool of connections, not a file to reopen.
+        if let postgresReader { return postgresReader }
+        let reader = try SQLStore(postgres: PostgresAddress(dbPath), readOnly: true)
+        postgresReader = reader
+        return reader
+    }
 
     func build(_ id: Int64) throws -> BuildSummary? {
-        guard FileManager.default.fileExists(atPath: dbPath) else { return nil }
+        guard databaseExists else { return nil }
         return try store().recentBuilds(limit: 10_000).first { $0.id == id }
     }
 

@@ -15,7 +15,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTaskRunsShowTheirTaskAncestorDescendantsAndSkipReasonAndTheDashboardFiltersByTaskTagAndState() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         var job = NewJob(name: "t", queues: ["gpu"])
         job.startsQueued = true
         let up = try store.enqueueRun(NewRun(task: "test", cause: .hook, tags: ["ci"], title: "unit <b>tests</b>"), jobs: [NewJob(name: "t")], at: Date())
@@ -72,7 +72,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testPagesJSONBadgesAndEscaping() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let (build, jobs) = try fill(store)
         let port = try startReporter()
         let home = try HTTP.get(port, "/")
@@ -113,8 +113,30 @@ final class ReporterTests: HarnessTestCase {
         XCTAssertEqual(try HTTP.get(port, "/?status=failed").status, 200)
     }
 
+    // The reporter on PostgreSQL: the same pages from the other store.
+
+    func testTaskRunsAndTheDashboardFiltersOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testTaskRunsShowTheirTaskAncestorDescendantsAndSkipReasonAndTheDashboardFiltersByTaskTagAndState()
+    }
+
+    func testPagesJSONBadgesAndEscapingOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testPagesJSONBadgesAndEscaping()
+    }
+
+    func testTheDashboardCountsRetriesAndShowsTheRunnerThatChangedLastOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testTheDashboardCountsRetriesAndShowsTheRunnerThatChangedLast()
+    }
+
+    func testARunningBuildsLogLinesArriveOverServerSentEventsOnPostgreSQL() throws {
+        try h.usePostgres()
+        try testARunningBuildsLogLinesArriveOverServerSentEvents()
+    }
+
     func testALargeLogShowsItsTailAndDownloadsWhole() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let (build, jobs) = try fill(store, logLines: 60_000)
         let port = try startReporter()
         let page = try HTTP.get(port, "/builds/\(build)")
@@ -126,7 +148,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTheDashboardStreamSaysWhenBuildsChangeAndShutdownEndsIt() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         _ = try fill(store)
         let (reporter, port) = try startReporterProcess()
         let stream = try HTTP.Stream(port, "/events")
@@ -142,7 +164,7 @@ final class ReporterTests: HarnessTestCase {
 
     func testADashboardOpenedAfterAChangeIsToldAtOnce() throws {
         // A real page: rendered, then a build changes, then the page's script opens the stream with what it saw.
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         _ = try fill(store)
         let (_, port) = try startReporterProcess()
         let page = try HTTP.get(port, "/?branch=dev").body
@@ -173,7 +195,7 @@ final class ReporterTests: HarnessTestCase {
         XCTAssertEqual(badge.status, 503)
         XCTAssertEqual(badge.headers["content-type"], "image/svg+xml", "a badge stays an image")
 
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let (build, _) = try fill(store)
         var home = waiting
         try h.waitUntil("the reporter serves the new database", timeout: 10) {
@@ -200,7 +222,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testRepositoryPagesAndBadgesDecodeTheirPath() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let r = try store.enqueue(repo: "/srv/git/my repo.git", branch: "main", commit: String(repeating: "c", count: 40),
                                   jobs: [NewJob(name: "test")], at: Date())
         try store.record(JobTransition(job: r.jobs[0].id, state: .success, attempt: 1, runner: "r1", exitCode: 0))
@@ -217,7 +239,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testEveryResponseCarriesSecurityHeadersAndNoPageNeedsInlineCode() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let (build, jobs) = try fill(store)
         let port = try startReporter()
         let policy = "default-src 'none'; script-src 'self'; style-src 'self'"
@@ -239,7 +261,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTheDashboardCountsRetriesAndShowsTheRunnerThatChangedLast() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let once = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "d", count: 40),
                                      jobs: (1...4).map { NewJob(name: "j\($0)") }, at: Date())
         for job in once.jobs { try store.record(JobTransition(job: job.id, state: .success, attempt: 1, runner: "r1", exitCode: 0)) }
@@ -262,7 +284,7 @@ final class ReporterTests: HarnessTestCase {
     }
 
     func testTheBuildStreamSendsAttemptsRunnersAndTimesOfJobs() throws {
-        let store = try SQLStore(path: h.dbPath)
+        let store = try h.writer()
         let r = try store.enqueue(repo: "/srv/git/shop.git", branch: "main", commit: String(repeating: "f", count: 40),
                                   jobs: [NewJob(name: "test")], at: Date())
         let job = r.jobs[0].id

@@ -2,104 +2,117 @@ import DevCIStore
 import DevCIWire
 import XCTest
 
-/// The store against a real SQLite file in a temporary folder.
+/// The store against a real SQLite file in a temporary folder and a real PostgreSQL database: every test runs
+/// on both, and must pass on both.
 final class StoreTests: XCTestCase {
     var dir: URL!
-    var store: SQLStore!
     let commit = String(repeating: "b", count: 40)
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("devci-store-\(UUID().uuidString)")
-        store = try SQLStore(path: dir.appendingPathComponent("sub/devci.sqlite").path)
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("devci-store-\(UUID().uuidString)/sub")
     }
 
     override func tearDownWithError() throws {
-        store = nil
-        try? FileManager.default.removeItem(at: dir)
+        try? FileManager.default.removeItem(at: dir.deletingLastPathComponent())
+    }
+
+    /// Runs `body` on each database, saying which one a failure came from.
+    func onEachDatabase(_ body: (TestDatabase, inout SQLStore) throws -> Void) throws {
+        for database in try TestDatabase.all(in: dir) {
+            // XCTest on Linux has no activities: a failure's line is shared, so the log says which database ran.
+            print("\(name): on \(database.kind)")
+            var store = try database.open()
+            do { try body(database, &store) } catch { XCTFail("on \(database.kind): \(error)"); throw error }
+        }
     }
 
     func testEnqueueIsIdempotentPerRepositoryAndCommit() throws {
-        let first = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date())
-        let again = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date())
-        XCTAssertTrue(first.created)
-        XCTAssertFalse(again.created)
-        XCTAssertEqual(first.build, again.build)
-        XCTAssertEqual(first.jobs.map(\.id), again.jobs.map(\.id))
-        XCTAssertEqual(try store.lastDispatched(repo: "/r", branch: "main"), commit)
-        XCTAssertNil(try store.lastDispatched(repo: "/r", branch: "other"))
+        try onEachDatabase { database, store in
+            let first = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date())
+            let again = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date())
+            XCTAssertTrue(first.created)
+            XCTAssertFalse(again.created)
+            XCTAssertEqual(first.build, again.build)
+            XCTAssertEqual(first.jobs.map(\.id), again.jobs.map(\.id))
+            XCTAssertEqual(try store.lastDispatched(repo: "/r", branch: "main"), commit)
+            XCTAssertNil(try store.lastDispatched(repo: "/r", branch: "other"))
+        }
     }
 
     func testAFinalStateIsNeverOverwritten() throws {
-        let job = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date()).jobs[0].id
-        XCTAssertTrue(try store.record(JobTransition(job: job, state: .assigned, attempt: 1, runner: "a")))
-        XCTAssertTrue(try store.record(JobTransition(job: job, state: .success, attempt: 1, runner: "a", exitCode: 0)))
-        XCTAssertFalse(try store.record(JobTransition(job: job, state: .failed, attempt: 2, runner: "b", exitCode: 1)))
-        let build = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
-        XCTAssertEqual(build.status, .success)
-        XCTAssertEqual(build.runner, "a")
-        XCTAssertEqual(try store.events(job: job).map(\.state), [.pending, .assigned, .success])
-        XCTAssertTrue(try store.activeJobs().isEmpty)
+        try onEachDatabase { database, store in
+            let job = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "test")], at: Date()).jobs[0].id
+            XCTAssertTrue(try store.record(JobTransition(job: job, state: .assigned, attempt: 1, runner: "a")))
+            XCTAssertTrue(try store.record(JobTransition(job: job, state: .success, attempt: 1, runner: "a", exitCode: 0)))
+            XCTAssertFalse(try store.record(JobTransition(job: job, state: .failed, attempt: 2, runner: "b", exitCode: 1)))
+            let build = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
+            XCTAssertEqual(build.status, .success)
+            XCTAssertEqual(build.runner, "a")
+            XCTAssertEqual(try store.events(job: job).map(\.state), [.pending, .assigned, .success])
+            XCTAssertTrue(try store.activeJobs().isEmpty)
+        }
     }
 
     func testAllowedFailuresAndAnInvalidPipeline() throws {
-        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit,
-                                  jobs: [NewJob(name: "a"), NewJob(name: "lint", allowFailure: true)], at: Date())
-        try store.record(JobTransition(job: r.jobs[0].id, state: .success, attempt: 1, runner: "x"))
-        try store.record(JobTransition(job: r.jobs[1].id, state: .failed, attempt: 1, runner: "x", exitCode: 1))
-        let b = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
-        XCTAssertEqual(b.status, .success)
-        XCTAssertEqual(b.allowedFailures, 1)
-        XCTAssertEqual(b.displayStatus, "passed with allowed failures")
-        let bad = try store.enqueueInvalid(repo: "/r", branch: "main", commit: String(repeating: "c", count: 40),
-                                           reason: "pipeline file is invalid", details: [".devci.yml:3:5: jobs.a: oops"], at: Date())
-        XCTAssertEqual(try store.recentBuilds(limit: 1).first?.status, .failed)
-        XCTAssertEqual(try store.logs(job: bad.jobs[0].id).map(\.text), [".devci.yml:3:5: jobs.a: oops"])
-        XCTAssertEqual(try store.jobs(build: r.build).map(\.name), ["a", "lint"])
+        try onEachDatabase { database, store in
+            let r = try store.enqueue(repo: "/r", branch: "main", commit: commit,
+                                      jobs: [NewJob(name: "a"), NewJob(name: "lint", allowFailure: true)], at: Date())
+            try store.record(JobTransition(job: r.jobs[0].id, state: .success, attempt: 1, runner: "x"))
+            try store.record(JobTransition(job: r.jobs[1].id, state: .failed, attempt: 1, runner: "x", exitCode: 1))
+            let b = try XCTUnwrap(try store.recentBuilds(limit: 1).first)
+            XCTAssertEqual(b.status, .success)
+            XCTAssertEqual(b.allowedFailures, 1)
+            XCTAssertEqual(b.displayStatus, "passed with allowed failures")
+            let bad = try store.enqueueInvalid(repo: "/r", branch: "main", commit: String(repeating: "c", count: 40),
+                                               reason: "pipeline file is invalid", details: [".devci.yml:3:5: jobs.a: oops"], at: Date())
+            XCTAssertEqual(try store.recentBuilds(limit: 1).first?.status, .failed)
+            XCTAssertEqual(try store.logs(job: bad.jobs[0].id).map(\.text), [".devci.yml:3:5: jobs.a: oops"])
+            XCTAssertEqual(try store.jobs(build: r.build).map(\.name), ["a", "lint"])
+        }
     }
 
     func testActiveJobsSurviveReopening() throws {
-        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b", dependencies: ["a"])], at: Date())
-        try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
-        try store.appendLogs([LogRecord(job: r.jobs[0].id, attempt: 1, stream: .err, timestampMillis: 5, text: "héllo <b>")])
-        store = try SQLStore(path: store.path)
-        let active = try store.activeJobs()
-        XCTAssertEqual(active.map(\.state), [.running, .pending])
-        XCTAssertEqual(active[1].spec.job.dependencies, ["a"])
-        XCTAssertEqual(active[0].runner, "x")
-        XCTAssertEqual(active[0].attempt, 1)
-        XCTAssertEqual(try store.logs(job: r.jobs[0].id).map(\.text), ["héllo <b>"])
-        XCTAssertEqual(try store.recentBuilds(limit: 5).first?.status, .running)
+        try onEachDatabase { database, store in
+            let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b", dependencies: ["a"])], at: Date())
+            try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
+            try store.appendLogs([LogRecord(job: r.jobs[0].id, attempt: 1, stream: .err, timestampMillis: 5, text: "héllo <b>")])
+            store = try database.open()
+            let active = try store.activeJobs()
+            XCTAssertEqual(active.map(\.state), [.running, .pending])
+            XCTAssertEqual(active[1].spec.job.dependencies, ["a"])
+            XCTAssertEqual(active[0].runner, "x")
+            XCTAssertEqual(active[0].attempt, 1)
+            XCTAssertEqual(try store.logs(job: r.jobs[0].id).map(\.text), ["héllo <b>"])
+            XCTAssertEqual(try store.recentBuilds(limit: 5).first?.status, .running)
+        }
     }
 
     func testRunnersCountTheJobsTheyLostByKindNotByWords() throws {
-        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b")], at: Date())
-        try store.recordRunners([RunnerChange(name: "r1", state: .connected, host: "10.0.0.1", at: Date())], heartbeats: [:])
-        try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "r1"))
-        // A closed connection says nothing of leases: its kind says the job was lost.
-        try store.record(JobTransition(job: r.jobs[0].id, state: .queued, attempt: 1, runner: "r1",
-                                       reason: "runner r1 disconnected; requeued (reassignment 1 of 3)", kind: .lost, reassignments: 1))
-        // A retry is not a loss, whatever its words.
-        try store.record(JobTransition(job: r.jobs[1].id, state: .queued, attempt: 1, runner: "r1",
-                                       reason: "attempt 1 failed (lease on attempt 1 expired); retry 1 of 1", kind: .retry, retriesUsed: 1))
-        XCTAssertEqual(try store.runners().first { $0.name == "r1" }?.lostRecently, [r.jobs[0].id])
+        try onEachDatabase { database, store in
+            let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a"), NewJob(name: "b")], at: Date())
+            try store.recordRunners([RunnerChange(name: "r1", state: .connected, host: "10.0.0.1", at: Date())], heartbeats: [:])
+            try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "r1"))
+            // A closed connection says nothing of leases: its kind says the job was lost.
+            try store.record(JobTransition(job: r.jobs[0].id, state: .queued, attempt: 1, runner: "r1",
+                                           reason: "runner r1 disconnected; requeued (reassignment 1 of 3)", kind: .lost, reassignments: 1))
+            // A retry is not a loss, whatever its words.
+            try store.record(JobTransition(job: r.jobs[1].id, state: .queued, attempt: 1, runner: "r1",
+                                           reason: "attempt 1 failed (lease on attempt 1 expired); retry 1 of 1", kind: .retry, retriesUsed: 1))
+            XCTAssertEqual(try store.runners().first { $0.name == "r1" }?.lostRecently, [r.jobs[0].id])
+        }
     }
 
     func testAStateThisVersionDoesNotKnowReadsAsAFallbackNotACrash() throws {
-        let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a")], at: Date())
-        try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
-        // As a newer DevCI might write it.
-        let sqlite = Process()
-        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        sqlite.arguments = ["python3", "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-                            + "c.execute(\"UPDATE jobs SET status = 'paused'\"); c.execute(\"UPDATE builds SET status = 'paused'\"); "
-                            + "c.execute(\"UPDATE job_events SET state = 'paused'\"); c.commit()", store.path]
-        try sqlite.run()
-        sqlite.waitUntilExit()
-        XCTAssertEqual(sqlite.terminationStatus, 0)
-        let reader = try openReader(at: store.path)
-        XCTAssertEqual(try reader.jobs(build: r.build).map(\.status), [.error])
-        XCTAssertEqual(try reader.build(r.build)?.status, .error)
-        XCTAssertEqual(try reader.events(job: r.jobs[0].id).map(\.state), [.error, .error])
+        try onEachDatabase { database, store in
+            let r = try store.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "a")], at: Date())
+            try store.record(JobTransition(job: r.jobs[0].id, state: .running, attempt: 1, runner: "x"))
+            // As a newer DevCI might write it.
+            try database.execute("UPDATE jobs SET status = 'paused'; UPDATE builds SET status = 'paused'; UPDATE job_events SET state = 'paused';")
+            let reader = try openReader(at: database.location)
+            XCTAssertEqual(try reader.jobs(build: r.build).map(\.status), [.error])
+            XCTAssertEqual(try reader.build(r.build)?.status, .error)
+            XCTAssertEqual(try reader.events(job: r.jobs[0].id).map(\.state), [.error, .error])
+        }
     }
 }
 
