@@ -11,11 +11,17 @@ public struct SchedulerConfig: Sendable, Equatable {
     public var leaseDuration: Duration
     /// How many times a job may lose its lease and be queued again before it ends as `error`.
     public var maxReassignments: Int
+    /// How much longer than a lease a restored lease lasts: after a restart or a takeover, a runner first has to
+    /// notice that its dispatcher is gone (at once when it died, a lease of silence when it froze), then find
+    /// the new one (a frozen one it tried first costs a greeting timeout), before it can claim its job back.
+    public var restoreGrace: Duration
 
-    public init(heartbeatInterval: Duration = .seconds(1), leaseDuration: Duration = .seconds(3), maxReassignments: Int = 3) {
+    public init(heartbeatInterval: Duration = .seconds(1), leaseDuration: Duration = .seconds(3), maxReassignments: Int = 3,
+                restoreGrace: Duration = .zero) {
         self.heartbeatInterval = heartbeatInterval
         self.leaseDuration = leaseDuration
         self.maxReassignments = maxReassignments
+        self.restoreGrace = restoreGrace
     }
 }
 
@@ -194,8 +200,8 @@ public struct Scheduler {
         for job in jobs where entries[job.spec.id] == nil {
             var entry = Entry(spec: job.spec, attempt: job.attempt, reassignments: job.reassignments, retriesUsed: job.retriesUsed)
             if job.state.isLeased, let name = job.runner {
-                // Its runner gets one lease period to reconnect and claim it.
-                entry.lease = Lease(runner: name, attempt: job.attempt, expires: now + config.leaseDuration, confirmed: false)
+                // Its runner gets one lease period (and the grace) to reconnect and claim it.
+                entry.lease = Lease(runner: name, attempt: job.attempt, expires: now + config.leaseDuration + config.restoreGrace, confirmed: false)
                 runners[name, default: Runner(name: name, slots: 1, lastHeartbeat: now)].jobs.insert(job.spec.id)
                 leased.insert(job.spec.id)
             } else {

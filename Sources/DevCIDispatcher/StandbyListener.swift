@@ -19,9 +19,7 @@ public final class StandbyListener: Sendable {
             .childChannelInitializer { channel in
                 let line = LineCodec.encode(ServerMessage.error(
                     code: .standby, message: "this dispatcher is a standby: \(leader.withLockedValue { $0 }) leads; try the next address")) + "\n"
-                var buffer = channel.allocator.buffer(capacity: line.utf8.count)
-                buffer.writeString(line)
-                return channel.writeAndFlush(buffer).flatMap { channel.close() }
+                return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Refusal(line: line)) }
             }
             .bind(host: host, port: port).wait()
     }
@@ -36,5 +34,25 @@ public final class StandbyListener: Sendable {
 
     public func close() {
         try? channel.close().wait()
+    }
+
+    /// Says the line once the connection is up, then hangs up; whatever the peer sends is dropped.
+    private final class Refusal: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let line: String
+
+        init(line: String) {
+            self.line = line
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            var buffer = context.channel.allocator.buffer(capacity: line.utf8.count)
+            buffer.writeString(line)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
     }
 }

@@ -82,6 +82,11 @@ struct RunnerSession {
     private var lastHeard: Instant?
     private var answersHeartbeats = false
     private var lease = Duration.seconds(3)
+    /// Whether this connection's dispatcher said `hello`: a live one does at once, so a connection that stays
+    /// silent (a frozen dispatcher whose kernel still accepts) is left after `greetingTimeout`, not the whole
+    /// registration timeout.
+    private var greeted = false
+    static let greetingTimeout = Duration.seconds(2)
 
     init(config: Config) {
         self.config = config
@@ -93,7 +98,8 @@ struct RunnerSession {
             connected = true
             answersHeartbeats = false
             lastHeard = now
-            return [.armRegistrationDeadline(config.registrationTimeout)]
+            greeted = false
+            return [.armRegistrationDeadline(Self.greetingTimeout)]
         case .connectFailed(let why):
             return unreachable(why, now: now) + reconnect()
         case .disconnected:
@@ -107,6 +113,9 @@ struct RunnerSession {
             return out + reconnect()
         case .registrationTimedOut:
             guard connected else { return [] }
+            guard greeted else {
+                return [.log(.warning, "the dispatcher at \(config.dispatcher) accepted the connection but said nothing within \(Self.greetingTimeout) (frozen?); trying again"), .close]
+            }
             return [.log(.warning, "the dispatcher at \(config.dispatcher) did not register this runner within \(config.registrationTimeout); reconnecting"), .close]
         case .received(let message):
             lastHeard = now
@@ -151,10 +160,12 @@ struct RunnerSession {
     private mutating func received(_ message: ServerMessage, now: Instant) -> [Action] {
         switch message {
         case .hello(let version, let authRequired):
+            greeted = true
             guard version == WireLimits.protocolVersion else {
                 return [.log(.error, "dispatcher speaks protocol \(version), this runner \(WireLimits.protocolVersion)"), .close]
             }
-            var out: [Action] = []
+            // Greeted: now the whole registration timeout for `registered`.
+            var out: [Action] = [.armRegistrationDeadline(config.registrationTimeout)]
             var lines: [ClientMessage] = []
             if let token = config.token {
                 lines.append(.auth(token: token))
@@ -210,6 +221,8 @@ struct RunnerSession {
         case .error(let code, let message):
             // `busy` and `timeout`: the dispatcher closes the connection itself; the retry is quiet.
             if code == .busy || code == .timeout { return [.log(.debug, "dispatcher says \(code): \(message)")] }
+            // A standby greets so and hangs up: the next address is tried.
+            if code == .standby { return [.log(.info, "\(config.dispatcher): \(message)"), .close] }
             var out: [Action] = [.log(.error, "dispatcher says \(code): \(message)")]
             // Not registered: start over (the dispatcher frees a silent runner's name once its lease expires).
             if code == .nameInUse { out.append(.close) }

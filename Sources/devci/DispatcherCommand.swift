@@ -106,7 +106,8 @@ struct DispatcherCommand: ParsableCommand {
         let pendingCap = maxPendingConnections ?? max(16, Int(files / 2))
         var config = DispatcherConfig(host: host, port: port, token: token,
                                       scheduler: SchedulerConfig(heartbeatInterval: heartbeat, leaseDuration: lease,
-                                                                 maxReassignments: maxReassignments),
+                                                                 maxReassignments: maxReassignments,
+                                                                 restoreGrace: lease + .seconds(3)),
                                       listenBacklog: listenBacklog, identifyTimeout: try timeFlag(authTimeout, "--auth-timeout"),
                                       maxPendingConnections: pendingCap)
         config.idleTimeout = try timeFlag(idleTimeout, "--idle-timeout")

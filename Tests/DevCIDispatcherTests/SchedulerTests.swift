@@ -224,6 +224,19 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(assignments(on(.heartbeat(1))).map { [Int64($0.conn), $0.job, Int64($0.attempt)] }, [[1, 1, 2]])
     }
 
+    func testARestoredLeaseLastsALeaseAndTheGraceSoAFrozenLeadersRunnerCanFindItsSuccessor() {
+        s = Scheduler(config: SchedulerConfig(heartbeatInterval: .seconds(1), leaseDuration: .seconds(3), maxReassignments: 2, restoreGrace: .seconds(5)))
+        on(.restored([ActiveJob(spec: spec(1), state: .running, attempt: 1, reassignments: 0, runner: "a")]))
+        advance(.milliseconds(7900))
+        XCTAssertEqual(records(on(.tick)), [], "still within the lease and the grace")
+        on(.registered(1, name: "a", slots: 1))
+        on(.claim(1, job: 1, attempt: 1))
+        advance(.milliseconds(200))
+        XCTAssertEqual(records(on(.heartbeat(1))), [], "claimed back: the same attempt goes on")
+        advance(.milliseconds(3100))
+        XCTAssertEqual(records(on(.tick)).map(\.state), [.queued], "a renewed lease is an ordinary lease again")
+    }
+
     func testARefusedRegisterTakesNoNameOver() {
         join(1, "r1")
         join(2, "r2")

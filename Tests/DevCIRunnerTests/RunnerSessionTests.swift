@@ -123,9 +123,39 @@ final class RunnerSessionTests: XCTestCase {
     }
 
     func testNoRegistrationInTimeHangsUpToDialAgain() {
-        XCTAssertEqual(on(.connected), [.armRegistrationDeadline(.seconds(10))])
+        XCTAssertEqual(on(.connected), [.armRegistrationDeadline(RunnerSession.greetingTimeout)], "a live dispatcher greets at once")
+        let greeting = on(.received(.hello(protocolVersion: WireLimits.protocolVersion, authRequired: false)))
+        XCTAssertEqual(greeting.first, .armRegistrationDeadline(.seconds(10)), "then the whole registration timeout")
         XCTAssertEqual(on(.registrationTimedOut).last, .close)
         on(.disconnected)
         XCTAssertEqual(on(.registrationTimedOut), [], "a stale deadline does nothing")
     }
+
+    func testAConnectionThatNeverGreetsIsLeftAfterTheGreetingTimeout() {
+        on(.connected)
+        // A frozen dispatcher's kernel accepts the connection, and nothing more comes.
+        let left = on(.registrationTimedOut)
+        XCTAssertEqual(left.last, .close)
+        XCTAssertTrue(logs(left, .warning).first?.contains("said nothing") ?? false, "\(left)")
+    }
+
+    func testADispatcherThatAnswersHeartbeatsAndGoesSilentForALeaseIsLeft() {
+        register()
+        XCTAssertEqual(sent(on(.heartbeatDue)), [.heartbeat])
+        // Dispatchers before this one never answer a heartbeat: their silence means nothing.
+        now += .seconds(10)
+        XCTAssertEqual(sent(on(.heartbeatDue)), [.heartbeat])
+        on(.received(.ok(what: "heartbeat")))
+        now += .seconds(2)
+        XCTAssertEqual(sent(on(.heartbeatDue)), [.heartbeat], "2 s of a 3 s lease: still there")
+        now += .milliseconds(1500)
+        let left = on(.heartbeatDue)
+        XCTAssertEqual(left.last, .close, "silent for longer than a lease: frozen or cut off")
+        XCTAssertEqual(sent(left), [])
+        // A standby's greeting is a refusal: hang up and try the next address.
+        on(.disconnected)
+        on(.connected)
+        XCTAssertEqual(on(.received(.error(code: .standby, message: "this dispatcher is a standby"))).last, .close)
+    }
+
 }
