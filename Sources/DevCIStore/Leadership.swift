@@ -73,6 +73,18 @@ public final class Leadership: @unchecked Sendable {
         return false
     }
 
+    /// Takes the lock if nobody holds it, without waiting (`devci migrate` keeps dispatchers off a database it fills).
+    public func tryAcquire() throws -> Bool {
+        let c = try lockConnection()
+        return try query(c, "SELECT pg_try_advisory_lock(\(Self.key))").first?.first?.decode(Bool.self) == true
+    }
+
+    /// Who the `leadership` row names as the last leader ("" when none yet).
+    public func lastHolder() -> String {
+        guard let c = try? lockConnection() else { return "" }
+        return (try? query(c, "SELECT holder FROM leadership WHERE id = 1").first?.first?.decode(String.self)) ?? ""
+    }
+
     /// Takes over after `acquire`: the epoch grows by one in the database (waiting for the last leader's open
     /// transactions to end, or be ended by the server), every write of `store` carries it from now on, and the
     /// lock's session is watched: `onLost` is called once if it is lost.

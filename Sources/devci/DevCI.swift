@@ -13,7 +13,7 @@ struct DevCI: AsyncParsableCommand {
         version: DevCIVersion.current,
         subcommands: [UpCommand.self, DispatcherCommand.self, RunnerCommand.self, RunnerManagerCommand.self, ObserverCommand.self,
                       DispatchCommand.self, AddJobCommand.self, CancelCommand.self, ArtifactsCommand.self, ReloadCommand.self, StatusCommand.self, ReportCommand.self,
-                      RunCommand.self, LintCommand.self, ReporterCommand.self, UserCommand.self]
+                      RunCommand.self, LintCommand.self, ReporterCommand.self, UserCommand.self, MigrateCommand.self]
     )
 }
 

@@ -282,9 +282,16 @@ final class Harness {
 
     // MARK: The database
 
-    /// The harness's database opened for writing, as a dispatcher would (tests that fill it themselves).
-    func writer() throws -> SQLStore {
-        onPostgres ? try SQLStore(postgres: PostgresAddress(dbPath), readOnly: false) : try SQLStore(path: dbPath)
+    /// The harness's database (or another) opened for writing, as a dispatcher would (tests that fill it themselves).
+    func writer(at location: String? = nil) throws -> SQLStore {
+        let location = location ?? dbPath
+        return PostgresAddress.isAddress(location) ? try SQLStore(postgres: PostgresAddress(location), readOnly: false) : try SQLStore(path: location)
+    }
+
+    /// From now on the harness's processes and reads use `location` (a file or a `postgres://` address).
+    func use(database location: String) {
+        dbPath = location
+        postgresReader = nil
     }
 
     func store() throws -> SQLStore {
