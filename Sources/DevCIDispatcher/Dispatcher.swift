@@ -471,9 +471,9 @@ public final class Dispatcher: Sendable {
     private func runnerMessage(_ message: ClientMessage, from id: ConnectionID, now: ContinuousClock.Instant) {
         switch message {
         case .heartbeat:
-            apply(state.value.coordinator.handle(.runner(.heartbeat(id)), now: now))
             // Answered, so that a runner hears a frozen or cut-off dispatcher go silent and moves on.
             if scheduler.runnerName(id) != nil { send(id, .ok(what: "heartbeat")) }
+            apply(state.value.coordinator.handle(.runner(.heartbeat(id)), now: now))
             // The runners page shows the last heartbeat; writing it every few seconds is enough.
             if let name = scheduler.runnerName(id), now - (state.value.heartbeatWritten[name] ?? now - .seconds(60)) >= .seconds(5) {
                 state.value.heartbeatWritten[name] = now

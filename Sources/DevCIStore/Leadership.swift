@@ -13,8 +13,8 @@ import PostgresNIO
 /// has not heard its ping answered for `sessionTimeout` minus a margin counts itself lost and stops writing.
 /// Whoever takes the lock bumps the epoch in the `leadership` row; `PostgresDriver` fences every write with it.
 public final class Leadership: @unchecked Sendable {
-    // @unchecked: `connection` is used by one thread at a time (the caller of `acquire`, then the watcher);
-    // `stopped` and `lastPing` are guarded by `lock`.
+    // @unchecked: `connection`, `stopped` and `lastPing` are guarded by `lock` (the caller of `acquire`, then the
+    // watcher, use the connection; `stop` may come from a signal's thread at any time).
     public let address: PostgresAddress
     private let identity: String
     private let logger: Logger
@@ -38,7 +38,7 @@ public final class Leadership: @unchecked Sendable {
     }
 
     deinit {
-        try? connection?.close().wait()
+        try? lock.withLock({ connection })?.close().wait()
         try? group.syncShutdownGracefully()
     }
 
@@ -117,7 +117,7 @@ public final class Leadership: @unchecked Sendable {
         while !isStopped {
             Thread.sleep(forTimeInterval: Self.pingInterval)
             let reason: String?
-            if let c = connection, !c.isClosed {
+            if let c = lock.withLock({ connection }), !c.isClosed {
                 let ping = c.query(PostgresQuery(unsafeSQL: "SELECT 1"), logger: logger)
                 ping.whenSuccess { [self] _ in lock.withLock { lastPing = Date() } }
                 let silent = lock.withLock { Date().timeIntervalSince(lastPing) }
@@ -145,7 +145,7 @@ public final class Leadership: @unchecked Sendable {
     /// The lock's own connection, opened on first use. Its session ends on the server after
     /// `sessionTimeout` idle, and the server probes the client's host with TCP keepalives.
     private func lockConnection() throws -> PostgresConnection {
-        if let connection, !connection.isClosed { return connection }
+        if let open = lock.withLock({ connection }), !open.isClosed { return open }
         var config = try address.configuration()
         config.options.additionalStartupParameters = [("application_name", "devci leader lock")]
         let c = try PostgresConnection.connect(on: group.next(), configuration: config, id: 1, logger: logger).wait()
@@ -156,13 +156,22 @@ public final class Leadership: @unchecked Sendable {
                 throw StoreError("the PostgreSQL server at \(address) refused '\(setting)' (PostgreSQL 14 or later is needed): \(PostgresDriver.describe(error))")
             }
         }
-        connection = c
+        let stoppedMeanwhile = lock.withLock {
+            if !stopped { connection = c }
+            return stopped
+        }
+        if stoppedMeanwhile {
+            try? c.close().wait()
+            throw StoreError("stopped")
+        }
         return c
     }
 
     private func dropConnection() {
-        let c = connection
-        connection = nil
+        let c: PostgresConnection? = lock.withLock {
+            defer { connection = nil }
+            return connection
+        }
         try? c?.close().wait()
     }
 

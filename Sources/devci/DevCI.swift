@@ -81,6 +81,14 @@ struct DispatcherAddress: ParsableArguments {
         return t
     }
 
+    /// For a process that runs jobs and never opens the store (a runner, a runner manager): the store's
+    /// credentials a shared environment file may give it (`PGPASSWORD`, a `DEVCI_DB` address) are taken out of
+    /// its environment, so no job inherits them or reads them from /proc.
+    func dropStoreCredentials() {
+        Secrets.scrub("PGPASSWORD")
+        Secrets.scrub("DEVCI_DB")
+    }
+
     func connect() throws -> WireClient {
         let addresses = try self.addresses
         do {

@@ -64,6 +64,9 @@ struct DispatcherCommand: ParsableCommand {
         Secrets.scrub("DEVCI_SMTP_USER")
         Secrets.scrub("DEVCI_SMTP_PASSWORD")
         let location = try storeLocation(db)
+        // Read into the address: no child or /proc reader gets the database's password from here on.
+        Secrets.scrub("PGPASSWORD")
+        if case .postgres = location, let db, URLComponents(string: db)?.password != nil { Secrets.scrubArgument("--db") }
         let artifactFolder = artifacts.map { ArtifactFolder(root: URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? location.defaultArtifacts()
         // An invalid configuration stops the start, with every error.
         let serverConfig = try self.config.map(loadServerConfig) ?? .empty

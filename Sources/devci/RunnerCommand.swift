@@ -53,6 +53,7 @@ struct RunnerCommand: ParsableCommand {
             throw ValidationError("--name must be 1-64 of letters, digits, '.', '_', '-'")
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        server.dropStoreCredentials()
         var config = RunnerConfig(clonePath: clone, host: address.host, port: address.port, token: server.takeToken(),
                                   name: runnerName, testCommand: testCommand, parallel: parallel)
         config.registrationTimeout = try timeFlag(registrationTimeout, "--registration-timeout")

@@ -46,6 +46,7 @@ struct RunnerManagerCommand: ParsableCommand {
         _ = try server.addresses
         let address = server.dispatcherServer
         // The token reaches runners through the environment (DEVCI_TOKEN), never their command line.
+        server.dropStoreCredentials()
         if let token = server.takeToken() { setenv("DEVCI_TOKEN", token, 1) }
         let manager = RunnerManager(
             config: RunnerManagerConfig(

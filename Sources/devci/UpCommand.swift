@@ -13,7 +13,7 @@ struct UpCommand: ParsableCommand {
     @Option(help: "How many runners.") var runners = 2
     @Option(help: "Where the sample repositories are (made when missing; default: DEVCI_SAMPLE_DIR, else the folder above this checkout).")
     var sampleDir: String?
-    @Option(help: "SQLite database (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
+    @Option(help: "The store: a SQLite file, or postgres://USER@HOST:PORT/DATABASE (default: DEVCI_DB or ~/.devci/devci.sqlite).") var db: String?
     @Option(help: "The reporter's port (0 leaves the reporter out).") var reporterPort = 5000
     @Option(help: "The dispatcher's configuration folder (tasks, queues), passed on.") var config: String?
     @Option(help: "The dispatcher's HTTP port (webhooks, task triggers), passed on; off when not given.") var httpPort: Int?
