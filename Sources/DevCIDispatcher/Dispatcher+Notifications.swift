@@ -13,6 +13,11 @@ extension Dispatcher {
     func decideNotifications(_ build: Int64) {
         let config = state.value.triggers.config
         _ = writer.submit("queue notifications of build \(build)") { store -> Int in
+            // No rule at all: nothing to work out, only the mark that the build was decided.
+            if config.notifications.isEmpty {
+                try store.queueNotifications(build: build, [], at: Date())
+                return 0
+            }
             guard let facts = try store.notificationFacts(build: build, logLines: NotificationComposer.tailLines) else { return 0 }
             let messages = NotificationComposer.messages(for: facts, config: config, now: Date())
             try store.queueNotifications(build: build, messages, at: Date())

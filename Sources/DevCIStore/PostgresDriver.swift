@@ -120,6 +120,10 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
     private var fenceLost: String?
     private let sqlCacheLock = NSLock()
     private var numberedSQL: [String: String] = [:]
+    /// The statements prepared on each connection (by its id): parsed and planned by the server once, then
+    /// executed again and again, which is most of what a transaction costs the server otherwise.
+    private var prepared: [PostgresConnection.ID: [String: PreparedQuery]] = [:]
+    static let preparedPerConnection = 256
 
     /// How long a caller waits for a free connection, and for the server to accept a new one.
     static let leaseTimeout: TimeInterval = 15
@@ -187,14 +191,15 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
         if let lost { throw StoreError(lost) }
         return try withConnection { c in
             let db = PostgresSQLConnection(driver: self, connection: c)
-            _ = try db.execute("BEGIN", [])
+            // Sent, not waited for: a refused fence aborts the transaction, and says so at the next wait.
+            try db.send("BEGIN", [])
             do {
-                if let epoch { _ = try db.rows("SELECT devci_fence(?)", [.int(epoch)]) }
+                if let epoch { try db.send("SELECT devci_fence(?)", [.int(epoch)]) }
                 let value = try body(db)
-                _ = try db.execute("COMMIT", [])
+                try db.commit()
                 return value
             } catch {
-                if !c.isClosed { _ = try? db.execute("ROLLBACK", []) }
+                db.abandon()
                 throw error
             }
         }
@@ -273,6 +278,7 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
     private func release(_ c: PostgresConnection) {
         let dead = condition.withLock {
             if c.isClosed || closed {
+                sqlCacheLock.withLock { prepared[c.id] = nil }
                 open -= 1
             } else {
                 idle.append(c)
@@ -298,6 +304,20 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
 
     /// Runs one statement (`?` placeholders) and waits for all its rows.
     func run(_ c: PostgresConnection, _ sql: String, _ arguments: [SQLValue]) throws -> PostgresQueryResult {
+        try wait(submit(c, sql, arguments))
+    }
+
+    /// The result of a statement sent with `submit`, its failure as a `StoreError`.
+    func wait(_ future: EventLoopFuture<PostgresQueryResult>) throws -> PostgresQueryResult {
+        do {
+            return try future.wait()
+        } catch {
+            throw StoreError(Self.describe(error), fenced: Self.sqlState(error) == PostgresSchema.fenceState)
+        }
+    }
+
+    /// Sends one statement (`?` placeholders) on `c`, behind those sent before; the connection runs them in order.
+    func submit(_ c: PostgresConnection, _ sql: String, _ arguments: [SQLValue]) -> EventLoopFuture<PostgresQueryResult> {
         var binds = PostgresBindings(capacity: arguments.count)
         for value in arguments {
             switch value {
@@ -308,28 +328,67 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
             case .text(let s): binds.append(s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s)
             }
         }
-        let query = PostgresQuery(unsafeSQL: numbered(sql), binds: binds)
-        do {
-            return try c.query(query, logger: logger).wait()
-        } catch {
-            throw StoreError(Self.describe(error), fenced: Self.sqlState(error) == PostgresSchema.fenceState)
-        }
+        return c.query(PostgresQuery(unsafeSQL: numbered(sql), binds: binds), logger: logger)
     }
 
-    /// `sql` with its `?` placeholders numbered `$1`, `$2`, … (none inside quotes).
-    private func numbered(_ sql: String) -> String {
-        if let done = sqlCacheLock.withLock({ numberedSQL[sql] }) { return done }
+    /// Sends one of the store's own statements on `c` as a prepared statement (prepared first if this connection
+    /// has not seen it: that waits, behind what was sent before, and is done once). Each placeholder is cast to
+    /// the type of its value (`$1::bigint`), so the server never infers another type than the bind carries; a
+    /// NULL is left to the server's inference, and each pattern of NULLs is its own prepared statement.
+    func submitPrepared(_ c: PostgresConnection, _ sql: String, _ arguments: [SQLValue]) throws -> EventLoopFuture<[PostgresRow]> {
+        let text = numbered(sql, types: arguments.map { value -> String? in
+            switch value {
+            case .null: nil
+            case .int: "bigint"
+            case .double: "double precision"
+            case .text: "text"
+            }
+        })
+        var statement = sqlCacheLock.withLock { prepared[c.id]?[text] }
+        if statement == nil {
+            let made: PreparedQuery
+            do { made = try c.prepare(query: text).wait() } catch {
+                throw StoreError(Self.describe(error), fenced: Self.sqlState(error) == PostgresSchema.fenceState)
+            }
+            sqlCacheLock.withLock {
+                if prepared[c.id, default: [:]].count < Self.preparedPerConnection { prepared[c.id, default: [:]][text] = made }
+            }
+            statement = made
+        }
+        let binds = arguments.map { value -> PostgresData in
+            switch value {
+            case .null: .null
+            case .int(let i): PostgresData(int64: i)
+            case .double(let d): PostgresData(double: d)
+            case .text(let s): PostgresData(string: s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s)
+            }
+        }
+        return statement!.execute(binds)
+    }
+
+    /// Whether a statement is worth preparing: the store's own, with few placeholders (a burst of log lines, or
+    /// `devci migrate`'s many-row inserts, come in too many shapes).
+    static func preparable(_ sql: String, _ arguments: [SQLValue]) -> Bool {
+        arguments.count <= 64 && !arguments.isEmpty
+    }
+
+    /// `sql` with its `?` placeholders numbered `$1`, `$2`, … (none inside quotes), each cast to its type in
+    /// `types` where one is given.
+    private func numbered(_ sql: String, types: [String?] = []) -> String {
+        let key = types.isEmpty ? sql : sql + "\u{0}" + types.map { $0 ?? "-" }.joined(separator: ",")
+        if let done = sqlCacheLock.withLock({ numberedSQL[key] }) { return done }
         var out = "", n = 0, quoted = false
         for ch in sql {
             if ch == "'" { quoted.toggle() }
             if ch == "?" && !quoted {
                 n += 1
                 out += "$\(n)"
+                if n <= types.count, let type = types[n - 1] { out += "::" + type }
             } else {
                 out.append(ch)
             }
         }
-        sqlCacheLock.withLock { numberedSQL[sql] = out }
+        sqlCacheLock.withLock { numberedSQL[key] = out }
         return out
     }
 
@@ -345,34 +404,110 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
             }
             return "\(e.code)"
         }
+        if error is PostgresDecodingError { return String(reflecting: error) }
         return "\(error)"
     }
 }
 
-/// One leased PostgreSQL connection as the store's connection.
-struct PostgresSQLConnection: SQLConnection {
+/// One leased PostgreSQL connection as the store's connection. Statements whose answer is not needed are
+/// sent without waiting (`send`), so a transaction costs a round trip per read, not per statement; the first
+/// failure among them is thrown at the next wait.
+final class PostgresSQLConnection: SQLConnection {
     let driver: PostgresDriver
     let connection: PostgresConnection
     var dialect: SQLDialect { .postgres }
+    private var pending: [EventLoopFuture<Void>] = []
+
+    init(driver: PostgresDriver, connection: PostgresConnection) {
+        self.driver = driver
+        self.connection = connection
+    }
+
+    func send(_ sql: String, _ arguments: [SQLValue]) throws {
+        if PostgresDriver.preparable(sql, arguments) {
+            pending.append(try prepared(sql, arguments).map { _ in })
+        } else {
+            pending.append(driver.submit(connection, sql, arguments).map { _ in })
+        }
+    }
+
+    /// A prepared statement sent; a failure to prepare it behind an earlier failure is that earlier failure.
+    private func prepared(_ sql: String, _ arguments: [SQLValue]) throws -> EventLoopFuture<[PostgresRow]> {
+        do {
+            return try driver.submitPrepared(connection, sql, arguments)
+        } catch {
+            try settle()
+            throw error
+        }
+    }
+
+    /// Waits for everything sent so far; throws the first failure.
+    private func settle() throws {
+        let sent = pending
+        pending = []
+        for f in sent {
+            do { try f.wait() } catch { throw StoreError(PostgresDriver.describe(error), fenced: PostgresDriver.sqlState(error) == PostgresSchema.fenceState) }
+        }
+    }
 
     func execute(_ sql: String, _ arguments: [SQLValue]) throws -> Int {
-        try driver.run(connection, sql, arguments).metadata.rows ?? 0
+        try waited(sql, arguments).metadata.rows ?? 0
+    }
+
+    /// Commits, and throws unless every statement of the transaction was written.
+    func commit() throws {
+        let result = try waited("COMMIT", [])
+        // An aborted transaction "commits" as a rollback.
+        guard result.metadata.command == "COMMIT" else { throw StoreError("the transaction was rolled back") }
+    }
+
+    /// Rolls back what is open, whatever failed.
+    func abandon() {
+        for f in pending { _ = try? f.wait() }
+        pending = []
+        if !connection.isClosed { _ = try? driver.run(connection, "ROLLBACK", []) }
+    }
+
+    /// Sends `sql` and waits for it, and so for everything sent before it: the first of those that failed is
+    /// the error (the ones after it only say the transaction is aborted).
+    private func waited(_ sql: String, _ arguments: [SQLValue]) throws -> PostgresQueryResult {
+        let future = driver.submit(connection, sql, arguments)
+        try settle()
+        return try driver.wait(future)
     }
 
     func rows(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow] {
-        let result = try driver.run(connection, sql, arguments)
-        guard let first: PostgresRow = result.rows.first else { return [] }
+        let rows: [PostgresRow]
+        // postgres-nio's prepared statements come back in binary while their row description says text.
+        var binary = false
+        if PostgresDriver.preparable(sql, arguments) {
+            binary = true
+            let future = try prepared(sql, arguments)
+            try settle()
+            do { rows = try future.wait() } catch {
+                throw StoreError(PostgresDriver.describe(error), fenced: PostgresDriver.sqlState(error) == PostgresSchema.fenceState)
+            }
+        } else {
+            rows = try waited(sql, arguments).rows
+        }
+        guard let first: PostgresRow = rows.first else { return [] }
         var names: [String: Int] = [:]
         var i = 0
         for cell in first {
             if names[cell.columnName] == nil { names[cell.columnName] = i }
             i += 1
         }
-        return try result.rows.map { row in SQLRow(names: names, values: try row.map(Self.value)) }
+        do {
+            return try rows.map { row in SQLRow(names: names, values: try row.map { try Self.value($0, binary: binary) }) }
+        } catch {
+            throw StoreError("cannot read a row of '\(sql.prefix(60))': \(String(reflecting: error))")
+        }
     }
 
-    static func value(_ cell: PostgresCell) throws -> SQLValue {
-        guard cell.bytes != nil else { return .null }
+    static func value(_ raw: PostgresCell, binary: Bool) throws -> SQLValue {
+        guard raw.bytes != nil else { return .null }
+        let cell = binary ? PostgresCell(bytes: raw.bytes, dataType: raw.dataType, format: .binary, columnName: raw.columnName,
+                                         columnIndex: raw.columnIndex) : raw
         switch cell.dataType {
         case .int2, .int4, .int8: return .int(try cell.decode(Int64.self))
         case .float4, .float8: return .double(try cell.decode(Double.self))

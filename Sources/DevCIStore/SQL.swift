@@ -107,12 +107,30 @@ protocol SQLConnection {
     var dialect: SQLDialect { get }
     /// Runs one statement; returns how many rows it changed.
     @discardableResult func execute(_ sql: String, _ arguments: [SQLValue]) throws -> Int
+    /// Runs a statement whose answer nobody needs before the transaction ends. PostgreSQL sends it and goes on
+    /// without waiting (a failure is thrown by the next statement waited for, or by the commit); SQLite runs it.
+    func send(_ sql: String, _ arguments: [SQLValue]) throws
     func rows(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow]
 }
 
 extension SQLConnection {
     @discardableResult func execute(_ sql: String, _ arguments: [any SQLValueConvertible] = []) throws -> Int {
         try execute(sql, arguments.map(\.sqlValue))
+    }
+
+    func send(_ sql: String, _ arguments: [any SQLValueConvertible] = []) throws {
+        try send(sql, arguments.map(\.sqlValue))
+    }
+
+    /// Sends statements that change different rows and read nothing the others change (a job, its event and its
+    /// build): PostgreSQL runs them as one statement (data-modifying WITH clauses), SQLite one after the other.
+    func send(together statements: [(sql: String, arguments: [any SQLValueConvertible])]) throws {
+        guard dialect == .postgres, statements.count > 1 else {
+            for s in statements { try send(s.sql, s.arguments) }
+            return
+        }
+        let clauses = statements.dropLast().enumerated().map { "s\($0.offset) AS (\($0.element.sql))" }.joined(separator: ", ")
+        try send("WITH " + clauses + " " + statements.last!.sql, statements.flatMap(\.arguments))
     }
 
     func rows(_ sql: String, _ arguments: [any SQLValueConvertible] = []) throws -> [SQLRow] {

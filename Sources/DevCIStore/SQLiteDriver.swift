@@ -89,6 +89,10 @@ struct SQLiteConnection: SQLConnection {
         return db.changesCount
     }
 
+    func send(_ sql: String, _ arguments: [SQLValue]) throws {
+        try db.cachedStatement(sql: sql).execute(arguments: Self.arguments(arguments))
+    }
+
     func rows(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow] {
         let statement = try db.cachedStatement(sql: sql)
         var names: [String: Int] = [:]

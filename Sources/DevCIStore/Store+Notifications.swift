@@ -101,11 +101,11 @@ extension SQLStore {
         try write { db in
             let t = at.timeIntervalSince1970
             for m in messages {
-                try db.execute("""
+                try db.send("""
                     INSERT INTO notifications(build_id, channel, target, subject, body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
                     """, [build, m.channel, m.target, m.subject, m.body, t, t])
             }
-            try db.execute("UPDATE builds SET notify_done = 1 WHERE id = ?", [build])
+            try db.send("UPDATE builds SET notify_done = 1 WHERE id = ?", [build])
         }
     }
 
@@ -126,9 +126,9 @@ extension SQLStore {
     public func noteNotificationAttempt(id: Int64, sent: Bool, error: String?, retryAt: Date?, at: Date) throws {
         try write { db in
             let state = sent ? "sent" : retryAt == nil ? "failed" : "pending"
-            try db.execute("""
+            try db.send("""
                 UPDATE notifications SET state = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),
-                    sent_at = CASE WHEN ? = 1 THEN ? ELSE sent_at END
+                    sent_at = CASE WHEN CAST(? AS bigint) = 1 THEN ? ELSE sent_at END
                 WHERE id = ? AND state = 'pending'
                 """, [state, error, retryAt?.timeIntervalSince1970, sent, at.timeIntervalSince1970, id])
         }

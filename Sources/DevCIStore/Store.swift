@@ -52,6 +52,10 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
     private let batchLock = NSLock()
     private var batchConnection: (any SQLConnection)?
     private var batchThread: pthread_t?
+    /// The states of the jobs of builds this process is writing, so that recording a transition needs no read
+    /// first (a round trip per job state on PostgreSQL). Cleared whenever a write fails (its transaction rolled
+    /// back), and read again from the database on a miss.
+    let jobStates = JobStateCache()
 
     /// Opens (creating and migrating when `readOnly` is false) the SQLite database at `path`.
     public convenience init(path: String, readOnly: Bool = false) throws {
@@ -71,7 +75,12 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
     /// A write transaction; inside a batch, part of the batch's.
     func write<T>(_ body: (any SQLConnection) throws -> T) throws -> T {
         if let open = openBatch() { return try body(open) }
-        return try driver.write(body)
+        do {
+            return try driver.write(body)
+        } catch {
+            jobStates.clear()
+            throw error
+        }
     }
 
     private func openBatch() -> (any SQLConnection)? {
@@ -83,10 +92,15 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
 
     public func batch<T>(_ body: () throws -> T) throws -> T {
         if openBatch() != nil { return try body() }
-        return try driver.write { db in
-            batchLock.withLock { (batchConnection, batchThread) = (db, pthread_self()) }
-            defer { batchLock.withLock { (batchConnection, batchThread) = (nil, nil) } }
-            return try body()
+        do {
+            return try driver.write { db in
+                batchLock.withLock { (batchConnection, batchThread) = (db, pthread_self()) }
+                defer { batchLock.withLock { (batchConnection, batchThread) = (nil, nil) } }
+                return try body()
+            }
+        } catch {
+            jobStates.clear()
+            throw error
         }
     }
 
@@ -115,6 +129,7 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
                 let id = try Self.insertJob(db, build: build, job: job, at: at)
                 specs.append(JobSpec(id: id, build: build, name: job.name, repo: run.repo, commit: run.commit, branch: run.branch, job: job))
             }
+            jobStates.note(build: build, specs)
             return EnqueueResult(build: build, jobs: specs, created: true)
         }
     }
@@ -161,7 +176,7 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
         guard !schedule.isEmpty else { return }
         try write { db in
             for (task, at) in schedule.sorted(by: { $0.key < $1.key }) {
-                try db.execute("""
+                try db.send("""
                     INSERT INTO task_schedule(task, last_scheduled) VALUES (?, ?)
                     ON CONFLICT(task) DO UPDATE SET last_scheduled = excluded.last_scheduled
                     """, [task, at.timeIntervalSince1970])
@@ -187,13 +202,13 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
     public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], mark: MarkUpdate = .always, at: Date) throws -> EnqueueResult {
         try write { db in
             try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, move: mark, at: at)
-            if let existing = try existingBuild(db, repo: repo, commit: commit) { return existing }
-            let build = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, at: at)
-            var specs: [JobSpec] = []
-            for job in newJobs {
-                let id = try Self.insertJob(db, build: build, job: job, at: at)
-                specs.append(JobSpec(id: id, build: build, name: job.name, repo: repo, commit: commit, branch: branch, job: job))
+            guard let (build, ids) = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, jobs: newJobs, at: at) else {
+                return try existingBuild(db, repo: repo, commit: commit)
             }
+            let specs = zip(ids, newJobs).map { id, job in
+                JobSpec(id: id, build: build, name: job.name, repo: repo, commit: commit, branch: branch, job: job)
+            }
+            jobStates.note(build: build, specs)
             return EnqueueResult(build: build, jobs: specs, created: true)
         }
     }
@@ -202,24 +217,25 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
                                at: Date) throws -> EnqueueResult {
         try write { db in
             try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, move: mark, at: at)
-            if let existing = try existingBuild(db, repo: repo, commit: commit) { return existing }
-            let build = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, at: at)
+            guard let build = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, at: at) else {
+                return try existingBuild(db, repo: repo, commit: commit)
+            }
             let job = NewJob(name: "pipeline", stage: "pipeline")
             let id = try Self.insertJob(db, build: build, job: job, at: at)
             let ms = Int64(at.timeIntervalSince1970 * 1000)
             for line in details {
-                try db.execute("INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, 0, 'system', ?, ?)", [id, ms, line])
+                try db.send("INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, 0, 'system', ?, ?)", [id, ms, line])
             }
-            _ = try Self.transition(db, JobTransition(job: id, state: .failed, attempt: 0, reason: reason, at: at))
+            _ = try Self.transition(db, JobTransition(job: id, state: .failed, attempt: 0, reason: reason, at: at), cache: jobStates)
             return EnqueueResult(build: build, jobs: [JobSpec(id: id, build: build, name: job.name, repo: repo, commit: commit, branch: branch, job: job)],
                                  created: true)
         }
     }
 
-    private func existingBuild(_ db: any SQLConnection, repo: String, commit: String) throws -> EnqueueResult? {
+    private func existingBuild(_ db: any SQLConnection, repo: String, commit: String) throws -> EnqueueResult {
         guard let row = try db.row("SELECT id, branch FROM builds WHERE repo = ? AND commit_id = ? AND cause = 'commit'",
                                          [repo, commit]) else {
-            return nil
+            throw StoreError("the build of \(repo) \(commit) was there a moment ago and is gone")
         }
         let id: Int64 = row["id"]
         return EnqueueResult(build: id, jobs: try Self.jobSpecs(db, build: id, repo: repo, commit: commit, branch: row["branch"]), created: false)
@@ -241,39 +257,85 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
             onConflict = "UPDATE SET commit_id = excluded.commit_id, at = excluded.at WHERE branch_heads.commit_id = ?"
             args.append(expected)
         }
-        try db.execute("""
+        try db.send("""
             INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
             ON CONFLICT(repo, branch) DO \(onConflict)
             """, args)
     }
 
-    private static func insertBuild(_ db: any SQLConnection, repo: String, branch: String, commit: String, at: Date) throws -> Int64 {
-        try db.insert("INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
-                      [repo, branch, commit, at.timeIntervalSince1970])
+    /// A new commit build's id, or nil when the repository's commit has one (one build per repository and commit:
+    /// the partial unique index `builds_commit` decides, in the same statement).
+    private static func insertBuild(_ db: any SQLConnection, repo: String, branch: String, commit: String, at: Date) throws -> Int64? {
+        try db.one(as: Int64.self, """
+            INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)
+            ON CONFLICT (repo, commit_id) WHERE cause = 'commit' DO NOTHING RETURNING id
+            """, [repo, branch, commit, at.timeIntervalSince1970])
+    }
+
+    private static let jobColumns = "name, status, queued_at, stage, dependencies, allow_failure, script, retries, retry_delay, queues, priority"
+
+    /// A job's values for `jobColumns`, and its first state.
+    private static func jobValues(_ job: NewJob, at: Date) throws -> (values: [any SQLValueConvertible], state: String) {
+        let deps = String(decoding: try JSONEncoder().encode(job.dependencies), as: UTF8.self)
+        let state = job.startsQueued ? JobState.queued.rawValue : JobState.pending.rawValue
+        return ([job.name, state, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries,
+                 job.retryDelaySeconds, job.queues.joined(separator: ","), job.priority], state)
     }
 
     private static func insertJob(_ db: any SQLConnection, build: Int64, job: NewJob, at: Date) throws -> Int64 {
-        let deps = String(decoding: try JSONEncoder().encode(job.dependencies), as: UTF8.self)
-        let state = job.startsQueued ? JobState.queued.rawValue : JobState.pending.rawValue
-        let id = try db.insert("""
-            INSERT INTO jobs(build_id, name, status, queued_at, stage, dependencies, allow_failure, script, retries, retry_delay, queues, priority)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, [build, job.name, state, at.timeIntervalSince1970, job.stage, deps, job.allowFailure, job.script, job.retries,
-                  job.retryDelaySeconds, job.queues.joined(separator: ","), job.priority])
-        try db.execute("INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", [id, at.timeIntervalSince1970, state])
+        let (values, state) = try jobValues(job, at: at)
+        let id = try db.insert("INSERT INTO jobs(build_id, \(jobColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [build] + values)
+        try db.send("INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", [id, at.timeIntervalSince1970, state])
         return id
+    }
+
+    /// A new commit build and its jobs: their ids, or nil when the repository's commit has a build. On PostgreSQL
+    /// one statement writes both (one round trip); on SQLite, one after the other.
+    private static func insertBuild(_ db: any SQLConnection, repo: String, branch: String, commit: String, jobs: [NewJob],
+                                    at: Date) throws -> (build: Int64, jobs: [Int64])? {
+        guard db.dialect == .postgres, !jobs.isEmpty, jobs.count <= 4 else {
+            guard let build = try insertBuild(db, repo: repo, branch: branch, commit: commit, at: at) else { return nil }
+            return (build, try jobs.map { try insertJob(db, build: build, job: $0, at: at) })
+        }
+        let rows = try jobs.map { try jobValues($0, at: at) }
+        let tuple = "(" + Array(repeating: "?", count: 12).joined(separator: ", ") + ")"
+        let inserted = try db.rows("""
+            WITH b AS (INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)
+                       ON CONFLICT (repo, commit_id) WHERE cause = 'commit' DO NOTHING RETURNING id),
+                 v(ord, \(jobColumns)) AS (VALUES \(rows.map { _ in tuple }.joined(separator: ", ")))
+            INSERT INTO jobs(build_id, \(jobColumns)) SELECT b.id, \(jobColumns.split(separator: ",").map { "v." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+            FROM b, v ORDER BY v.ord RETURNING id, build_id
+            """, [repo, branch, commit, at.timeIntervalSince1970] + rows.enumerated().flatMap { [$0.offset] + $0.element.values })
+        guard let build: Int64 = inserted.first?["build_id"] else { return nil }
+        let ids = inserted.map { $0["id"] as Int64 }.sorted()
+        for (id, row) in zip(ids, rows) {
+            try db.send("INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", [id, at.timeIntervalSince1970, row.state])
+        }
+        return (build, ids)
     }
 
     @discardableResult
     public func record(_ tr: JobTransition) throws -> Bool {
-        try write { db in try Self.transition(db, tr) }
+        try write { db in try Self.transition(db, tr, cache: jobStates) }
     }
 
-    private static func transition(_ db: any SQLConnection, _ tr: JobTransition) throws -> Bool {
-        guard let row = try db.row("SELECT build_id, status FROM jobs WHERE id = ?", [tr.job]) else {
-            return false
+    private static func transition(_ db: any SQLConnection, _ tr: JobTransition, cache: JobStateCache) throws -> Bool {
+        // The job and the other jobs of its build: whether it may change, and what the build rolls up to once it
+        // has. Known from the cache, or read in one query. The writes that follow need no answer (on PostgreSQL
+        // they go out without a wait).
+        let known: JobStateCache.Build
+        if let cached = cache.build(of: tr.job) {
+            known = cached
+        } else {
+            let rows = try db.rows("SELECT id, build_id, status, allow_failure FROM jobs WHERE build_id = (SELECT build_id FROM jobs WHERE id = ?) ORDER BY id",
+                                   [tr.job])
+            guard let first = rows.first else { return false }
+            known = JobStateCache.Build(id: first["build_id"], jobs: rows.map {
+                JobStateCache.Job(id: $0["id"], state: typed($0["status"], or: JobState.error), allowFailure: $0["allow_failure"])
+            })
+            cache.note(known)
         }
-        let current = JobState(rawValue: row["status"]) ?? .error
+        guard let current = known.jobs.first(where: { $0.id == tr.job })?.state else { return false }
         if current.isFinal { return false }
         let t = (tr.at ?? Date()).timeIntervalSince1970
         var sets = ["status = ?", "attempt = ?"]
@@ -286,36 +348,40 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
         if let r = tr.retriesUsed { sets.append("retries_used = ?"); args.append(r) }
         if let reason = tr.reason, !reason.isEmpty { sets.append("reason = ?"); args.append(reason) }
         args.append(tr.job)
-        try db.execute("UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", args)
-        try db.execute("INSERT INTO job_events(job_id, at, state, attempt, runner, reason, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason, tr.kind?.rawValue])
-        try rollUp(db, build: row["build_id"], at: t)
+        let jobs = known.jobs.map { BuildStatus.Job(state: $0.id == tr.job ? tr.state : $0.state, allowFailure: $0.allowFailure) }
+        try db.send(together: [
+            ("UPDATE jobs SET \(sets.joined(separator: ", ")) WHERE id = ?", args),
+            ("INSERT INTO job_events(job_id, at, state, attempt, runner, reason, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             [tr.job, t, tr.state.rawValue, tr.attempt, tr.runner, tr.reason, tr.kind?.rawValue]),
+            rollUpStatement(build: known.id, jobs: jobs, at: t),
+        ])
+        cache.set(job: tr.job, of: known.id, to: tr.state)
         return true
     }
 
-    /// A build's status from its jobs' (`BuildStatus.rollUp`, the one definition). Stored as the schema has it:
-    /// passed with allowed failures is `success` with a count of `allowed_failures`.
-    static func rollUp(_ db: any SQLConnection, build: Int64, at t: Double) throws {
-        let rows = try db.rows("SELECT status, allow_failure FROM jobs WHERE build_id = ?", [build])
-        let jobs = rows.map { BuildStatus.Job(state: JobState(rawValue: $0["status"]) ?? .error, allowFailure: $0["allow_failure"]) }
+    /// The statement that writes a build's status from its jobs' (`BuildStatus.rollUp`, the one definition). Stored
+    /// as the schema has it: passed with allowed failures is `success` with a count of `allowed_failures`.
+    static func rollUpStatement(build: Int64, jobs: [BuildStatus.Job], at t: Double) -> (sql: String, arguments: [any SQLValueConvertible]) {
         let rolled = BuildStatus.rollUp(jobs)
         let status = rolled == .passedWithAllowedFailures ? BuildStatus.success.rawValue : rolled.rawValue
         let allowedFailures = BuildStatus.allowedFailures(jobs)
-        let final = rolled.isFinal
-        try db.execute("""
+        return ("""
             UPDATE builds SET status = ?, allowed_failures = ?,
                 started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,
-                finished_at = CASE WHEN ? = 1 THEN ? ELSE NULL END
+                finished_at = CASE WHEN CAST(? AS bigint) = 1 THEN ? ELSE NULL END
             WHERE id = ?
-            """, [status, allowedFailures, status, t, final, t, build])
+            """, [status, allowedFailures, status, t, rolled.isFinal, t, build])
     }
 
     public func appendLogs(_ lines: [LogRecord]) throws {
         guard !lines.isEmpty else { return }
         try write { db in
-            for l in lines {
-                try db.execute("INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES (?, ?, ?, ?, ?)",
-                               [l.job, l.attempt, l.stream.rawValue, l.timestampMillis, l.text])
+            // Many lines to a statement: one round trip for a burst of output.
+            for start in stride(from: 0, to: lines.count, by: 500) {
+                let chunk = lines[start..<min(start + 500, lines.count)]
+                try db.send("INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES "
+                            + chunk.map { _ in "(?, ?, ?, ?, ?)" }.joined(separator: ", "),
+                            chunk.flatMap { l -> [any SQLValueConvertible] in [l.job, l.attempt, l.stream.rawValue, l.timestampMillis, l.text] })
             }
         }
     }
@@ -366,23 +432,23 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
             // The existing row's columns are named with the table's name: PostgreSQL insists, SQLite agrees.
             for c in changes {
                 let t = c.at.timeIntervalSince1970
-                try db.execute("""
+                try db.send("""
                     INSERT INTO runners(name, state, first_seen, last_change, host, connected_at, last_heartbeat, queues) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(name) DO UPDATE SET state = excluded.state, last_change = excluded.last_change,
-                        host = COALESCE(excluded.host, runners.host), queues = CASE WHEN ? = 1 THEN excluded.queues ELSE runners.queues END,
+                        host = COALESCE(excluded.host, runners.host), queues = CASE WHEN CAST(? AS bigint) = 1 THEN excluded.queues ELSE runners.queues END,
                         connected_at = CASE WHEN excluded.state = 'connected' AND runners.state != 'lost' THEN excluded.connected_at
                                        ELSE runners.connected_at END
                     """, [c.name, c.state.rawValue, t, t, c.host, t, t, (c.queues ?? [defaultQueue]).joined(separator: ","), c.queues != nil])
             }
             for (name, at) in heartbeats.sorted(by: { $0.key < $1.key }) {
-                try db.execute("UPDATE runners SET last_heartbeat = ? WHERE name = ?", [at.timeIntervalSince1970, name])
+                try db.send("UPDATE runners SET last_heartbeat = ? WHERE name = ?", [at.timeIntervalSince1970, name])
             }
         }
     }
 
     public func describe(build: Int64, title: String, author: String) throws {
         try write { db in
-            try db.execute("UPDATE builds SET title = ?, author = ? WHERE id = ?", [title, author, build])
+            try db.send("UPDATE builds SET title = ?, author = ? WHERE id = ?", [title, author, build])
         }
     }
 
