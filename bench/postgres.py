@@ -77,10 +77,15 @@ class Follower:
 
     def __init__(self, ports):
         self.ports, self.i, self.assigns, self.stop = ports, 0, [], threading.Event()
+        self.avoid = {}  # as devci runner does: a port that went silent is tried after the others for 10 s
 
     def connect(self):
         while not self.stop.is_set():
-            port = self.ports[self.i % len(self.ports)]
+            n = len(self.ports)
+            order = [(self.i + k) % n for k in range(n)]
+            self.i = next((j for j in order if self.avoid.get(self.ports[j], 0) <= time.time()),
+                          min(order, key=lambda j: self.avoid.get(self.ports[j], 0)))
+            port = self.ports[self.i]
             self.i += 1
             try:
                 s = socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -91,6 +96,8 @@ class Follower:
                     s.settimeout(None)
                     return s, f, port
                 s.close()
+            except socket.timeout:
+                self.avoid[port] = time.time() + 10  # accepted, never greeted: frozen
             except OSError:
                 pass
             time.sleep(0.05)
@@ -113,7 +120,8 @@ class Follower:
                     except OSError:
                         return
                     if echoes[0] and time.time() - last[0] > 3:  # a lease of silence: frozen
-                        s.close()
+                        self.avoid[port] = time.time() + 10
+                        s.shutdown(socket.SHUT_RDWR)  # wakes the reading loop, which dials the next address
                         return
                     time.sleep(0.5)
             threading.Thread(target=beat, daemon=True).start()
@@ -177,7 +185,11 @@ def failover(devci, server, trials, how):
                 time.sleep(0.01)
             first = min((t for t, p in follower.assigns if t > t0 and p == ports[other]), default=None)
             if first is None:
-                raise SystemExit(f"trial {trial}: no job assigned by the new leader within 60 s; see {tmp}")
+                for p in procs:
+                    p.send_signal(signal.SIGCONT)
+                    p.kill()
+                raise SystemExit(f"trial {trial}: no job assigned by the new leader within 60 s; its log: "
+                                 + open(os.path.join(tmp, ("a", "b")[other] + ".log")).read()[-2000:])
             times.append(first - t0)
             print(f"  {how} trial {trial + 1}: {times[-1]:.2f} s", flush=True)
             if how == "stop":
@@ -246,7 +258,8 @@ def dashboard(devci, server, builds):
             return (time.perf_counter() - t) * 1000
 
         results = {}
-        for name, paths in [("dashboard /", ["/"]), ("filtered /?repo=…&status=failed", ["/?repo=/srv/git/repo3.git&status=failed"]),
+        for name, paths in [("dashboard /", ["/"]), ("filtered /?repo=…&status=failed", ["/?repo=/srv/git/repo0.git&status=failed"]),
+                            ("filtered, matching nothing (a scan)", ["/?repo=/srv/git/repo3.git&status=failed"]),
                             ("deep page /?page=200", ["/?page=200"]),
                             ("build pages", [f"/builds/{b}" for b in range(builds - 1000, builds)])]:
             get(paths[0])
@@ -277,9 +290,12 @@ def wait_log(tmp, name, text, count=1, timeout=30):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--devci", default=os.path.join(ROOT, ".build/release/devci"))
-    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--jobs", type=int, default=4000)
+    ap.add_argument("--runs", type=int, default=3, help="throughput runs per store; the median is reported")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--builds", type=int, default=1_000_000)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["throughput", "dashboard"], help="parts not to run")
+    ap.add_argument("--failover", nargs="*", default=["kill", "stop"], choices=["kill", "stop"])
     ap.add_argument("--server", help="a PostgreSQL server's address (postgres://postgres@127.0.0.1:PORT/postgres)")
     args = ap.parse_args()
     folder = None
@@ -293,10 +309,28 @@ def main():
         version = psql(server, "SHOW server_version")
         print(f"PostgreSQL {version} at {server}; devci {args.devci}")
 
-        def sqlite_done(tmp, jobs):
-            wait_db(os.path.join(tmp, "devci.sqlite"), "SELECT COUNT(*) FROM jobs WHERE status='success'", lambda v: v >= jobs)
+        if "throughput" not in args.skip:
+            measure_throughput(args, server)
+        if "dashboard" not in args.skip:
+            for name, (median, p95) in dashboard(args.devci, server, args.builds).items():
+                print(f"{name} at {args.builds} builds on PostgreSQL: median {median:.1f} ms, p95 {p95:.1f} ms", flush=True)
+        for how in args.failover:
+            times = failover(args.devci, server, args.trials, how)
+            print(f"failover after {'kill -9' if how == 'kill' else 'SIGSTOP'} of the leader, to the first job the new leader assigns: "
+                  f"median {statistics.median(times):.2f} s, max {max(times):.2f} s over {len(times)} trials", flush=True)
+    finally:
+        if folder:
+            subprocess.run([os.path.join(ROOT, "scripts/postgres.sh"), "stop", folder + "/pg"])
+            os.rmdir(folder)
 
-        sqlite = throughput(args.devci, None, args.jobs, sqlite_done)
+
+def measure_throughput(args, server):
+    def sqlite_done(tmp, jobs):
+        wait_db(os.path.join(tmp, "devci.sqlite"), "SELECT COUNT(*) FROM jobs WHERE status='success'", lambda v: v >= jobs)
+
+    sqlite = [throughput(args.devci, None, args.jobs, sqlite_done) for _ in range(args.runs)]
+    pg = []
+    for _ in range(args.runs):
         db = create_database(server)
 
         def pg_done(tmp, jobs):
@@ -304,21 +338,13 @@ def main():
             while time.time() < deadline:
                 if int(psql(db, "SELECT COUNT(*) FROM jobs WHERE status='success'") or 0) >= jobs:
                     return
-                time.sleep(0.02)
+                time.sleep(0.05)
             raise SystemExit("timed out")
 
-        pg = throughput(args.devci, db, args.jobs, pg_done)
-        print(f"throughput, {args.jobs} trivial jobs, 4 protocol-level runners: SQLite {sqlite:.0f} jobs/s, PostgreSQL {pg:.0f} jobs/s")
-        for name, (median, p95) in dashboard(args.devci, server, args.builds).items():
-            print(f"{name} at {args.builds} builds on PostgreSQL: median {median:.1f} ms, p95 {p95:.1f} ms")
-        for how in ("kill", "stop"):
-            times = failover(args.devci, server, args.trials, how)
-            print(f"failover after {'kill -9' if how == 'kill' else 'SIGSTOP'} of the leader, to the first job the new leader assigns: "
-                  f"median {statistics.median(times):.2f} s, max {max(times):.2f} s over {len(times)} trials")
-    finally:
-        if folder:
-            subprocess.run([os.path.join(ROOT, "scripts/postgres.sh"), "stop", folder + "/pg"])
-            os.rmdir(folder)
+        pg.append(throughput(args.devci, db, args.jobs, pg_done))
+    print(f"throughput, {args.jobs} trivial jobs, 4 protocol-level runners, median of {args.runs} runs: "
+          f"SQLite {statistics.median(sqlite):.0f} jobs/s ({', '.join(f'{x:.0f}' for x in sqlite)}), "
+          f"PostgreSQL {statistics.median(pg):.0f} jobs/s ({', '.join(f'{x:.0f}' for x in pg)})", flush=True)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ public final class RunnerAgent: Sendable {
         var executors: [Int64: any Executor] = [:]
         /// Which of the dispatcher addresses is dialled (and, once connected, talked to).
         var current = 0
+        /// Addresses that went silent, and until when the others are tried first.
+        var avoidUntil: [Int: NIODeadline] = [:]
         var startedAt: [Int64: ContinuousClock.Instant] = [:]
         /// The last write of the connection: a `close` waits for it, so a give-back is on the wire before the hang-up.
         var lastWrite: EventLoopFuture<Void>?
@@ -138,6 +140,8 @@ public final class RunnerAgent: Sendable {
                 if let last = lines.last { state.value.lastWrite = ch.writeAndFlush(LineCodec.encode(last)) }
             case .close:
                 state.value.channel?.close(promise: nil)
+            case .avoidDispatcher:
+                state.value.avoidUntil[state.value.current % config.dispatchers.count] = .now() + Self.avoidance
             case .closeAfterWrites:
                 guard let ch = state.value.channel else { continue }
                 (state.value.lastWrite ?? loop.makeSucceededVoidFuture()).whenComplete { _ in ch.close(promise: nil) }
@@ -203,9 +207,21 @@ public final class RunnerAgent: Sendable {
 
     /// After a failed, refused or lost connection, the next address is dialled (with the session's backoff).
     private func moveToNextDispatcher() {
-        guard config.dispatchers.count > 1 else { return }
-        state.value.current = (state.value.current + 1) % config.dispatchers.count
+        let n = config.dispatchers.count
+        guard n > 1 else { return }
+        // The next one that has not gone silent lately (a frozen dispatcher still accepts connections, and each
+        // costs a greeting timeout), this one again if it is the only such one; when all have, the one that went
+        // silent longest ago (the last to go silent is the likeliest to be still frozen).
+        let now = NIODeadline.now()
+        let from = state.value.current
+        let next = (1...n).map { (from + $0) % n }
+        let avoid = state.value.avoidUntil
+        state.value.current = next.first { (avoid[$0] ?? .distantPast) <= now }
+            ?? next.min { (avoid[$0] ?? .distantPast) < (avoid[$1] ?? .distantPast) } ?? next[0]
     }
+
+    /// How long an address that went silent is tried only after the others.
+    static let avoidance = TimeAmount.seconds(10)
 
     func disconnected() {
         state.value.channel = nil

@@ -43,6 +43,8 @@ struct RunnerSession {
         case send([ClientMessage])
         /// Close the connection now (a dead or wrong peer: nothing more is owed to it).
         case close
+        /// The dispatcher dialled went silent (frozen, or cut off): try the other addresses first for a while.
+        case avoidDispatcher
         /// Close the connection once what was sent before is written (a goodbye: the give-backs go out first).
         case closeAfterWrites
         /// Dial again after this long (the edge adds jitter).
@@ -114,7 +116,8 @@ struct RunnerSession {
         case .registrationTimedOut:
             guard connected else { return [] }
             guard greeted else {
-                return [.log(.warning, "the dispatcher at \(config.dispatcher) accepted the connection but said nothing within \(Self.greetingTimeout) (frozen?); trying again"), .close]
+                return [.log(.warning, "the dispatcher at \(config.dispatcher) accepted the connection but said nothing within \(Self.greetingTimeout) (frozen?); trying again"),
+                        .avoidDispatcher, .close]
             }
             return [.log(.warning, "the dispatcher at \(config.dispatcher) did not register this runner within \(config.registrationTimeout); reconnecting"), .close]
         case .received(let message):
@@ -125,7 +128,7 @@ struct RunnerSession {
             guard connected else { return [] }
             if answersHeartbeats, let lastHeard, now - lastHeard > lease {
                 return [.log(.warning, "the dispatcher at \(config.dispatcher) has not answered for \(Self.seconds(now - lastHeard)) (frozen or cut off); reconnecting"),
-                        .close]
+                        .avoidDispatcher, .close]
             }
             return [.send([.heartbeat])]
         case .output(let lines):

@@ -141,7 +141,7 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
         configuration = config
         // A frozen or cut-off process must not hold a transaction (and the rows it locked) for ever: the server
         // ends such a session, and its transaction with it. The store's transactions last milliseconds.
-        setup = readOnly ? [] : ["SET idle_in_transaction_session_timeout = '5s'"]
+        setup = readOnly ? [] : ["SET idle_in_transaction_session_timeout = '2s'"]
         do {
             try withConnection { _ in }
             if readOnly {
