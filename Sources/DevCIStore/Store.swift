@@ -201,8 +201,8 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
 
     public func enqueue(repo: String, branch: String, commit: String, jobs newJobs: [NewJob], mark: MarkUpdate = .always, at: Date) throws -> EnqueueResult {
         try write { db in
-            try Self.noteBranchHead(db, repo: repo, branch: branch, commit: commit, move: mark, at: at)
-            guard let (build, ids) = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, jobs: newJobs, at: at) else {
+            let head = Self.branchHeadStatement(repo: repo, branch: branch, commit: commit, move: mark, at: at)
+            guard let (build, ids) = try Self.insertBuild(db, repo: repo, branch: branch, commit: commit, jobs: newJobs, head: head, at: at) else {
                 return try existingBuild(db, repo: repo, commit: commit)
             }
             let specs = zip(ids, newJobs).map { id, job in
@@ -248,6 +248,13 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
     }
 
     private static func noteBranchHead(_ db: any SQLConnection, repo: String, branch: String, commit: String, move: MarkUpdate, at: Date) throws {
+        let head = branchHeadStatement(repo: repo, branch: branch, commit: commit, move: move, at: at)
+        try db.send(head.sql, head.arguments)
+    }
+
+    /// The statement that notes a dispatched commit as its branch's mark (see `MarkUpdate`).
+    private static func branchHeadStatement(repo: String, branch: String, commit: String, move: MarkUpdate,
+                                            at: Date) -> (sql: String, arguments: [any SQLValueConvertible]) {
         let onConflict: String
         var args: [any SQLValueConvertible] = [repo, branch, commit, at.timeIntervalSince1970]
         switch move {
@@ -257,7 +264,7 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
             onConflict = "UPDATE SET commit_id = excluded.commit_id, at = excluded.at WHERE branch_heads.commit_id = ?"
             args.append(expected)
         }
-        try db.send("""
+        return ("""
             INSERT INTO branch_heads(repo, branch, commit_id, at) VALUES (?, ?, ?, ?)
             ON CONFLICT(repo, branch) DO \(onConflict)
             """, args)
@@ -289,29 +296,32 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
         return id
     }
 
-    /// A new commit build and its jobs: their ids, or nil when the repository's commit has a build. On PostgreSQL
-    /// one statement writes both (one round trip); on SQLite, one after the other.
+    /// Notes the branch's mark (`head`), and records a new commit build and its jobs: their ids, or nil when the
+    /// repository's commit has a build. On PostgreSQL one statement writes all of it (one round trip); on SQLite,
+    /// one after the other.
     private static func insertBuild(_ db: any SQLConnection, repo: String, branch: String, commit: String, jobs: [NewJob],
-                                    at: Date) throws -> (build: Int64, jobs: [Int64])? {
+                                    head: (sql: String, arguments: [any SQLValueConvertible]), at: Date) throws -> (build: Int64, jobs: [Int64])? {
         guard db.dialect == .postgres, !jobs.isEmpty, jobs.count <= 4 else {
+            try db.send(head.sql, head.arguments)
             guard let build = try insertBuild(db, repo: repo, branch: branch, commit: commit, at: at) else { return nil }
             return (build, try jobs.map { try insertJob(db, build: build, job: $0, at: at) })
         }
         let rows = try jobs.map { try jobValues($0, at: at) }
         let tuple = "(" + Array(repeating: "?", count: 12).joined(separator: ", ") + ")"
+        let t = at.timeIntervalSince1970
         let inserted = try db.rows("""
-            WITH b AS (INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)
+            WITH h AS (\(head.sql)),
+                 b AS (INSERT INTO builds(repo, branch, commit_id, status, created_at) VALUES (?, ?, ?, 'queued', ?)
                        ON CONFLICT (repo, commit_id) WHERE cause = 'commit' DO NOTHING RETURNING id),
-                 v(ord, \(jobColumns)) AS (VALUES \(rows.map { _ in tuple }.joined(separator: ", ")))
-            INSERT INTO jobs(build_id, \(jobColumns)) SELECT b.id, \(jobColumns.split(separator: ",").map { "v." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
-            FROM b, v ORDER BY v.ord RETURNING id, build_id
-            """, [repo, branch, commit, at.timeIntervalSince1970] + rows.enumerated().flatMap { [$0.offset] + $0.element.values })
+                 v(ord, \(jobColumns)) AS (VALUES \(rows.map { _ in tuple }.joined(separator: ", "))),
+                 j AS (INSERT INTO jobs(build_id, \(jobColumns))
+                       SELECT b.id, \(jobColumns.split(separator: ",").map { "v." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+                       FROM b, v ORDER BY v.ord RETURNING id, build_id, status),
+                 e AS (INSERT INTO job_events(job_id, at, state, attempt) SELECT id, ?, status, 0 FROM j)
+            SELECT id, build_id FROM j ORDER BY id
+            """, head.arguments + [repo, branch, commit, t] + rows.enumerated().flatMap { [$0.offset] + $0.element.values } + [t])
         guard let build: Int64 = inserted.first?["build_id"] else { return nil }
-        let ids = inserted.map { $0["id"] as Int64 }.sorted()
-        for (id, row) in zip(ids, rows) {
-            try db.send("INSERT INTO job_events(job_id, at, state, attempt) VALUES (?, ?, ?, 0)", [id, at.timeIntervalSince1970, row.state])
-        }
-        return (build, ids)
+        return (build, inserted.map { $0["id"] as Int64 })
     }
 
     @discardableResult
