@@ -43,14 +43,16 @@ public final class Leadership: @unchecked Sendable {
     }
 
     /// Waits until this process leads, trying every `pollInterval`; `waiting` hears who leads meanwhile (again
-    /// whenever that changes). Returns false when `stop()` was called first. A database that cannot be reached is
-    /// retried, said once.
-    public func acquire(waiting: (String) -> Void) -> Bool {
+    /// whenever that changes). Returns false when `stop()` was called first. A database that cannot be reached at
+    /// the first try is an error (a wrong address, said at once); one lost later is retried, said once.
+    public func acquire(waiting: (String) -> Void) throws -> Bool {
         var said: String?
         var unreachable = false
+        var reached = false
         while !isStopped {
             do {
                 let c = try lockConnection()
+                reached = true
                 if try query(c, "SELECT pg_try_advisory_lock(\(Self.key))").first?.first?.decode(Bool.self) == true {
                     lock.withLock { lastPing = Date() }
                     return true
@@ -64,6 +66,7 @@ public final class Leadership: @unchecked Sendable {
                 }
             } catch {
                 dropConnection()
+                if !reached && !isStopped { throw StoreError("cannot connect to \(address): \(PostgresDriver.describe(error))") }
                 if !unreachable { logger.warning("cannot reach \(address) to contend for the lead: \(error); trying again") }
                 unreachable = true
                 Thread.sleep(forTimeInterval: 1)

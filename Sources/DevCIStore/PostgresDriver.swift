@@ -393,7 +393,8 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
     }
 
     static func sqlState(_ error: Error) -> String? {
-        (error as? PSQLError)?.serverInfo?[.sqlState]
+        if case .server(let e)? = error as? PostgresError { return e.fields[.sqlState] }
+        return (error as? PSQLError)?.serverInfo?[.sqlState]
     }
 
     /// The server's own words when it refused, else the error.
@@ -403,6 +404,10 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
                 return message + (info[.detail].map { " (\($0))" } ?? "")
             }
             return "\(e.code)"
+        }
+        // The prepared-statement path (postgres-nio's older interface) reports the server's refusal this way.
+        if case .server(let e)? = error as? PostgresError, let message = e.fields[.message] {
+            return message + (e.fields[.detail].map { " (\($0))" } ?? "")
         }
         if error is PostgresDecodingError { return String(reflecting: error) }
         return "\(error)"

@@ -167,20 +167,25 @@ struct DispatcherCommand: ParsableCommand {
         var listener: StandbyListener?
         defer { listener?.close() }
         var failure: Error?
-        let leads = leader.acquire { holder in
-            if listener == nil && failure == nil {
-                do {
-                    listener = try StandbyListener(host: host, port: port, group: group)
-                } catch {
-                    failure = error
-                    leader.stop()
-                    return
+        let leads: Bool
+        do {
+            leads = try leader.acquire { holder in
+                if listener == nil && failure == nil {
+                    do {
+                        listener = try StandbyListener(host: host, port: port, group: group)
+                    } catch {
+                        failure = error
+                        leader.stop()
+                        return
+                    }
+                    logger.notice("standing by on \(host):\(port): \(holder) leads \(leader.address); peers are told to try the next address, and this dispatcher takes over when the leader is gone")
+                } else {
+                    logger.notice("\(holder) now leads \(leader.address); still standing by")
                 }
-                logger.notice("standing by on \(host):\(port): \(holder) leads \(leader.address); peers are told to try the next address, and this dispatcher takes over when the leader is gone")
-            } else {
-                logger.notice("\(holder) now leads \(leader.address); still standing by")
+                listener?.setLeader(holder)
             }
-            listener?.setLeader(holder)
+        } catch {
+            throw Failure("cannot open the database: \(error)")
         }
         if let failure { throw Failure("cannot listen on \(host):\(port): \(failure)") }
         if leads && listener != nil { logger.notice("the leader is gone: taking over") }

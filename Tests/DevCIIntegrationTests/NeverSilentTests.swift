@@ -228,10 +228,16 @@ final class NeverSilentTests: HarnessTestCase {
     func testADatabaseAddressOrAReadOnlyDatabaseIsRefusedAtStart() throws {
         let cwd = h.dir.appendingPathComponent("cwd").path
         try FileManager.default.createDirectory(atPath: cwd, withIntermediateDirectories: true)
-        let pg = try h.run(["dispatcher", "--port", "0", "--db", "postgres://ci@localhost/ci"])
+        // A PostgreSQL address nobody answers at: said at once, with the address (and never its password).
+        let nobody = "postgres://ci:s3cret@127.0.0.1:\(try h.freeLoopbackPort())/ci"
+        let pg = try h.run(["dispatcher", "--port", "0", "--db", nobody])
         XCTAssertNotEqual(pg.status, 0)
-        XCTAssertTrue(pg.output.contains("postgres://"), pg.output)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: "postgres:"), "no folder called postgres: is made")
+        XCTAssertTrue(pg.output.contains("cannot connect to postgres://ci@127.0.0.1:"), pg.output)
+        XCTAssertFalse(pg.output.contains("s3cret"), pg.output)
+        let other = try h.run(["dispatcher", "--port", "0", "--db", "mysql://ci@localhost/ci"])
+        XCTAssertNotEqual(other.status, 0)
+        XCTAssertTrue(other.output.contains("not 'mysql://'"), other.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "postgres:") || FileManager.default.fileExists(atPath: "mysql:"), "no folder called postgres: is made")
 
         // A database this user may read but not write. Root writes anything, so as root the dispatcher runs as nobody.
         let (made, _) = try h.startDispatcher()

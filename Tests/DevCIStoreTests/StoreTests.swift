@@ -114,5 +114,32 @@ final class StoreTests: XCTestCase {
             XCTAssertEqual(try reader.events(job: r.jobs[0].id).map(\.state), [.error, .error])
         }
     }
+
+    /// Issue 13, point 4: the database itself refuses a write from a leader that lost the lead, even one that does
+    /// not know it yet (its own watchdog has not noticed): every write transaction is fenced by the epoch.
+    func testAWriteFromAnOlderEpochIsRefusedByTheDatabase() throws {
+        guard let database = try TestDatabase.all(in: dir).first(where: { $0.kind == "PostgreSQL" }) else { return }
+        let address = try PostgresAddress(database.location)
+        let a = try database.open(), b = try database.open()
+        let first = Leadership(address: address, identity: "dispatcher A", logger: .init(label: "test"))
+        XCTAssertTrue(try first.acquire { _ in XCTFail("nobody else leads") })
+        let old = try first.takeOver(store: a) { _ in }
+        _ = try a.enqueue(repo: "/r", branch: "main", commit: commit, jobs: [NewJob(name: "t")], at: Date())
+        // A lets go without noticing (as a frozen process would), and B takes over.
+        first.stop()
+        let second = Leadership(address: address, identity: "dispatcher B", logger: .init(label: "test"))
+        XCTAssertTrue(try second.acquire { _ in })
+        defer { second.stop() }
+        XCTAssertEqual(try second.takeOver(store: b) { _ in }, old + 1)
+        XCTAssertThrowsError(try a.enqueue(repo: "/r", branch: "main", commit: String(repeating: "c", count: 40), jobs: [NewJob(name: "t")], at: Date())) {
+            XCTAssertTrue(($0 as? StoreError)?.isFenced ?? false, "\($0)")
+            XCTAssertTrue("\($0)".contains("(epoch \(old)) no longer leads"), "\($0)")
+        }
+        XCTAssertThrowsError(try a.record(JobTransition(job: 1, state: .failed, attempt: 1, runner: "x")))
+        XCTAssertEqual(try b.recentBuilds(limit: 10).map(\.commit), [commit], "nothing of A's after the takeover")
+        XCTAssertEqual(try b.jobs(build: 1).map(\.status), [.pending])
+        _ = try b.enqueue(repo: "/r", branch: "main", commit: String(repeating: "d", count: 40), jobs: [NewJob(name: "t")], at: Date())
+    }
+
 }
 
