@@ -168,7 +168,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "DevCIPipelineTests", dependencies: ["DevCIPipeline", "DevCIWire"]),
+        // Fixtures are read from the source folder (#filePath), not bundled.
+        .testTarget(name: "DevCIPipelineTests", dependencies: ["DevCIPipeline", "DevCIWire"], exclude: ["Fixtures"]),
         .testTarget(name: "DevCIProcessTests", dependencies: ["DevCIProcess", "DevCIWire"]),
         .testTarget(name: "DevCIObserverTests", dependencies: ["DevCIObserver", "DevCIWire"]),
         .testTarget(name: "DevCIRunnerManagerTests", dependencies: ["DevCIRunnerManager", "DevCIWire"]),
