@@ -17,7 +17,7 @@ Without --server it starts a throwaway PostgreSQL with scripts/postgres.sh and s
 import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import Peer, fake_runner, sha, wait_db  # noqa: E402
+from core import bench_fake_throughput, sha  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +33,8 @@ def psql(url, sql):
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def start_dispatcher(devci, tmp, db, port=0, name="dispatcher", wait_listen=True):
+def start_dispatcher(devci, tmp, db, port=0, name="dispatcher"):
+    """At the default log level: the failover trials wait for its role in the log."""
     log = open(os.path.join(tmp, f"{name}.log"), "a")
     p = subprocess.Popen([devci, "dispatcher", "--port", str(port), "--db", db, "--artifacts", os.path.join(tmp, "artifacts")],
                          stdout=log, stderr=log)
@@ -45,31 +46,6 @@ def start_dispatcher(devci, tmp, db, port=0, name="dispatcher", wait_listen=True
                 return p, int(re.search(r":(\d+)\s", line).group(1))
         time.sleep(0.02)
     raise SystemExit(f"{name} did not start")
-
-
-def throughput(devci, db, jobs, done):
-    with tempfile.TemporaryDirectory() as tmp:
-        p, port = start_dispatcher(devci, tmp, db if db else os.path.join(tmp, "devci.sqlite"))
-        stop, counts = threading.Event(), {}
-        for i in range(4):
-            threading.Thread(target=fake_runner, args=(port, f"fake{i}", stop, counts), daemon=True).start()
-        time.sleep(0.5)
-        client = Peer(port)
-        t0 = time.time()
-        for i in range(jobs):
-            client.send(f"dispatch repo=/bench commit={sha(i)} branch=main")
-        for i in range(jobs):
-            client.readline()
-        # A runner hears `accepted` once the dispatcher has written the result: no polling of the database
-        # (a psql process every few milliseconds would take a core of these two from what is measured).
-        while sum(counts.values()) < jobs:
-            time.sleep(0.005)
-        dt = time.time() - t0
-        done(tmp, jobs)  # and the database agrees
-        stop.set()
-        p.send_signal(signal.SIGTERM)
-        p.wait()
-        return jobs / dt
 
 
 class Follower:
@@ -325,23 +301,17 @@ def main():
 
 
 def measure_throughput(args, server):
-    def sqlite_done(tmp, jobs):
-        wait_db(os.path.join(tmp, "devci.sqlite"), "SELECT COUNT(*) FROM jobs WHERE status='success'", lambda v: v >= jobs)
-
-    sqlite = [throughput(args.devci, None, args.jobs, sqlite_done) for _ in range(args.runs)]
+    sqlite = [bench_fake_throughput(args.devci, args.jobs)[0] for _ in range(args.runs)]
     pg = []
     for _ in range(args.runs):
         db = create_database(server)
 
-        def pg_done(tmp, jobs):
-            deadline = time.time() + 600
-            while time.time() < deadline:
-                if int(psql(db, "SELECT COUNT(*) FROM jobs WHERE status='success'") or 0) >= jobs:
-                    return
-                time.sleep(0.05)
-            raise SystemExit("timed out")
+        def check(jobs):
+            count = int(psql(db, "SELECT COUNT(*) FROM jobs WHERE status='success'") or 0)
+            if count < jobs:
+                raise SystemExit(f"the runners heard {jobs} results accepted, the database holds {count}")
 
-        pg.append(throughput(args.devci, db, args.jobs, pg_done))
+        pg.append(bench_fake_throughput(args.devci, args.jobs, db=db, check=check)[0])
     print(f"throughput, {args.jobs} trivial jobs, 4 protocol-level runners, median of {args.runs} runs: "
           f"SQLite {statistics.median(sqlite):.0f} jobs/s ({', '.join(f'{x:.0f}' for x in sqlite)}), "
           f"PostgreSQL {statistics.median(pg):.0f} jobs/s ({', '.join(f'{x:.0f}' for x in pg)})", flush=True)

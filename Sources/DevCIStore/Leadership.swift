@@ -93,19 +93,13 @@ public final class Leadership: @unchecked Sendable {
     /// lock's session is watched: `onLost` is called once if it is lost.
     public func takeOver(store: SQLStore, onLost: @escaping @Sendable (String) -> Void) throws -> Int64 {
         guard let driver = store.postgres else { throw StoreError("a standby dispatcher needs a PostgreSQL store") }
-        let epoch = try driver.withConnection { c -> Int64 in
-            _ = try driver.run(c, "BEGIN", [])
-            do {
-                let rows = try PostgresSQLConnection(driver: driver, connection: c).rows(
-                    "UPDATE leadership SET epoch = epoch + 1, holder = ?, since = ? WHERE id = 1 RETURNING epoch",
-                    [.text(identity), .double(Date().timeIntervalSince1970)])
-                _ = try driver.run(c, "COMMIT", [])
-                guard let epoch: Int64 = rows.first?["epoch"] else { throw StoreError("the leadership row is missing from \(address)") }
-                return epoch
-            } catch {
-                _ = try? driver.run(c, "ROLLBACK", [])
-                throw error
+        // Not fenced yet: this is the write that makes the new epoch.
+        let epoch = try driver.write { db -> Int64 in
+            guard let epoch = try db.one(as: Int64.self, "UPDATE leadership SET epoch = epoch + 1, holder = ?, since = ? WHERE id = 1 RETURNING epoch",
+                                         [identity, Date().timeIntervalSince1970]) else {
+                throw StoreError("the leadership row is missing from \(address)")
             }
+            return epoch
         }
         driver.fence(epoch: epoch)
         let thread = Thread { [self] in watch(driver: driver, epoch: epoch, onLost: onLost) }

@@ -312,7 +312,7 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
         do {
             return try future.wait()
         } catch {
-            throw StoreError(Self.describe(error), fenced: Self.sqlState(error) == PostgresSchema.fenceState)
+            throw Self.storeError(error)
         }
     }
 
@@ -324,8 +324,7 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
             case .null: binds.appendNull()
             case .int(let i): binds.append(i)
             case .double(let d): binds.append(d)
-            // PostgreSQL's text cannot hold NUL: a log line carrying one keeps the rest of its text.
-            case .text(let s): binds.append(s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s)
+            case .text(let s): binds.append(Self.text(s))
             }
         }
         return c.query(PostgresQuery(unsafeSQL: numbered(sql), binds: binds), logger: logger)
@@ -348,7 +347,7 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
         if statement == nil {
             let made: PreparedQuery
             do { made = try c.prepare(query: text).wait() } catch {
-                throw StoreError(Self.describe(error), fenced: Self.sqlState(error) == PostgresSchema.fenceState)
+                throw Self.storeError(error)
             }
             sqlCacheLock.withLock {
                 if prepared[c.id, default: [:]].count < Self.preparedPerConnection { prepared[c.id, default: [:]][text] = made }
@@ -360,7 +359,7 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
             case .null: .null
             case .int(let i): PostgresData(int64: i)
             case .double(let d): PostgresData(double: d)
-            case .text(let s): PostgresData(string: s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s)
+            case .text(let s): PostgresData(string: Self.text(s))
             }
         }
         return statement!.execute(binds)
@@ -368,7 +367,7 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
 
     /// Whether a statement is worth preparing: the store's own, with few placeholders (a burst of log lines, or
     /// `devci migrate`'s many-row inserts, come in too many shapes).
-    static func preparable(_ sql: String, _ arguments: [SQLValue]) -> Bool {
+    static func preparable(_ arguments: [SQLValue]) -> Bool {
         arguments.count <= 64 && !arguments.isEmpty
     }
 
@@ -390,6 +389,16 @@ final class PostgresDriver: SQLDriver, @unchecked Sendable {
         }
         sqlCacheLock.withLock { numberedSQL[key] = out }
         return out
+    }
+
+    /// A failed statement as the store says it: the server's words, and whether it was the epoch fence.
+    static func storeError(_ error: Error) -> StoreError {
+        StoreError(describe(error), fenced: sqlState(error) == PostgresSchema.fenceState)
+    }
+
+    /// PostgreSQL's text cannot hold NUL: a log line carrying one keeps the rest of its text.
+    static func text(_ s: String) -> String {
+        s.contains("\0") ? s.replacingOccurrences(of: "\0", with: "\u{FFFD}") : s
     }
 
     static func sqlState(_ error: Error) -> String? {
@@ -429,7 +438,7 @@ final class PostgresSQLConnection: SQLConnection {
     }
 
     func send(_ sql: String, _ arguments: [SQLValue]) throws {
-        if PostgresDriver.preparable(sql, arguments) {
+        if PostgresDriver.preparable(arguments) {
             pending.append(try prepared(sql, arguments).map { _ in })
         } else {
             pending.append(driver.submit(connection, sql, arguments).map { _ in })
@@ -451,7 +460,7 @@ final class PostgresSQLConnection: SQLConnection {
         let sent = pending
         pending = []
         for f in sent {
-            do { try f.wait() } catch { throw StoreError(PostgresDriver.describe(error), fenced: PostgresDriver.sqlState(error) == PostgresSchema.fenceState) }
+            do { try f.wait() } catch { throw PostgresDriver.storeError(error) }
         }
     }
 
@@ -484,13 +493,12 @@ final class PostgresSQLConnection: SQLConnection {
     func rows(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow] {
         let rows: [PostgresRow]
         // postgres-nio's prepared statements come back in binary while their row description says text.
-        var binary = false
-        if PostgresDriver.preparable(sql, arguments) {
-            binary = true
+        let binary = PostgresDriver.preparable(arguments)
+        if binary {
             let future = try prepared(sql, arguments)
             try settle()
             do { rows = try future.wait() } catch {
-                throw StoreError(PostgresDriver.describe(error), fenced: PostgresDriver.sqlState(error) == PostgresSchema.fenceState)
+                throw PostgresDriver.storeError(error)
             }
         } else {
             rows = try waited(sql, arguments).rows

@@ -106,27 +106,17 @@ enum PostgresSchema {
 
     /// Creates or upgrades the schema, once, whoever else is starting.
     static func migrate(_ driver: PostgresDriver) throws {
-        try driver.withConnection { c in
-            func run(_ sql: String) throws { _ = try driver.run(c, sql, []) }
-            try run("BEGIN")
-            do {
-                try run("SELECT pg_advisory_xact_lock(\(migrationLock))")
-                try run("CREATE TABLE IF NOT EXISTS schema_migrations(name text PRIMARY KEY, at double precision NOT NULL)")
-                let rows = try PostgresSQLConnection(driver: driver, connection: c).all(as: String.self, "SELECT name FROM schema_migrations")
-                let applied = Set(rows)
-                let known = Set(migrations.map(\.name))
-                if let unknown = applied.subtracting(known).sorted().first {
-                    throw StoreError("the database \(driver.name) was upgraded by a newer DevCI (migration '\(unknown)'): run that version")
-                }
-                for migration in migrations where !applied.contains(migration.name) {
-                    for statement in migration.statements { try run(statement) }
-                    _ = try driver.run(c, "INSERT INTO schema_migrations(name, at) VALUES (?, ?)",
-                                       [.text(migration.name), .double(Date().timeIntervalSince1970)])
-                }
-                try run("COMMIT")
-            } catch {
-                _ = try? run("ROLLBACK")
-                throw error
+        // Before any epoch exists: the driver's write is an unfenced transaction here.
+        try driver.write { db in
+            try db.execute("SELECT pg_advisory_xact_lock(\(migrationLock))")
+            try db.execute("CREATE TABLE IF NOT EXISTS schema_migrations(name text PRIMARY KEY, at double precision NOT NULL)")
+            let applied = Set(try db.all(as: String.self, "SELECT name FROM schema_migrations"))
+            if let unknown = applied.subtracting(migrations.map(\.name)).sorted().first {
+                throw StoreError("the database \(driver.name) was upgraded by a newer DevCI (migration '\(unknown)'): run that version")
+            }
+            for migration in migrations where !applied.contains(migration.name) {
+                for statement in migration.statements { try db.execute(statement) }
+                try db.execute("INSERT INTO schema_migrations(name, at) VALUES (?, ?)", [migration.name, Date().timeIntervalSince1970])
             }
         }
     }

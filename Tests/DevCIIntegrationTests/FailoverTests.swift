@@ -95,13 +95,4 @@ final class FailoverTests: HarnessTestCase {
         }
         XCTAssertTrue(a.isRunning)
     }
-
-    func testASQLiteDatabaseStillAdmitsOneDispatcherAndNamesIt() throws {
-        // The embedded default keeps its file lock: no standby there, a clear refusal.
-        let (first, _) = try h.startDispatcher()
-        let second = try h.run(["dispatcher", "--port", "0", "--db", h.dbPath])
-        XCTAssertNotEqual(second.status, 0)
-        XCTAssertTrue(second.output.contains("another dispatcher is using the database") && second.output.contains("pid \(first.processIdentifier)"),
-                      second.output)
-    }
 }
