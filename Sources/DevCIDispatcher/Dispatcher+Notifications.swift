@@ -19,6 +19,11 @@ extension Dispatcher {
                 return 0
             }
             guard let facts = try store.notificationFacts(build: build, logLines: NotificationComposer.tailLines) else { return 0 }
+            // A bisection's builds of old commits are expected to fail: what they find is told instead.
+            if facts.build.cause == .bisect {
+                try store.queueNotifications(build: build, [], at: Date())
+                return 0
+            }
             let messages = NotificationComposer.messages(for: facts, config: config, now: Date())
             try store.queueNotifications(build: build, messages, at: Date())
             return messages.count

@@ -118,6 +118,8 @@ public final class Dispatcher: Sendable {
         /// Every configured secret's value, masked in every log line stored.
         var secretMask = SecretMask.none
         var notifierTask: Task<Void, Never>?
+        /// Test results stored per attempt in progress (bounded); forgotten with its result.
+        var testCounts: [JobAttempt: Int] = [:]
         /// The task each unfinished build is a run of (for its secrets), known before its first job is assigned.
         var buildTasks: [Int64: String] = [:]
     }
@@ -190,6 +192,7 @@ public final class Dispatcher: Sendable {
             self.apply(self.state.value.coordinator.handle(.restored(active: active, builds: builds), now: .now))
             self.configure(self.config.serverConfig)
             self.startNotifier(awaiting: awaitingNotification)
+            self.resumeBisections()
             _ = self.state.value.triggers.handle(.restored(schedule: schedule, runs: runs), now: Date())
         }.flatMap { () -> EventLoopFuture<Channel> in
             ServerBootstrap(group: self.loop)
@@ -343,7 +346,9 @@ public final class Dispatcher: Sendable {
         case .lastDispatched(let repo, let branch):
             answer(id, writer.submit("read the last dispatched commit", verify: false) { try $0.lastDispatched(repo: repo, branch: branch) },
                    busy: "the database is busy; ask again") { .last(repo: repo, branch: branch, commit: $0 ?? "") }
-        case .heartbeat, .claim, .started, .log, .result:
+        case .untested(let u):
+            untested(u, replyTo: id)
+        case .heartbeat, .claim, .started, .log, .result, .tests:
             guard scheduler.runnerName(id) != nil else {
                 send(id, .error(code: .notRegistered, message: "register before sending runner messages"))
                 return false
@@ -489,7 +494,10 @@ public final class Dispatcher: Sendable {
                 state.value.pendingLogs.append(LogRecord(job: job, attempt: attempt, stream: stream, timestampMillis: ts, text: LogText.escapingNUL(masked)))
                 if state.value.pendingLogs.count >= 2048 { flushLogs() }
             }
+        case .tests(let job, let attempt, let results):
+            testResults(job: job, attempt: attempt, results, from: id)
         case .result(let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
+            state.value.testCounts[JobAttempt(job: job, attempt: attempt)] = nil
             // The attempt's uploads are kept only with its recorded result, before any job that needs them can ask.
             let recorded = giveBack == nil && scheduler.holdsLease(id, job: job, attempt: attempt)
             settleArtifacts(job: job, attempt: attempt, keep: recorded)
@@ -549,6 +557,7 @@ public final class Dispatcher: Sendable {
                 // Notifications and downstream tasks once the ending is written.
                 (written ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
                     self.decideNotifications(build)
+                    self.bisectAfter(build: build, status: status)
                     self.applyTriggers(self.state.value.triggers.handle(.buildEnded(build, status), now: Date()))
                 }
             case .send(let id, .assign(var assignment)):

@@ -12,6 +12,13 @@ public enum DispatchBuilder {
                          title: info.title, author: info.author, mark: mark)
     }
 
+    /// The `untested` message of a commit left unbuilt before `before`, for bisection.
+    public static func untested(_ commit: String, before: String, in repository: GitRepository, repo: String, branch: String) -> ClientMessage {
+        let info = (try? repository.summary(of: commit)) ?? (title: "", author: "")
+        return .untested(UntestedCommit(repo: repo, branch: branch, commit: commit, before: before, pipeline: pipeline(of: commit, in: repository),
+                                        title: info.title, author: info.author))
+    }
+
     /// The pipeline file of `commit` as a dispatch carries it: its text, none, or why it cannot be sent.
     public static func pipeline(of commit: String, in repository: GitRepository) -> PipelineText {
         do {

@@ -51,7 +51,9 @@ public enum NotificationComposer {
         let what = event == .fixed ? "fixed" : b.status.display
         let name = b.task.map { "task \($0)" } ?? "\(b.repo) \(b.branch)"
         let commit = b.commit.isEmpty ? "" : " \(b.commit.prefix(10))"
-        return clean("[DevCI] build \(b.id) \(what): \(name)\(commit)")
+        if let c = f.culprit?.culprit { return clean("[DevCI] build \(b.id) \(what): \(name)\(commit), broken by \(c.prefix(10))") }
+        let flaky = event == .failure && f.onlyFlakyFailures ? " (only known-flaky tests failed)" : ""
+        return clean("[DevCI] build \(b.id) \(what): \(name)\(commit)\(flaky)")
     }
 
     static func summary(_ f: NotificationFacts, event: NotificationRule.When?, reporterURL: String, mask: SecretMask) -> String {
@@ -66,6 +68,23 @@ public enum NotificationComposer {
         if !b.author.isEmpty { lines.append("Author:     \(clean(b.author))") }
         if !b.title.isEmpty { lines.append("Title:      \(clean(mask.mask(b.title)))") }
         lines.append("Status:     \(b.status.rawValue)")
+        if let c = f.culprit, let commit = c.culprit {
+            lines.append("")
+            lines.append("Broken by \(commit.prefix(10))\(c.culpritAuthor.isEmpty ? "" : ", \(clean(c.culpritAuthor))")\(c.culpritTitle.isEmpty ? "" : ": \(clean(mask.mask(c.culpritTitle)))")")
+            lines.append("(\(c.reason ?? "found by bisection"))")
+        }
+        if f.onlyFlakyFailures {
+            lines.append("")
+            lines.append("Every test that failed is known to be flaky: this failure may not be the change's.")
+        }
+        if !f.failedTests.isEmpty {
+            lines.append("")
+            lines.append("Failed tests:")
+            for t in f.failedTests {
+                lines.append("  \(clean(t.fullName)) (\(t.status.rawValue)\(t.knownFlaky ? ", known flaky" : ""))")
+                if let m = t.message?.split(separator: "\n").first { lines.append("    " + clean(mask.mask(String(m)))) }
+            }
+        }
         if !f.failing.isEmpty {
             lines.append("")
             lines.append("Failing jobs:")
@@ -87,6 +106,11 @@ public enum NotificationComposer {
             "commit": b.commit, "author": b.author, "title": mask.mask(b.title), "url": "\(reporterURL)/builds/\(b.id)", "failing_jobs": failing,
         ]
         if let task = b.task { object["task"] = task }
+        object["failed_tests"] = f.failedTests.map { ["suite": $0.suite, "name": $0.name, "status": $0.status.rawValue, "known_flaky": $0.knownFlaky] }
+        object["only_flaky_failures"] = f.onlyFlakyFailures
+        if let c = f.culprit, let commit = c.culprit {
+            object["culprit"] = ["commit": commit, "title": mask.mask(c.culpritTitle), "author": c.culpritAuthor, "builds": c.buildsRun]
+        }
         return json(object)
     }
 

@@ -191,6 +191,9 @@ public final class Observer: Sendable {
         if let note = plan.note {
             if plan.skipped > 0 { logger.warning("\(w.repo) \(w.branch): \(note)") } else { logger.notice("\(w.repo) \(w.branch): \(note)") }
         }
+        if plan.skipped > 0, let first = plan.dispatch.first, let commits = newCommits {
+            keepUntested(Array(commits.prefix(plan.skipped).suffix(Self.untestedLimit)), before: first, w)
+        }
         for commit in plan.dispatch {
             // The pipeline travels with the commit: the dispatcher never needs to reach the repository.
             guard let reply = request(DispatchBuilder.dispatch(of: commit, in: w.repository, repo: w.repo, branch: w.branch)) else { return }
@@ -211,6 +214,26 @@ public final class Observer: Sendable {
                 return
             }
         }
+    }
+
+    /// The most skipped commits kept for bisection per poll (the newest of them): ten builds bisect them.
+    static let untestedLimit = 1000
+
+    /// Tells the dispatcher of the commits the backlog cap left unbuilt, so that a failure after them can be
+    /// bisected. Best effort: a refusal is logged, and the build of the newer commits goes on.
+    private func keepUntested(_ commits: [String], before: String, _ w: Watch) {
+        for commit in commits where !isStopped {
+            guard let reply = request(DispatchBuilder.untested(commit, before: before, in: w.repository, repo: w.repo, branch: w.branch)) else { return }
+            if case .error(let code, let message) = reply {
+                if code == .unknownVerb {
+                    logger.notice("the dispatcher does not keep untested commits (an older version): a failure after them is not bisected")
+                } else {
+                    logger.warning("dispatcher did not keep untested \(commit.prefix(12)): \(code): \(message)")
+                }
+                return
+            }
+        }
+        logger.info("\(w.repo) \(w.branch): \(commits.count) commit(s) left unbuilt before \(before.prefix(12)) kept for bisection")
     }
 
     /// One request on the kept connection, reconnecting when needed. Nil when the dispatcher is unreachable.

@@ -29,6 +29,8 @@ public struct JobDefinition: Equatable, Sendable {
     public var container: ContainerSpec?
     public var artifacts: ArtifactSpec?
     public var cache: CacheSpec?
+    /// `reports:`: the test reports the runner reads after the job.
+    public var reports: ReportSpec?
 }
 
 /// Where in which file a problem is.
@@ -53,6 +55,6 @@ extension JobDefinition {
     /// What a runner needs to run this job, for the wire.
     public func script(pipelineEnv: [String: String]) -> JobScript {
         JobScript(steps: steps, env: pipelineEnv.merging(env) { $1 }, workdir: workdir,
-                  timeoutSeconds: timeout?.seconds, container: container, artifacts: artifacts, cache: cache)
+                  timeoutSeconds: timeout?.seconds, container: container, artifacts: artifacts, cache: cache, reports: reports)
     }
 }

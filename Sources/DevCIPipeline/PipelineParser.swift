@@ -6,10 +6,11 @@ import Yams
 public enum PipelineParser {
     static let topKeys = ["stages", "jobs", "env", "default"]
     static let jobKeys = ["stage", "steps", "run", "needs", "allow_failure", "timeout", "retries", "retry_delay", "env", "workdir",
-                          "image", "memory", "cpus", "network", "artifacts", "cache"]
+                          "image", "memory", "cpus", "network", "artifacts", "cache", "reports"]
     static let defaultKeys = ["timeout", "retries", "retry_delay", "image", "memory", "cpus", "network"]
     static let artifactKeys = ["paths", "when"]
     static let cacheKeys = ["key", "paths"]
+    static let reportKeys = ["junit"]
     /// The engine's own floor for a memory limit.
     public static let minimumMemory: Int64 = 6 << 20
     static let stepKeys = ["name", "run"]
@@ -365,6 +366,15 @@ public enum PipelineParser {
             return spec
         }
 
+        /// `reports: {junit: [globs]}`: the job's JUnit XML test reports, read after it ends.
+        mutating func reports(_ node: Node, _ f: String) -> ReportSpec? {
+            guard let pairs = mapping(node, f, known: PipelineParser.reportKeys) else { return nil }
+            var spec = ReportSpec(junit: [])
+            for (_, _, v) in pairs { spec.junit = workspacePaths(v, "\(f).junit") }
+            if node.mapping?.isEmpty == true { fail(node, f, "name the report files: reports: {junit: [\"**/junit*.xml\"]}") }
+            return spec
+        }
+
         mutating func cache(_ node: Node, _ f: String) -> CacheSpec? {
             var key: String?, paths: [String]?
             var given: Set<String> = []
@@ -438,6 +448,7 @@ public enum PipelineParser {
                 case "image", "memory", "cpus", "network": containerKey(key, value, f, into: &container)
                 case "artifacts": job.artifacts = artifacts(value, "\(f).artifacts")
                 case "cache": job.cache = cache(value, "\(f).cache")
+                case "reports": job.reports = reports(value, "\(f).reports")
                 default:
                     guard let dir = string(value, "\(f).workdir") else { continue }
                     if dir.hasPrefix("/") || dir.split(separator: "/").contains("..") || dir.isEmpty {

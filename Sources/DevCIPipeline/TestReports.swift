@@ -1,31 +1,8 @@
+import DevCIWire
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
-
-/// One test's outcome, as a test report says it (issue 14): what the runner sends and the dispatcher stores.
-public struct TestResult: Codable, Equatable, Sendable {
-    public enum Status: String, Codable, Sendable {
-        case passed, failed, skipped, error
-    }
-
-    /// The suite or class (`classname`, else the enclosing `testsuite`'s name).
-    public var suite: String
-    public var name: String
-    public var status: Status
-    /// Seconds.
-    public var duration: Double
-    /// The failure's, error's or skip's message and text, cut to `TestReports.maxMessage` bytes.
-    public var message: String?
-
-    public init(suite: String, name: String, status: Status, duration: Double, message: String? = nil) {
-        self.suite = suite
-        self.name = name
-        self.status = status
-        self.duration = duration
-        self.message = message
-    }
-}
 
 /// JUnit XML, the report format of pytest (`--junitxml`), Go (`go-junit-report`), Maven Surefire, Gradle and
 /// `swift test --xunit-output`, read with a real XML parser (Foundation's `XMLParser`), never patterns. A report is
@@ -40,7 +17,7 @@ public enum TestReports {
     public static let maxBytes = 16 << 20
     public static let maxDepth = 64
     public static let maxTests = 50_000
-    public static let maxMessage = 4096
+    public static let maxMessage = TestResult.maxMessage
 
     /// The results of one JUnit XML document, in document order.
     public static func parseJUnit(_ data: Data) throws -> [TestResult] {
@@ -166,13 +143,157 @@ private final class JUnitReader: NSObject, XMLParserDelegate {
     }
 
     /// `s` cut to at most `bytes` bytes of UTF-8, on a character boundary.
-    static func cut(_ s: String, _ bytes: Int) -> String {
-        guard s.utf8.count > bytes else { return s }
-        var out = ""
-        for ch in s {
-            if out.utf8.count + String(ch).utf8.count > bytes - 3 { break }
-            out.append(ch)
+    static func cut(_ s: String, _ bytes: Int) -> String { TestResult.cut(s, bytes) }
+}
+
+/// Test results read from a job's log when it wrote no report file: the lines Python's `unittest -v` prints for
+/// each test (`test_add (tests.test_calc.TestCalc.test_add) ... ok`, and the `FAIL:`/`ERROR:` blocks after them
+/// for messages), and pytest's short summary with `-rA` (`PASSED path::test`, `FAILED path::test - message`).
+/// Fed one output line at a time; plain string matching on fixed shapes, bounded in what it keeps.
+public struct LogTestScanner: Sendable {
+    private var results: [TestResult] = []
+    private var index: [String: Int] = [:]
+    /// A unittest line whose verdict comes on a later line (the test printed in between, or had a docstring).
+    private var pending: (suite: String, name: String)?
+    private var inPytestSummary = false
+    /// The unittest failure block being read: its test's key and its lines.
+    private var block: (key: String, lines: [String], bytes: Int)?
+    private var sawDashes = false
+
+    public init() {}
+
+    /// What was found, in the order the tests ran.
+    public var found: [TestResult] { results }
+
+    public mutating func feed(_ raw: String) {
+        let line = raw.hasSuffix("\r") ? String(raw.dropLast()) : raw
+        if readBlock(line) { return }
+        if line.hasPrefix("=") && line.contains(" short test summary info ") {
+            inPytestSummary = true
+            return
         }
-        return out + "…"
+        if inPytestSummary {
+            if line.hasPrefix("=") { inPytestSummary = false; return }
+            pytestSummary(line)
+            return
+        }
+        unittestLine(line)
+    }
+
+    // MARK: unittest
+
+    private static let verdicts: [(String, TestResult.Status)] = [
+        ("ok", .passed), ("FAIL", .failed), ("ERROR", .error), ("expected failure", .skipped), ("unexpected success", .failed),
+    ]
+
+    private static func verdict(_ text: String) -> (TestResult.Status, String?)? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if let v = verdicts.first(where: { $0.0 == t }) { return (v.1, v.1 == .failed && t == "unexpected success" ? t : nil) }
+        if t.hasPrefix("skipped") { return (.skipped, String(t.dropFirst("skipped".count)).trimmingCharacters(in: .whitespaces)) }
+        return nil
+    }
+
+    /// `name (dotted.id)`: the test's name and its suite, or nil when the line is not that shape.
+    private static func testID(_ head: String) -> (suite: String, name: String)? {
+        guard head.hasSuffix(")"), let open = head.firstIndex(of: "(") else { return nil }
+        let name = head[..<open].trimmingCharacters(in: .whitespaces)
+        let dotted = head[head.index(after: open)..<head.index(before: head.endIndex)]
+        guard !name.isEmpty, !name.contains(" "), !dotted.isEmpty, !dotted.contains(" "),
+              name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else { return nil }
+        // Python 3.11+ ends the id with the test's name; older versions give the class alone.
+        var suite = String(dotted)
+        if suite.hasSuffix("." + name) { suite = String(suite.dropLast(name.count + 1)) }
+        return (suite, name)
+    }
+
+    private mutating func unittestLine(_ line: String) {
+        if let r = line.range(of: " ... ") ?? (line.hasSuffix(" ...") ? line.range(of: " ...", options: .backwards) : nil) {
+            let head = String(line[..<r.lowerBound]), rest = String(line[r.upperBound...])
+            // `name (id)` alone, or a docstring line after a `name (id)` line.
+            let id = Self.testID(head) ?? pending
+            guard let id else { return }
+            if let (status, message) = Self.verdict(rest) {
+                add(TestResult(suite: id.suite, name: id.name, status: status, duration: 0, message: message))
+                pending = nil
+            } else {
+                pending = id  // the verdict follows on a later line
+            }
+            return
+        }
+        if let id = Self.testID(line) {
+            pending = id  // a docstring's line comes next
+            return
+        }
+        if let id = pending, let (status, message) = Self.verdict(line) {
+            add(TestResult(suite: id.suite, name: id.name, status: status, duration: 0, message: message))
+            pending = nil
+        }
+    }
+
+    /// The `FAIL: name (id)` blocks after the run: their traceback becomes the test's message.
+    private mutating func readBlock(_ line: String) -> Bool {
+        for prefix in ["FAIL: ", "ERROR: "] where line.hasPrefix(prefix) {
+            if let id = Self.testID(String(line.dropFirst(prefix.count))) {
+                finishBlock()
+                block = (Self.key(id.suite, id.name), [], 0)
+                sawDashes = false
+                return true
+            }
+        }
+        guard var b = block else { return false }
+        if line.hasPrefix("-----") || line.hasPrefix("=====") {
+            if sawDashes {
+                finishBlock()
+                return line.hasPrefix("=====") || line.hasPrefix("-----")
+            }
+            sawDashes = true
+            return true
+        }
+        if b.bytes < TestResult.maxMessage {
+            b.lines.append(line)
+            b.bytes += line.utf8.count + 1
+        }
+        block = b
+        return true
+    }
+
+    private mutating func finishBlock() {
+        guard let b = block else { return }
+        block = nil
+        sawDashes = false
+        let text = b.lines.joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+        if let i = index[b.key], !text.isEmpty { results[i].message = TestResult.cut(text, TestResult.maxMessage) }
+    }
+
+    // MARK: pytest
+
+    private mutating func pytestSummary(_ line: String) {
+        let words: [(String, TestResult.Status)] = [("PASSED ", .passed), ("FAILED ", .failed), ("ERROR ", .error), ("XFAIL ", .skipped),
+                                                    ("XPASS ", .passed), ("SKIPPED ", .skipped)]
+        guard let (word, status) = words.first(where: { line.hasPrefix($0.0) }) else { return }
+        var rest = Substring(line.dropFirst(word.count))
+        var message: String?
+        if let dash = rest.range(of: " - ") {
+            message = String(rest[dash.upperBound...])
+            rest = rest[..<dash.lowerBound]
+        }
+        // Only node ids (`path::Class::test`): a skip summary (`[1] path:12: reason`) names no test.
+        guard let sep = rest.range(of: "::", options: .backwards), !rest.contains(" ") else { return }
+        add(TestResult(suite: String(rest[..<sep.lowerBound]), name: String(rest[sep.upperBound...]), status: status, duration: 0, message: message))
+    }
+
+    // MARK: results
+
+    private static func key(_ suite: String, _ name: String) -> String { suite + "\u{1}" + name }
+
+    private mutating func add(_ r: TestResult) {
+        let key = Self.key(r.suite, r.name)
+        if let i = index[key] {
+            results[i] = r.bounded  // a test reported twice: the last word counts
+            return
+        }
+        guard results.count < TestResultBatch.maxPerAttempt else { return }
+        index[key] = results.count
+        results.append(r.bounded)
     }
 }

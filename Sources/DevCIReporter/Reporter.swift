@@ -106,6 +106,12 @@ public struct Reporter: Sendable {
         router.get("/api/runners") { request, _ in try runnersPage(json: true, request) }
         router.get("/repos/:name") { request, context in try repoPage(decoded(context, "name"), json: wantsJSON(request), request) }
         router.get("/api/repos/:name") { request, context in try repoPage(decoded(context, "name"), json: true, request) }
+        router.get("/repos/:name/tests") { request, context in try testsPage(decoded(context, "name"), json: wantsJSON(request), request) }
+        router.get("/repos/:name/flaky") { request, context in try flakyPage(decoded(context, "name"), json: wantsJSON(request), request) }
+        router.get("/repos/:name/tests/history") { request, context in try testHistoryPage(decoded(context, "name"), json: wantsJSON(request), request) }
+        router.get("/api/repos/:name/tests") { request, context in try testsPage(decoded(context, "name"), json: true, request) }
+        router.get("/api/repos/:name/flaky") { request, context in try flakyPage(decoded(context, "name"), json: true, request) }
+        router.get("/api/repos/:name/tests/history") { request, context in try testHistoryPage(decoded(context, "name"), json: true, request) }
         router.get("/badge/:repo/**") { request, context in
             try badge(decoded(context, "repo"), context.parameters.getCatchAll().map { $0.removingPercentEncoding ?? String($0) }.joined(separator: "/"), request)
         }
@@ -148,9 +154,12 @@ public struct Reporter: Sendable {
         let jobs = try store.jobs(build: id)
         let events = try store.events(build: id)
         let artifacts = Dictionary(grouping: artifactFolder.list(build: id), by: \.job)
+        let tests = try store.tests(build: id)
+        let bisection = try store.bisection(explaining: id)
         if json {
             return try jsonResponse(["build": AnyEncodable(build), "jobs": AnyEncodable(jobs), "events": AnyEncodable(events),
-                                     "artifacts": AnyEncodable(artifacts.values.flatMap { $0 }.sorted { ($0.job, $0.path) < ($1.job, $1.path) })])
+                                     "artifacts": AnyEncodable(artifacts.values.flatMap { $0 }.sorted { ($0.job, $0.path) < ($1.job, $1.path) }),
+                                     "tests": AnyEncodable(tests), "bisection": AnyEncodable(bisection)])
         }
         let byJob = Dictionary(grouping: events, by: \.job)
         var stages: [(String, [[String: Any]])] = []
@@ -187,7 +196,10 @@ public struct Reporter: Sendable {
             "what": build.runDescription, "hasRepo": !build.repo.isEmpty, "tags": build.tags.map { ["tag": $0] },
             "scheduled": build.scheduledAt.map { Self.time($0) } ?? false, "ended": build.finishedAt.map { Self.time($0) } ?? false,
             "runner": build.runner ?? false, "reason": build.reason ?? false,
-            "ancestor": build.upstream ?? false, "descendants": build.descendants.isEmpty ? false : ["builds": build.descendants.map { ["id": $0] }] as Any,
+            "ancestor": build.cause == .bisect ? false : build.upstream ?? false as Any,
+            "bisects": build.cause == .bisect ? build.upstream ?? false as Any : false,
+            "bisection": bisectionModel(bisection, builds: bisection == nil ? [] : build.descendants),
+            "tests": testsModel(build, tests: tests, all: request.uri.queryParameters.get("tests") == "all"), "descendants": build.descendants.isEmpty ? false : ["builds": build.descendants.map { ["id": $0] }] as Any,
             "startedMillis": Self.epochMillis(build.startedAt).map(String.init) ?? "",
             "finishedMillis": Self.epochMillis(build.finishedAt).map(String.init) ?? "",
             "stages": stages.map { ["name": $0.0, "jobs": $0.1] as [String: Any] },
@@ -249,6 +261,8 @@ public struct Reporter: Sendable {
             "badgeURL": "/badge/\(Self.pathEncoded(name))/\(Self.pathEncoded(builds.first?.branch ?? "main")).svg",
             "svg": Charts.durations(builds.reversed()),
             "query": repo.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "",
+            "namePath": Self.pathEncoded(name),
+            "branchQuery": (builds.first?.branch ?? "main").addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "",
         ]
         return page(title: name, summary: try store.summary(), content: Templates.render("repo", model), request: request)
     }

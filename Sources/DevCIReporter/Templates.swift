@@ -7,7 +7,8 @@ enum Templates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
         for (name, text) in [("layout", layout), ("dashboard", dashboard), ("rows", rows), ("build", build), ("runners", runners),
-                             ("repo", repo), ("error", error), ("signin", signin)] {
+                             ("repo", repo), ("error", error), ("signin", signin), ("tests", tests), ("flaky", flaky),
+                             ("testHistory", testHistory)] {
             try! library.register(text, named: name)
         }
         return library
@@ -56,10 +57,17 @@ enum Templates {
         <h1 data-build="{{id}}" data-after="{{after}}"><span class="status s-{{statusClass}}" id="build-status">{{status}}</span> Build {{id}}</h1>
         <p class="meta">{{#what}}<b>{{what}}</b>{{#hasRepo}} · {{/hasRepo}}{{/what}}{{#hasRepo}}<a href="/repos/{{repoPath}}">{{repo}}</a> · {{branch}} · <code>{{commit}}</code>{{/hasRepo}}{{#title}} · {{title}}{{/title}}{{#author}} — {{author}}{{/author}}{{#tags}} <span class="tag">{{tag}}</span>{{/tags}}</p>
         {{#ancestor}}<p class="meta">ancestor: <a href="/builds/{{ancestor}}">build {{ancestor}}</a>, whose success started this run</p>{{/ancestor}}
+        {{#bisects}}<p class="meta">a bisection build: one of the commits not built before <a href="/builds/{{bisects}}">build {{bisects}}</a> failed, built to find which commit broke the branch</p>{{/bisects}}
+        {{#bisection}}<div class="bisection" id="bisection">{{#found}}<p><b>Broken by <code>{{commit}}</code></b>{{#title}} “{{title}}”{{/title}}{{#author}} — {{author}}{{/author}}</p>{{/found}}{{#running}}<p><b>Bisecting</b>: {{count}} commit(s) were not built between <a href="/builds/{{good}}">build {{good}}</a> (passed) and this one; {{#current}}<a href="/builds/{{current}}">build {{current}}</a> is trying one ({{run}} of at most {{max}} builds).{{/current}}</p>{{/running}}{{#stopped}}<p><b>Bisection stopped</b> after {{run}} build(s).</p>{{/stopped}}<p class="meta">{{reason}}{{#builds}} · bisection builds: {{#list}}<a href="/builds/{{id}}">{{id}}</a> {{/list}}{{/builds}}</p></div>{{/bisection}}
         {{#descendants}}<p class="meta">descendants: {{#builds}}<a href="/builds/{{id}}">build {{id}}</a> {{/builds}}</p>{{/descendants}}
         {{#reason}}<p class="meta build-reason">{{reason}}</p>{{/reason}}
         {{#actions}}<div class="actions">{{#rerun}}<form method="post" action="/builds/{{id}}/rerun"><input type="hidden" name="csrf" value="{{csrf}}"><button>Re-run</button></form>{{/rerun}}{{#rerunFailed}}<form method="post" action="/builds/{{id}}/rerun-failed"><input type="hidden" name="csrf" value="{{csrf}}"><button>Re-run failed jobs</button></form>{{/rerunFailed}}{{#cancel}}<form method="post" action="/builds/{{id}}/cancel"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Cancel</button></form>{{/cancel}}</div>{{/actions}}
         <p class="meta">enqueued {{created}}{{#scheduled}} · scheduled {{scheduled}}{{/scheduled}} · started <span id="build-started">{{started}}</span>{{#ended}} · ended {{ended}}{{/ended}}{{#runner}} · runner {{runner}}{{/runner}} · duration <span class="duration" id="build-duration" data-started="{{startedMillis}}" data-finished="{{finishedMillis}}">{{duration}}</span></p>
+        {{#tests}}<section class="tests" id="tests"><h2>Tests</h2><p class="meta"><b>{{failed}}</b> failed · {{passed}} passed · {{skipped}} skipped{{#flipped}} · {{flipped}} passed on one attempt and failed on another{{/flipped}}</p>
+        {{#onlyFlaky}}<p class="flaky-note">Every test that failed is known to be flaky in this repository: this failure may not be the change's. <a href="/repos/{{repoPath}}/flaky">Flaky tests</a></p>{{/onlyFlaky}}
+        <table class="builds tests"><thead><tr><th>Status</th><th>Test</th><th>Job</th><th>Time</th></tr></thead><tbody>
+        {{#rows}}<tr><td><span class="status s-{{statusClass}}">{{status}}</span>{{#flaky}} <span class="tag">flaky</span>{{/flaky}}</td><td><a href="{{history}}">{{fullName}}</a>{{#message}}<pre class="test-message">{{message}}</pre>{{/message}}</td><td>{{job}}{{#attemptNote}} <small>{{attemptNote}}</small>{{/attemptNote}}</td><td>{{duration}}</td></tr>{{/rows}}
+        </tbody></table>{{#more}}<p class="meta">{{more}} more passing or skipped test(s) not shown: <a href="?tests=all#tests">show all</a></p>{{/more}}</section>{{/tests}}
         {{#stages}}<section class="stage"><h2>{{name}}</h2>
         {{#jobs}}<article class="job" id="job-{{id}}" data-attempt="{{attempt}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}
           {{#allowFailure}}<small>(allowed to fail)</small>{{/allowFailure}}</h3>
@@ -84,7 +92,36 @@ enum Templates {
     static let repo = """
         <h1>{{name}}</h1><p class="meta">{{repo}} · <img alt="status" src="{{badgeURL}}"> · pass rate {{passRate}} over the last {{count}} finished builds</p>
         <figure class="chart">{{{svg}}}<figcaption>Duration of the last builds (bar height), coloured by status.</figcaption></figure>
-        <p><a href="/?repo={{query}}">All builds of {{name}}</a></p>
+        <p><a href="/?repo={{query}}">All builds of {{name}}</a> · <a href="/repos/{{namePath}}/tests?branch={{branchQuery}}">Tests of {{branch}}: slowest and getting slower</a> · <a href="/repos/{{namePath}}/flaky">Flaky tests</a></p>
+        """
+
+    static let tests = """
+        <h1>Tests of {{name}} · {{branch}}</h1>
+        <form class="filters" method="get"><label>Branch <input name="branch" value="{{branch}}"></label><button>Show</button></form>
+        <p class="meta">Over the last {{builds}} builds of {{branch}}: passing runs only, durations as the test reports gave them. <a href="/repos/{{namePath}}/flaky">Flaky tests</a></p>
+        <h2>Getting slower</h2>
+        <table class="builds"><thead><tr><th>Test</th><th>Runs</th><th>Older half</th><th>Newer half</th><th>Slower by</th></tr></thead><tbody>
+        {{#slower}}<tr><td><a href="{{history}}">{{fullName}}</a></td><td>{{runs}}</td><td>{{older}}</td><td>{{newer}}</td><td>{{slowdown}}</td></tr>{{/slower}}
+        {{^slower}}<tr><td colspan="5" class="empty">No test got slower by a fifth or more.</td></tr>{{/slower}}</tbody></table>
+        <h2>Slowest</h2>
+        <table class="builds"><thead><tr><th>Test</th><th>Runs</th><th>Mean</th></tr></thead><tbody>
+        {{#slowest}}<tr><td><a href="{{history}}">{{fullName}}</a></td><td>{{runs}}</td><td>{{mean}}</td></tr>{{/slowest}}
+        {{^slowest}}<tr><td colspan="3" class="empty">No test results on {{branch}} yet: add reports: {junit: [...]} to a job, or run unittest -v or pytest -rA.</td></tr>{{/slowest}}</tbody></table>
+        """
+
+    static let flaky = """
+        <h1>Flaky tests of {{name}}</h1>
+        <p class="meta">A test is flaky when it both passed and failed on one commit (a retry, a re-run or a reassigned attempt), or when its result changed between at least {{minRate}} of its last runs (at least {{minRuns}} of them), over the last {{window}} builds.</p>
+        <table class="builds"><thead><tr><th>Test</th><th>Flip rate</th><th>Runs</th><th>Last commits where it flipped</th><th>First seen</th></tr></thead><tbody>
+        {{#tests}}<tr><td><a href="{{history}}">{{fullName}}</a></td><td>{{rate}}</td><td>{{runs}}</td><td>{{#flips}}<a href="/builds/{{build}}"><code>{{commit}}</code></a> {{/flips}}</td><td>{{firstSeen}}</td></tr>{{/tests}}
+        {{^tests}}<tr><td colspan="5" class="empty">No flaky test found.</td></tr>{{/tests}}</tbody></table>
+        """
+
+    static let testHistory = """
+        <h1>{{fullName}}</h1><p class="meta"><a href="/repos/{{namePath}}">{{name}}</a> · {{passed}} passed, {{failed}} failed, {{skipped}} skipped in its last {{count}} runs{{#flaky}} · <b>known flaky</b>{{/flaky}}</p>
+        <table class="builds"><thead><tr><th>Status</th><th>Build</th><th>Branch</th><th>Commit</th><th>Job</th><th>Attempt</th><th>Time</th><th>When</th></tr></thead><tbody>
+        {{#runs}}<tr><td><span class="status s-{{statusClass}}">{{status}}</span></td><td><a href="/builds/{{build}}#tests">{{build}}</a></td><td>{{branch}}</td><td><code>{{commit}}</code></td><td>{{job}}</td><td>{{attempt}}</td><td>{{duration}}</td><td>{{at}}</td></tr>{{#message}}<tr class="message"><td></td><td colspan="7"><pre class="test-message">{{message}}</pre></td></tr>{{/message}}{{/runs}}
+        {{^runs}}<tr><td colspan="8" class="empty">No runs of this test.</td></tr>{{/runs}}</tbody></table>
         """
 
     static let signin = """

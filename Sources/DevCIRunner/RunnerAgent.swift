@@ -1,9 +1,11 @@
 import DevCIContainer
 import DevCIGit
+import DevCIPipeline
 import DevCIProcess
 import DevCIWire
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -296,7 +298,10 @@ public final class RunnerAgent: Sendable {
                               secrets: a.secrets)
         // A secret the job prints is masked before the line leaves this runner.
         let mask = SecretMask(a.secrets.values)
+        // The log's test summary, for a job that writes no report file.
+        let scanner = NIOLockedValueBox(LogTestScanner())
         var result = executor.run(job) { lines in
+            scanner.withLockedValue { s in for l in lines where l.stream != .system { s.feed(l.text) } }
             let messages = lines.map {
                 ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: mask.mask($0.text))
             }
@@ -308,6 +313,12 @@ public final class RunnerAgent: Sendable {
         let succeeded = result.outcome.0 == .success
         // A stopped job (cancel, lost lease, shutdown) gives nothing back: its result will not be recorded.
         guard !result.stopped else { return result }
+        let tests = TestCollection.results(script?.reports, workspace: workspace, log: scanner.withLockedValue { $0.found }) { self.system(a, $0) }
+        if !tests.isEmpty {
+            let messages = TestResultBatch.batches(tests).map { ClientMessage.tests(job: a.job, attempt: a.attempt, results: $0) }
+            self.sendGate.waitUntilOpen()
+            loop.execute { self.handle(.output(messages)) }
+        }
         if let spec = script?.artifacts, spec.applies(succeeded: succeeded) {
             do {
                 try WorkspaceFiles.send(spec, from: workspace, job: a.job, attempt: a.attempt, client: wire) { self.system(a, $0) }

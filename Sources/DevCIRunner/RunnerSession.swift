@@ -239,10 +239,15 @@ struct RunnerSession {
     private mutating func send(_ lines: [ClientMessage]) -> [Action] {
         if connected { return lines.isEmpty ? [] : [.send(lines)] }
         for line in lines {
-            guard case .log(_, _, _, _, let text) = line else { continue }
+            let bytes: Int
+            switch line {
+            case .log(_, _, _, _, let text): bytes = text.utf8.count
+            case .tests(_, _, let results): bytes = results.count * 256  // about; the outbox bound is what matters
+            default: continue
+            }
             if outbox.count < Self.outboxLimit && outboxBytes < Self.outboxByteLimit {
                 outbox.append(line)
-                outboxBytes += text.utf8.count
+                outboxBytes += bytes
             } else {
                 droppedLines += 1
             }

@@ -102,6 +102,7 @@ enum PostgresSchema {
             END $$
             """,
         ]),
+        ("v8: tests and bisection", SQLStore.testsSchema(.postgres)),
     ]
 
     /// Creates or upgrades the schema, once, whoever else is starting.

@@ -70,6 +70,9 @@ public enum BuildCause: String, Codable, Sendable, CaseIterable {
     case adhoc
     /// Someone re-ran an earlier build from the reporter (all its jobs, or its failed ones).
     case rerun
+    /// A build of a commit that was never built, made to find which commit broke a branch (its `upstream` is the
+    /// failed build it bisects). Low priority; never notified about.
+    case bisect
 }
 
 /// A build other than a commit's: a task run or an ad-hoc job, before it is stored.
@@ -234,7 +237,7 @@ public struct BuildSummary: Codable, Equatable, Sendable {
     /// What it is a run of, for people: `task nightly #3 (period)`, `ad-hoc job`; empty for a commit's build.
     public var runDescription: String {
         if let task { return "task \(task)\(runNumber.map { " #\($0)" } ?? "") (\(cause.rawValue))" }
-        return cause == .adhoc ? "ad-hoc job" : cause == .rerun ? "re-run" : ""
+        return cause == .adhoc ? "ad-hoc job" : cause == .rerun ? "re-run" : cause == .bisect ? "bisection" : ""
     }
 
     /// Seconds from the first start to the end, or to now while running.

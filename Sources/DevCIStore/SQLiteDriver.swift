@@ -229,6 +229,9 @@ extension SQLiteDriver {
                 """)
         }
         migrateNotifications(&m)
+        m.registerMigration("v8: tests and bisection") { db in
+            for statement in SQLStore.testsSchema(.sqlite) { try db.execute(sql: statement) }
+        }
         return m
     }
 }

@@ -8,12 +8,21 @@ public struct NotificationFacts: Sendable, Equatable {
     /// left out); nil for the first.
     public var previous: BuildStatus?
     public var failing: [FailingJob]
+    /// The build's failed tests (at most 20), each saying whether it is known flaky.
+    public var failedTests: [BuildTest]
+    /// The bisection that named the commit that broke the branch, for the message that follows it.
+    public var culprit: BisectionRecord?
 
-    public init(build: BuildSummary, previous: BuildStatus?, failing: [FailingJob]) {
+    public init(build: BuildSummary, previous: BuildStatus?, failing: [FailingJob], failedTests: [BuildTest] = [], culprit: BisectionRecord? = nil) {
         self.build = build
         self.previous = previous
         self.failing = failing
+        self.failedTests = failedTests
+        self.culprit = culprit
     }
+
+    /// It failed, and every test that failed is known flaky.
+    public var onlyFlakyFailures: Bool { !failedTests.isEmpty && failedTests.allSatisfy(\.knownFlaky) }
 }
 
 public struct FailingJob: Sendable, Equatable {
@@ -80,10 +89,11 @@ extension SQLStore {
 
     public func notificationFacts(build id: Int64, logLines: Int) throws -> NotificationFacts? {
         guard let build = try build(id) else { return nil }
+        let failedTests = Array(try tests(build: id).filter(\.status.isFailure).prefix(20))
         return try read { db in
             let previous = try db.one(as: String.self, """
                 SELECT status FROM builds WHERE id < ? AND repo = ? AND branch = ? AND task IS NOT DISTINCT FROM ? AND finished_at IS NOT NULL
-                AND status NOT IN ('skipped', 'cancelled') ORDER BY id DESC LIMIT 1
+                AND status NOT IN ('skipped', 'cancelled') AND cause <> 'bisect' ORDER BY id DESC LIMIT 1
                 """, [id, build.repo, build.branch, build.task])
             let failing = try db.rows("""
                 SELECT id, name, status FROM jobs WHERE build_id = ? AND status IN ('failed', 'error', 'timed_out') AND allow_failure = 0 ORDER BY id LIMIT 10
@@ -92,7 +102,7 @@ extension SQLStore {
                                                [r["id"] as Int64, logLines])
                 return FailingJob(name: r["name"], status: Self.typed(r["status"], or: JobState.error), tail: tail.reversed())
             }
-            return NotificationFacts(build: build, previous: previous.flatMap(BuildStatus.init(rawValue:)), failing: failing)
+            return NotificationFacts(build: build, previous: previous.flatMap(BuildStatus.init(rawValue:)), failing: failing, failedTests: failedTests)
         }
     }
 

@@ -5,7 +5,7 @@ import Foundation
 public enum StoreCopy {
     /// The tables, parents before children (the target's foreign keys hold at every step).
     public static let tables = ["builds", "jobs", "job_events", "log_lines", "runners", "branch_heads", "webhook_deliveries",
-                                "task_schedule", "notifications"]
+                                "task_schedule", "notifications", "test_results", "untested_commits", "bisections"]
 
     public struct Counts: Sendable, Equatable {
         public var table: String
@@ -54,7 +54,7 @@ public enum StoreCopy {
             }
             if out.dialect == .postgres {
                 // New ids continue after the copied ones.
-                for table in ["builds", "jobs", "job_events", "log_lines", "notifications"] {
+                for table in ["builds", "jobs", "job_events", "log_lines", "notifications", "test_results", "untested_commits", "bisections"] {
                     _ = try out.rows("SELECT setval(pg_get_serial_sequence('\(table)', 'id'), COALESCE((SELECT MAX(id) FROM \(table)), 0) + 1, false)")
                 }
             }

@@ -56,6 +56,17 @@ public protocol BuildWriter: AnyObject, Sendable {
     func jobs(build: Int64) throws -> [JobSummary]
     /// The last commit dispatched on a repository's branch.
     func lastDispatched(repo: String, branch: String) throws -> String?
+    /// Test results of an attempt (issue 14), and what bisection needs.
+    func appendTestResults(build: Int64, job: Int64, attempt: Int, _ results: [TestResult]) throws
+    func noteUntested(_ u: UntestedCommit, at: Date) throws
+    func untested(repo: String, branch: String, before: String) throws -> [String]
+    func untestedCommit(repo: String, branch: String, commit: String) throws -> UntestedRecord?
+    func previousCommitBuild(before build: BuildSummary) throws -> BuildSummary?
+    func saveBisection(_ b: BisectionRecord, at: Date) throws -> Int64
+    func bisection(explaining build: Int64) throws -> BisectionRecord?
+    func bisection(building build: Int64) throws -> BisectionRecord?
+    func runningBisections() throws -> [BisectionRecord]
+    func tests(build: Int64) throws -> [BuildTest]
     /// Throws when the store is no longer the one that was opened (its file deleted or replaced), so that
     /// nothing is acknowledged into a database that is gone.
     func verify() throws
@@ -98,6 +109,13 @@ public protocol BuildReader: AnyObject, Sendable {
     func tasks() throws -> [String]
     /// The last commit dispatched on a repository's branch.
     func lastDispatched(repo: String, branch: String) throws -> String?
+    /// Tests (issue 14): a build's, a repository's flaky ones, one test's runs, a branch's timings, bisections.
+    func tests(build: Int64) throws -> [BuildTest]
+    func flakyTests(repo: String) throws -> [FlakyTest]
+    func testHistory(repo: String, suite: String, name: String, limit: Int) throws -> [TestRun]
+    func testTimings(repo: String, branch: String, builds: Int) throws -> [TestTiming]
+    func bisection(explaining build: Int64) throws -> BisectionRecord?
+    func bisection(building build: Int64) throws -> BisectionRecord?
 }
 
 /// Opens the store at `location` (a SQLite file's path or a `postgres://` address) for reading only. Throws

@@ -25,9 +25,13 @@ public struct JobScript: Codable, Equatable, Sendable {
     public var cache: CacheSpec?
     /// The jobs this one `needs` whose artifacts it receives in its workspace before its first step.
     public var artifactsFrom: [String]?
+    /// Test reports read from the workspace after the job, pass or fail.
+    public var reports: ReportSpec?
 
     public init(steps: [Step], env: [String: String] = [:], workdir: String? = nil, timeoutSeconds: Double? = nil,
-                container: ContainerSpec? = nil, artifacts: ArtifactSpec? = nil, cache: CacheSpec? = nil, artifactsFrom: [String]? = nil) {
+                container: ContainerSpec? = nil, artifacts: ArtifactSpec? = nil, cache: CacheSpec? = nil, artifactsFrom: [String]? = nil,
+                reports: ReportSpec? = nil) {
+        self.reports = reports
         self.steps = steps
         self.env = env
         self.workdir = workdir
@@ -100,5 +104,14 @@ public struct CacheSpec: Codable, Equatable, Sendable {
     public init(key: String, paths: [String]) {
         self.key = key
         self.paths = paths
+    }
+}
+
+/// `reports:` of a job: workspace globs of the JUnit XML files its test runners write.
+public struct ReportSpec: Codable, Equatable, Sendable {
+    public var junit: [String]
+
+    public init(junit: [String]) {
+        self.junit = junit
     }
 }

@@ -40,13 +40,12 @@ public enum LineCodec {
             case .never: base += " mark=0"
             case .ifStill(let expected): base += " mark=" + expected
             }
-            if !title.isEmpty { base += " title=" + percentEncode(String(title.prefix(200))) }
-            if !author.isEmpty { base += " author=" + percentEncode(String(author.prefix(200))) }
-            switch pipeline {
-            case .none: return base
-            case .text(let text): return base + " pipeline=" + percentEncode(text)
-            case .unreadable(let why): return base + " pipeline_error=" + percentEncode(why)
-            }
+            return base + commitFields(pipeline: pipeline, title: title, author: author)
+        case .untested(let u):
+            return line("untested", ("repo", u.repo), ("commit", u.commit), ("branch", u.branch), ("before", u.before))
+                + commitFields(pipeline: u.pipeline, title: u.title, author: u.author)
+        case .tests(let job, let attempt, let results):
+            return line("tests", ("job", String(job)), ("attempt", String(attempt)), ("results", TestResultBatch.json(results)))
         case .status: return "status"
         case .lastDispatched(let repo, let branch): return line("last", ("repo", repo), ("branch", branch))
         case .addJob(let j):
@@ -71,6 +70,18 @@ public enum LineCodec {
             return line("artifact_list", ("build", String(build))) + (job.map { " job=" + percentEncode($0) } ?? "") + (from > 0 ? " from=\(from)" : "")
         case .artifactGet(let build, let job, let path, let offset):
             return line("artifact_get", ("build", String(build)), ("job", job), ("path", path), ("offset", String(offset)))
+        }
+    }
+
+    /// A commit's title, author and pipeline, as `dispatch` and `untested` carry them.
+    private static func commitFields(pipeline: PipelineText, title: String, author: String) -> String {
+        var out = ""
+        if !title.isEmpty { out += " title=" + percentEncode(String(title.prefix(200))) }
+        if !author.isEmpty { out += " author=" + percentEncode(String(author.prefix(200))) }
+        switch pipeline {
+        case .none: return out
+        case .text(let text): return out + " pipeline=" + percentEncode(text)
+        case .unreadable(let why): return out + " pipeline_error=" + percentEncode(why)
         }
     }
 
@@ -153,15 +164,7 @@ public enum LineCodec {
             guard Validate.isRepository(repo) else { throw WireError(.badField, "repo must be a path or URL, not an option") }
             guard Validate.isCommitID(commit) else { throw WireError(.badField, "commit must be a full lowercase hex object id") }
             guard Validate.isBranchName(branch) else { throw WireError(.badField, "branch is not a valid branch name") }
-            let pipeline: PipelineText
-            if f.has("pipeline") {
-                pipeline = .text(try f.string("pipeline"))
-            } else if f.has("pipeline_error") {
-                pipeline = .unreadable(try f.string("pipeline_error"))
-            } else {
-                pipeline = .none
-            }
-            let title = String(try f.string("title", default: "").prefix(200)), author = String(try f.string("author", default: "").prefix(200))
+            let (pipeline, title, author) = try commitFields(&f)
             let markText = try f.string("mark", default: "1")
             let mark: MarkUpdate
             switch markText {
@@ -171,6 +174,19 @@ public enum LineCodec {
             default: throw WireError(.badField, "mark must be 0, 1 or a full commit id")
             }
             message = .dispatch(repo: repo, commit: commit, branch: branch, pipeline: pipeline, title: title, author: author, mark: mark)
+        case "untested":
+            let repo = try f.string("repo"), commit = try f.string("commit"), branch = try f.string("branch"), before = try f.string("before")
+            guard Validate.isRepository(repo) else { throw WireError(.badField, "repo must be a path or URL, not an option") }
+            guard Validate.isCommitID(commit), Validate.isCommitID(before) else { throw WireError(.badField, "commit and before must be full lowercase hex object ids") }
+            guard Validate.isBranchName(branch) else { throw WireError(.badField, "branch is not a valid branch name") }
+            let (pipeline, title, author) = try commitFields(&f)
+            message = .untested(UntestedCommit(repo: repo, branch: branch, commit: commit, before: before, pipeline: pipeline, title: title, author: author))
+        case "tests":
+            let job = try f.id("job"), attempt = try f.attempt()
+            guard let results = TestResultBatch.results(try f.string("results")) else {
+                throw WireError(.badField, "results must be a JSON list of tests (suite, name, status, duration, message)")
+            }
+            message = .tests(job: job, attempt: attempt, results: results.map(\.bounded))
         case "status": message = .status
         case "add_job":
             let command = try f.string("command")
@@ -233,6 +249,18 @@ public enum LineCodec {
         }
         try f.finish()
         return message
+    }
+
+    private static func commitFields(_ f: inout Fields) throws(WireError) -> (PipelineText, String, String) {
+        let pipeline: PipelineText
+        if f.has("pipeline") {
+            pipeline = .text(try f.string("pipeline"))
+        } else if f.has("pipeline_error") {
+            pipeline = .unreadable(try f.string("pipeline_error"))
+        } else {
+            pipeline = .none
+        }
+        return (pipeline, String(try f.string("title", default: "").prefix(200)), String(try f.string("author", default: "").prefix(200)))
     }
 
     public static func decodeServer(_ text: String) throws(WireError) -> ServerMessage {

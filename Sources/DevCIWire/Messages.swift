@@ -44,6 +44,34 @@ public enum ClientMessage: Equatable, Sendable {
     case artifactList(build: Int64, job: String?, from: Int)
     /// Ask for a chunk of a kept artifact: answered `artifact_data`.
     case artifactGet(build: Int64, job: String, path: String, offset: Int64)
+    /// Test results of an attempt in progress (its JUnit reports, or its log's test summary), sent before its
+    /// `result`; at most `TestResultBatch.maxBytes` of JSON per line. Not answered.
+    case tests(job: Int64, attempt: Int, results: [TestResult])
+    /// A commit the observer left unbuilt (over its backlog cap), kept so that a failure can be bisected:
+    /// answered `ok for=untested` once stored.
+    case untested(UntestedCommit)
+}
+
+/// A commit that was not built when it came: it is older than `before` (dispatched in the same poll) and newer
+/// than the branch's build before that. Its pipeline travels with it, as a dispatch's does.
+public struct UntestedCommit: Equatable, Sendable {
+    public var repo: String
+    public var branch: String
+    public var commit: String
+    public var before: String
+    public var pipeline: PipelineText
+    public var title: String
+    public var author: String
+
+    public init(repo: String, branch: String, commit: String, before: String, pipeline: PipelineText, title: String = "", author: String = "") {
+        self.repo = repo
+        self.branch = branch
+        self.commit = commit
+        self.before = before
+        self.pipeline = pipeline
+        self.title = title
+        self.author = author
+    }
 }
 
 /// A one-off job: `devci add-job "command"`.

@@ -10,6 +10,12 @@ public enum TextTable {
         }.joined(separator: "\n")
     }
 
+    /// Text from a job (a test's name or message) made safe to print on a terminal: control characters, escape
+    /// sequences' first byte among them, become `?`.
+    public static func clean(_ s: String) -> String {
+        String(String.UnicodeScalarView(s.unicodeScalars.map { ($0.value < 0x20 || (0x7f...0x9f).contains($0.value)) ? "?" : $0 }))
+    }
+
     /// Seconds from start to end (or to now), as a cell: `12.3s`, or `-` before it started.
     public static func duration(_ start: Date?, _ end: Date?) -> String {
         guard let start else { return "-" }

@@ -207,6 +207,7 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "Only jobs of this stage.") var stage: String?
     @Option(help: "Only this job.") var job: String?
     @Option(help: "How many builds.") var limit = 20
+    @Flag(help: "Print each build's tests, failed ones first, and the commit that broke it when a bisection found it.") var tests = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
@@ -225,7 +226,14 @@ struct ReportCommand: ParsableCommand {
             print(json ? try TextReport.json(rows) : TextReport.jobs(rows))
             return
         }
-        print(json ? try TextReport.json(builds) : TextReport.builds(builds))
+        let bisections = try builds.compactMap { try store.bisection(explaining: $0.id) }
+        if tests {
+            let reports = try builds.map { b in TextReport.BuildTests(build: b.id, status: b.status, tests: try store.tests(build: b.id),
+                                                                     bisection: bisections.first { $0.badBuild == b.id }) }
+            print(json ? try TextReport.json(reports) : TextReport.tests(reports))
+            return
+        }
+        print(json ? try TextReport.json(builds) : TextReport.builds(builds) + TextReport.culprits(bisections))
     }
 
     func matches(_ j: JobSummary) -> Bool { (stage.map { j.stage == $0 } ?? true) && (job.map { j.name == $0 } ?? true) }

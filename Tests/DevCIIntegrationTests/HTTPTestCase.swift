@@ -9,6 +9,35 @@ import XCTest
 class HTTPTestCase: HarnessTestCase {
     // MARK: Helpers
 
+    /// A webhook receiver: answers 500 to its first `failing` POSTs, then keeps each body (named by its
+    /// X-DevCI-Notification id) and answers 204. Returns its URL.
+    func startReceiver(into folder: String, failing: Int) throws -> String {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let p = try h.spawnProgram("receiver", "/usr/bin/env", ["python3", "-u", "-c", """
+            import http.server, os, sys
+            failing, out, seen = int(sys.argv[1]), sys.argv[2], [0]
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    body = self.rfile.read(int(self.headers['Content-Length']))
+                    seen[0] += 1
+                    if seen[0] <= failing:
+                        self.send_response(500); self.end_headers(); return
+                    name = '%03d-%s.json' % (seen[0], self.headers.get('X-DevCI-Notification'))
+                    open(os.path.join(out, name), 'wb').write(body)
+                    self.send_response(204); self.end_headers()
+                def log_message(self, *a): pass
+            s = http.server.HTTPServer(('127.0.0.1', 0), H)
+            print('port', s.server_address[1])
+            s.serve_forever()
+            """, String(failing), folder])
+        var port = 0
+        try h.waitUntil("the webhook receiver listens") {
+            port = h.log(of: p).split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) } ?? 0
+            return port > 0
+        }
+        return "http://127.0.0.1:\(port)/hook"
+    }
+
     /// Writes `text` as a configuration file under a fresh folder and returns the folder.
     func configFolder(_ files: [String: String]) throws -> String {
         let dir = h.dir.appendingPathComponent("config-\(UUID().uuidString.prefix(8))")

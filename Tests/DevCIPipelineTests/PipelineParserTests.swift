@@ -222,3 +222,22 @@ final class BuildPlanTests: XCTestCase {
         XCTAssertEqual(p.update("lint", to: .success), [.start("ship")])
     }
 }
+
+/// Issue 14: `reports: {junit: [...]}`.
+final class ReportsKeyTests: XCTestCase {
+    func testReportsNameJUnitGlobs() throws {
+        let p = try PipelineParser.parse("jobs:\n  unit:\n    run: pytest --junitxml=out/junit.xml\n    reports: {junit: [\"**/junit*.xml\", out/extra.xml]}\n")
+        XCTAssertEqual(p.job("unit")?.reports, ReportSpec(junit: ["**/junit*.xml", "out/extra.xml"]))
+        XCTAssertEqual(p.job("unit")?.script(pipelineEnv: [:]).reports?.junit, ["**/junit*.xml", "out/extra.xml"], "it travels with the job")
+    }
+
+    func testBadReportsAreErrors() {
+        for (yaml, expected) in [("reports: {xml: [a.xml]}", "unknown key 'xml'"), ("reports: {junit: [/etc/passwd]}", "relative path"),
+                                 ("reports: {junit: [../up.xml]}", "relative path"), ("reports: {}", "name the report files"),
+                                 ("reports: [a.xml]", "reports")] {
+            XCTAssertThrowsError(try PipelineParser.parse("jobs:\n  unit:\n    run: make\n    \(yaml)\n"), yaml) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(yaml): \(error)")
+            }
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import DevCIPipeline
+import DevCIWire
 import Foundation
 import XCTest
 
@@ -82,5 +83,62 @@ final class TestReportsTests: XCTestCase {
         let cut = try TestReports.parseJUnit(Data(long.utf8))
         XCTAssertLessThanOrEqual(cut[0].message?.utf8.count ?? 0, TestReports.maxMessage)
         XCTAssertEqual(cut[0].status, .failed)
+    }
+}
+
+/// Issue 14, point 1 (without a report file): the test summaries of `python3 -m unittest -v` (Python 3.11) and
+/// `pytest -rA` (pytest 9) in a job's log, as those tools printed them for `Fixtures/logs/test_demo.py`.
+final class LogTestScannerTests: XCTestCase {
+    func scan(_ name: String) throws -> [TestResult] {
+        let text = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/logs/\(name)"), encoding: .utf8)
+        var scanner = LogTestScanner()
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) { scanner.feed(String(line)) }
+        return scanner.found
+    }
+
+    func testUnittestVerboseOutput() throws {
+        let r = try scan("unittest-v.txt")
+        XCTAssertEqual(r.map(\.name), ["test_docstring", "test_errors", "test_expected", "test_fails", "test_ok", "test_skipped"])
+        XCTAssertEqual(r.map(\.status), [.passed, .error, .skipped, .failed, .passed, .skipped],
+                       "a docstring and printed output between a test and its verdict; an expected failure is not a failure")
+        XCTAssertEqual(Set(r.map(\.suite)), ["test_demo.TestDemo"])
+        XCTAssertTrue(r[3].message?.hasSuffix("AssertionError: 2 != 3") ?? false, "the FAIL block is the message: \(r[3])")
+        XCTAssertTrue(r[1].message?.hasSuffix("RuntimeError: boom") ?? false, "\(r[1])")
+        XCTAssertEqual(r[5].message, "'not today'")
+    }
+
+    func testPytestSummary() throws {
+        let r = try scan("pytest-rA.txt")
+        XCTAssertEqual(r.map(\.fullName), ["test_demo.py::TestDemo::test_docstring", "test_demo.py::TestDemo::test_ok", "test_demo.py::test_plain",
+                                           "test_demo.py::TestK::test_param", "test_demo.py::TestDemo::test_expected",
+                                           "test_demo.py::TestDemo::test_errors", "test_demo.py::TestDemo::test_fails", "test_demo.py::test_plain_fail"],
+                       "a skip summary without a node id names no test")
+        XCTAssertEqual(r.map(\.status), [.passed, .passed, .passed, .passed, .skipped, .failed, .failed, .failed])
+        XCTAssertEqual(r[7].message, "AssertionError: one is not two")
+    }
+
+    func testOtherOutputIsNotATest() {
+        var scanner = LogTestScanner()
+        for line in ["compiling ... ok", "PASSED everything", "Step 1 ... done", "(not a test) ... ok", "x (y z) ... FAIL", "FAILED tests/a.py::b - boom"] {
+            scanner.feed(line)
+        }
+        XCTAssertEqual(scanner.found, [], "outside pytest's summary FAILED lines are not read; odd shapes are not tests")
+    }
+
+    func testResultsAreBoundedAndBatchedUnderTheLineLimit() throws {
+        let huge = TestResult(suite: String(repeating: "s", count: 5000), name: String(repeating: "n", count: 5000), status: .failed,
+                              duration: .infinity, message: String(repeating: "\u{1}", count: 100_000)).bounded
+        XCTAssertLessThanOrEqual(huge.suite.utf8.count, TestResult.maxName)
+        XCTAssertLessThanOrEqual(huge.message!.utf8.count, TestResult.maxMessage)
+        XCTAssertEqual(huge.duration, 0)
+        let many = (0..<3000).map { TestResult(suite: "s", name: "test \($0) %", status: .passed, duration: 0.1, message: "a b c") } + [huge]
+        let batches = TestResultBatch.batches(many)
+        XCTAssertEqual(batches.flatMap { $0 }.count, many.count)
+        for b in batches {
+            let line = LineCodec.encode(ClientMessage.tests(job: 1, attempt: 1, results: b))
+            XCTAssertLessThan(line.utf8.count, WireLimits.maxLineBytes)
+            guard case .tests(_, _, let back) = try LineCodec.decodeClient(line) else { return XCTFail("not a tests line") }
+            XCTAssertEqual(back, b)
+        }
     }
 }
