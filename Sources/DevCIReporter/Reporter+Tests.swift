@@ -106,7 +106,7 @@ extension Reporter {
             throw HTTPError(.badRequest, message: "Name the test: ?suite=…&name=….")
         }
         let runs = try store.testHistory(repo: repo, suite: suite, name: test, limit: 100)
-        let flaky = try store.flakyTests(repo: repo).contains { $0.suite == suite && $0.name == test }
+        let flaky = try store.flakyTests(repo: repo, names: [test]).contains { $0.suite == suite && $0.name == test }
         if json { return try jsonResponse(["repo": AnyEncodable(repo), "suite": AnyEncodable(suite), "name": AnyEncodable(test), "knownFlaky": AnyEncodable(flaky), "runs": AnyEncodable(runs)]) }
         let model: [String: Any] = [
             "name": name, "namePath": Self.pathEncoded(name), "fullName": suite.isEmpty ? test : "\(suite)::\(test)", "count": runs.count, "flaky": flaky,

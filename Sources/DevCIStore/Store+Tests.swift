@@ -319,7 +319,9 @@ extension SQLStore {
         }
         var tests = order.compactMap { byTest[$0] }
         guard let repo = try self.build(build)?.repo, tests.contains(where: { $0.status.isFailure || $0.flippedHere }) else { return tests }
-        let flaky = Set(try flakyTests(repo: repo).map { "\($0.suite)\u{1}\($0.name)" })
+        // Only the tests in question are looked up (by name, an index seek), not the repository's whole history.
+        let names = Array(Set(tests.filter { $0.status.isFailure || $0.flippedHere }.map(\.name)).prefix(200))
+        let flaky = Set(try flakyTests(repo: repo, names: names).map { "\($0.suite)\u{1}\($0.name)" })
         for i in tests.indices { tests[i].knownFlaky = tests[i].flippedHere || flaky.contains("\(tests[i].suite)\u{1}\(tests[i].name)") }
         let rank: (BuildTest) -> Int = { $0.status.isFailure ? 0 : $0.status == .skipped ? 2 : 1 }
         return tests.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
@@ -327,16 +329,21 @@ extension SQLStore {
 
     /// The repository's flaky tests over its recent builds, the most flaky first (task runs left out: they are
     /// not the repository's tests, and may be hidden from the viewer).
-    public func flakyTests(repo: String) throws -> [FlakyTest] {
-        try read { db in
+    public func flakyTests(repo: String) throws -> [FlakyTest] { try flakyTests(repo: repo, names: nil) }
+
+    /// The flaky tests among those with these names (all of the repository's when nil).
+    public func flakyTests(repo: String, names: [String]?) throws -> [FlakyTest] {
+        if names?.isEmpty == true { return [] }
+        let only = names.map { " AND t.name IN (" + $0.map { _ in "?" }.joined(separator: ", ") + ")" } ?? ""
+        return try read { db in
             let since = try db.one(as: Int64.self, """
                 SELECT MIN(id) FROM (SELECT id FROM builds WHERE repo = ? ORDER BY id DESC LIMIT \(Self.flakyWindowBuilds)) recent
                 """, [repo]) ?? 0
             // Each test's runs, oldest first: flips on one commit, and flips between consecutive runs.
             let rows = try db.rows("""
                 SELECT t.suite, t.name, t.status, t.build_id, b.commit_id, b.created_at FROM test_results t JOIN builds b ON b.id = t.build_id
-                WHERE b.repo = ? AND b.task IS NULL AND t.build_id >= ? AND t.status IN ('passed', 'failed', 'error') ORDER BY t.id
-                """, [repo, since])
+                WHERE b.repo = ? AND b.task IS NULL AND t.build_id >= ? AND t.status IN ('passed', 'failed', 'error')\(only) ORDER BY t.id
+                """, [repo, since] + (names ?? []).map { $0 as any SQLValueConvertible })
             struct Runs { var statuses: [Bool] = []; var byCommit: [String: (pass: Bool, fail: Bool, build: Int64, at: Double)] = [:]; var firstFlip: Double? }
             var tests: [String: Runs] = [:]
             var order: [String] = []

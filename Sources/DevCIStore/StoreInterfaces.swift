@@ -112,6 +112,7 @@ public protocol BuildReader: AnyObject, Sendable {
     /// Tests (issue 14): a build's, a repository's flaky ones, one test's runs, a branch's timings, bisections.
     func tests(build: Int64) throws -> [BuildTest]
     func flakyTests(repo: String) throws -> [FlakyTest]
+    func flakyTests(repo: String, names: [String]?) throws -> [FlakyTest]
     func testHistory(repo: String, suite: String, name: String, limit: Int) throws -> [TestRun]
     func testTimings(repo: String, branch: String, builds: Int) throws -> [TestTiming]
     func bisection(explaining build: Int64) throws -> BisectionRecord?
