@@ -6,8 +6,8 @@ import Hummingbird
 /// The test pages (issue 14): a build's tests, failures first; a repository's flaky tests; a branch's slowest
 /// tests and those getting slower; one test's history. Every text from a report is escaped by the templates.
 extension Reporter {
-    /// Passing and skipped tests shown on a build page before "show all".
-    static let passingShown = 100
+    /// Passing and skipped tests shown on a build page before "show all" (failed and flipped ones always are).
+    static let passingShown = 0
 
     static func testStatusClass(_ s: TestResult.Status) -> String {
         switch s {
@@ -35,7 +35,7 @@ extension Reporter {
         var others = 0
         var rows: [[String: Any]] = []
         for t in tests {
-            if !t.status.isFailure {
+            if !t.status.isFailure && !t.flippedHere {
                 others += 1
                 if others > shownOthers { continue }
             }
@@ -70,7 +70,7 @@ extension Reporter {
         guard Validate.isBranchName(branch) else { throw HTTPError(.badRequest, message: "That is not a branch name.") }
         let builds = 30
         let timings = try store.testTimings(repo: repo, branch: branch, builds: builds)
-        let slower = timings.filter { $0.runs >= 4 && $0.slowdown >= 1.2 && $0.newerMean - $0.olderMean >= 0.005 }.sorted { $0.slowdown > $1.slowdown }
+        let slower = timings.filter { $0.runs >= 4 && $0.slowdown >= 1.25 && $0.newerMean - $0.olderMean >= 0.02 }.sorted { $0.slowdown > $1.slowdown }
         if json {
             return try jsonResponse(["repo": AnyEncodable(repo), "branch": AnyEncodable(branch), "slowest": AnyEncodable(Array(timings.prefix(50))),
                                      "slower": AnyEncodable(Array(slower.prefix(50)))])

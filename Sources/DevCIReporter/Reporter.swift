@@ -199,7 +199,7 @@ public struct Reporter: Sendable {
             "ancestor": build.cause == .bisect ? false : build.upstream ?? false as Any,
             "bisects": build.cause == .bisect ? build.upstream ?? false as Any : false,
             "bisection": bisectionModel(bisection, builds: bisection == nil ? [] : build.descendants),
-            "tests": testsModel(build, tests: tests, all: request.uri.queryParameters.get("tests") == "all"), "descendants": build.descendants.isEmpty ? false : ["builds": build.descendants.map { ["id": $0] }] as Any,
+            "tests": testsModel(build, tests: tests, all: request.uri.queryParameters.get("tests") == "all"), "descendants": build.descendants.isEmpty || bisection != nil ? false : ["builds": build.descendants.map { ["id": $0] }] as Any,
             "startedMillis": Self.epochMillis(build.startedAt).map(String.init) ?? "",
             "finishedMillis": Self.epochMillis(build.finishedAt).map(String.init) ?? "",
             "stages": stages.map { ["name": $0.0, "jobs": $0.1] as [String: Any] },

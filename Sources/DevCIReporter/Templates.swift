@@ -67,7 +67,7 @@ enum Templates {
         {{#onlyFlaky}}<p class="flaky-note">Every test that failed is known to be flaky in this repository: this failure may not be the change's. <a href="/repos/{{repoPath}}/flaky">Flaky tests</a></p>{{/onlyFlaky}}
         <table class="builds tests"><thead><tr><th>Status</th><th>Test</th><th>Job</th><th>Time</th></tr></thead><tbody>
         {{#rows}}<tr><td><span class="status s-{{statusClass}}">{{status}}</span>{{#flaky}} <span class="tag">flaky</span>{{/flaky}}</td><td><a href="{{history}}">{{fullName}}</a>{{#message}}<pre class="test-message">{{message}}</pre>{{/message}}</td><td>{{job}}{{#attemptNote}} <small>{{attemptNote}}</small>{{/attemptNote}}</td><td>{{duration}}</td></tr>{{/rows}}
-        </tbody></table>{{#more}}<p class="meta">{{more}} more passing or skipped test(s) not shown: <a href="?tests=all#tests">show all</a></p>{{/more}}</section>{{/tests}}
+        </tbody></table>{{#more}}<p class="meta"><a href="?tests=all#tests">Show the {{more}} passing or skipped test(s)</a></p>{{/more}}</section>{{/tests}}
         {{#stages}}<section class="stage"><h2>{{name}}</h2>
         {{#jobs}}<article class="job" id="job-{{id}}" data-attempt="{{attempt}}"><h3><span class="status s-{{statusClass}}" id="status-{{id}}">{{status}}</span> {{name}}
           {{#allowFailure}}<small>(allowed to fail)</small>{{/allowFailure}}</h3>
@@ -98,11 +98,11 @@ enum Templates {
     static let tests = """
         <h1>Tests of {{name}} · {{branch}}</h1>
         <form class="filters" method="get"><label>Branch <input name="branch" value="{{branch}}"></label><button>Show</button></form>
-        <p class="meta">Over the last {{builds}} builds of {{branch}}: passing runs only, durations as the test reports gave them. <a href="/repos/{{namePath}}/flaky">Flaky tests</a></p>
+        <p class="meta">Over the last {{builds}} builds of {{branch}}: passing runs only, durations as the test reports gave them; getting slower: the newer half of its runs at least a quarter and 20 ms slower than the older half. <a href="/repos/{{namePath}}/flaky">Flaky tests</a></p>
         <h2>Getting slower</h2>
         <table class="builds"><thead><tr><th>Test</th><th>Runs</th><th>Older half</th><th>Newer half</th><th>Slower by</th></tr></thead><tbody>
         {{#slower}}<tr><td><a href="{{history}}">{{fullName}}</a></td><td>{{runs}}</td><td>{{older}}</td><td>{{newer}}</td><td>{{slowdown}}</td></tr>{{/slower}}
-        {{^slower}}<tr><td colspan="5" class="empty">No test got slower by a fifth or more.</td></tr>{{/slower}}</tbody></table>
+        {{^slower}}<tr><td colspan="5" class="empty">No test got slower.</td></tr>{{/slower}}</tbody></table>
         <h2>Slowest</h2>
         <table class="builds"><thead><tr><th>Test</th><th>Runs</th><th>Mean</th></tr></thead><tbody>
         {{#slowest}}<tr><td><a href="{{history}}">{{fullName}}</a></td><td>{{runs}}</td><td>{{mean}}</td></tr>{{/slowest}}

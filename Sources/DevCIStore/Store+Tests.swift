@@ -323,7 +323,7 @@ extension SQLStore {
         let names = Array(Set(tests.filter { $0.status.isFailure || $0.flippedHere }.map(\.name)).prefix(200))
         let flaky = Set(try flakyTests(repo: repo, names: names).map { "\($0.suite)\u{1}\($0.name)" })
         for i in tests.indices { tests[i].knownFlaky = tests[i].flippedHere || flaky.contains("\(tests[i].suite)\u{1}\(tests[i].name)") }
-        let rank: (BuildTest) -> Int = { $0.status.isFailure ? 0 : $0.status == .skipped ? 2 : 1 }
+        let rank: (BuildTest) -> Int = { $0.status.isFailure ? 0 : $0.flippedHere ? 1 : $0.status == .skipped ? 3 : 2 }
         return tests.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
     }
 
@@ -339,9 +339,10 @@ extension SQLStore {
             let since = try db.one(as: Int64.self, """
                 SELECT MIN(id) FROM (SELECT id FROM builds WHERE repo = ? ORDER BY id DESC LIMIT \(Self.flakyWindowBuilds)) recent
                 """, [repo]) ?? 0
-            // Each test's runs, oldest first: flips on one commit, and flips between consecutive runs.
+            // Each test's runs, oldest first: flips on one commit, and flips between consecutive runs (a
+            // bisection's builds go back and forth between good and bad commits by design: they count for the first only).
             let rows = try db.rows("""
-                SELECT t.suite, t.name, t.status, t.build_id, b.commit_id, b.created_at FROM test_results t JOIN builds b ON b.id = t.build_id
+                SELECT t.suite, t.name, t.status, t.build_id, b.commit_id, b.created_at, b.cause FROM test_results t JOIN builds b ON b.id = t.build_id
                 WHERE b.repo = ? AND b.task IS NULL AND t.build_id >= ? AND t.status IN ('passed', 'failed', 'error')\(only) ORDER BY t.id
                 """, [repo, since] + (names ?? []).map { $0 as any SQLValueConvertible })
             struct Runs { var statuses: [Bool] = []; var byCommit: [String: (pass: Bool, fail: Bool, build: Int64, at: Double)] = [:]; var firstFlip: Double? }
@@ -352,8 +353,10 @@ extension SQLStore {
                 if tests[key] == nil { order.append(key); tests[key] = Runs() }
                 let failed = (r["status"] as String) != "passed"
                 let commit: String = r["commit_id"], at: Double = r["created_at"], build: Int64 = r["build_id"]
-                if let last = tests[key]!.statuses.last, last != failed, tests[key]!.firstFlip == nil { tests[key]!.firstFlip = at }
-                tests[key]!.statuses.append(failed)
+                if (r["cause"] as String) != BuildCause.bisect.rawValue {
+                    if let last = tests[key]!.statuses.last, last != failed, tests[key]!.firstFlip == nil { tests[key]!.firstFlip = at }
+                    tests[key]!.statuses.append(failed)
+                }
                 var c = tests[key]!.byCommit[commit] ?? (false, false, build, at)
                 if failed { c.fail = true } else { c.pass = true }
                 c.build = max(c.build, build)

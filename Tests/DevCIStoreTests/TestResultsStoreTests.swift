@@ -33,10 +33,10 @@ final class TestResultsStoreTests: XCTestCase {
             try store.appendTestResults(build: b1.build, job: job, attempt: 2, [result("test_ok", .passed, 0.2), result("test_flaky", .passed),
                                                                                result("test_broken", .error, message: "<b>boom</b>")])
             let tests = try store.tests(build: b1.build)
-            XCTAssertEqual(tests.map(\.name), ["test_broken", "test_ok", "test_flaky"], "failures first, then the rest in their order (\(database.kind))")
+            XCTAssertEqual(tests.map(\.name), ["test_broken", "test_flaky", "test_ok"], "failures first, then flips, then the rest (\(database.kind))")
             XCTAssertEqual(tests.map(\.attempt), [2, 2, 2], "the last attempt's word")
-            XCTAssertEqual(tests.map(\.flippedHere), [false, false, true])
-            XCTAssertEqual(tests.map(\.knownFlaky), [false, false, true])
+            XCTAssertEqual(tests.map(\.flippedHere), [false, true, false])
+            XCTAssertEqual(tests.map(\.knownFlaky), [false, true, false])
             XCTAssertEqual(tests[0].message, "<b>boom</b>")
             // Builds 2-4: test_ok slows down; test_broken keeps failing.
             for n in 2...5 {
@@ -49,9 +49,17 @@ final class TestResultsStoreTests: XCTestCase {
             XCTAssertEqual(flaky.first?.flips.map(\.commit), [sha(1)])
             XCTAssertEqual(flaky.first?.flipRate, 1.0)
             XCTAssertTrue(try store.flakyTests(repo: "/other").isEmpty)
-            let history = try store.testHistory(repo: "/r", suite: "s.T", name: "test_broken", limit: 100)
+            // A bisection's builds of older commits pass and fail by turns: that is not flakiness.
+            for n in 20..<32 {
+                let run = try store.enqueueRun(NewRun(task: nil, cause: .bisect, repo: "/r", branch: "main", commit: sha(n), upstream: b1.build),
+                                               jobs: [NewJob(name: "unit")], at: Date())
+                try store.appendTestResults(build: run.build, job: run.jobs[0].id, attempt: 1, [result("test_broken", n % 2 == 0 ? .passed : .failed)])
+            }
+            XCTAssertEqual(try store.flakyTests(repo: "/r").map(\.name), ["test_flaky"], "(\(database.kind))")
+            let history = try store.testHistory(repo: "/r", suite: "s.T", name: "test_broken", limit: 6)
+            XCTAssertEqual(history.first?.commit, sha(31))
+            XCTAssertEqual(try store.testHistory(repo: "/r", suite: "s.T", name: "test_broken", limit: 100).count, 18)
             XCTAssertEqual(history.count, 6)
-            XCTAssertEqual(history.first?.commit, sha(5), "newest first")
             let timings = try store.testTimings(repo: "/r", branch: "main", builds: 30)
             let ok = try XCTUnwrap(timings.first { $0.name == "test_ok" })
             XCTAssertEqual(ok.runs, 6)
