@@ -54,25 +54,42 @@ extension Dispatcher {
                 let (next, step) = Bisection.record(b, index: index, Bisection.verdict(status: status, failures: failures))
                 return try Self.carryOut(step, next, store)
             }
-            guard summary.cause == .commit, [.failed, .error, .timedOut].contains(status), try store.bisection(explaining: build) == nil,
-                  let previous = try store.previousCommitBuild(before: summary),
-                  previous.status == .success || previous.status == .passedWithAllowedFailures else { return nil }
-            let candidates = try store.untested(repo: summary.repo, branch: summary.branch, before: summary.commit)
-            guard !candidates.isEmpty else { return nil }
-            // A failure in known-flaky tests alone does not say the branch broke.
-            let failures = try store.tests(build: build).filter(\.status.isFailure)
-            if !failures.isEmpty && failures.allSatisfy(\.knownFlaky) { return nil }
-            var b = BisectionRecord(repo: summary.repo, branch: summary.branch, badBuild: build, goodBuild: previous.id, candidates: candidates)
-            b.id = try store.saveBisection(b, at: Date())
-            return try Self.carryOut(Bisection.next(b), b, store)
+            guard summary.cause == .commit else { return nil }
+            if Self.isGreen(summary.status) {
+                // A green build that ended after the red one that followed it (two runners): that pair too.
+                guard let next = try store.nextCommitBuild(after: summary) else { return nil }
+                return try Self.startBisection(of: next, store)
+            }
+            return try Self.startBisection(of: summary, store)
         }
         step.whenSuccess { progress in self.bisectionProgressed(progress) }
     }
 
-    /// Running bisections after a restart: one whose build ended while no dispatcher was there moves on.
+    static func isGreen(_ s: BuildStatus) -> Bool { s == .success || s == .passedWithAllowedFailures }
+
+    /// Starts bisecting a red commit build whose branch's build before it passed, over the commits the observer
+    /// left unbuilt in between; nil when there is nothing to bisect (or it is already bisected).
+    private static func startBisection(of red: BuildSummary, _ store: BuildWriter) throws -> BisectionProgress? {
+        guard red.cause == .commit, [.failed, .error, .timedOut].contains(red.status), try store.bisection(explaining: red.id) == nil,
+              let previous = try store.previousCommitBuild(before: red), isGreen(previous.status) else { return nil }
+        let candidates = try store.untested(repo: red.repo, branch: red.branch, before: red.commit)
+        guard !candidates.isEmpty else { return nil }
+        // A failure in known-flaky tests alone does not say the branch broke.
+        let failures = try store.tests(build: red.id).filter(\.status.isFailure)
+        if !failures.isEmpty && failures.allSatisfy(\.knownFlaky) { return nil }
+        var b = BisectionRecord(repo: red.repo, branch: red.branch, badBuild: red.id, goodBuild: previous.id, candidates: candidates)
+        b.id = try store.saveBisection(b, at: Date())
+        return try carryOut(Bisection.next(b), b, store)
+    }
+
+    /// Running bisections after a restart: one whose build ended while no dispatcher was there moves on, and a
+    /// recent red build whose bisection was never begun (the dispatcher stopped in between) gets one.
     func resumeBisections() {
         let steps = writer.submit("resume bisections") { store -> [BisectionProgress] in
             var out: [BisectionProgress] = []
+            for red in try store.recentFailedCommitBuilds(limit: 20) {
+                if let p = try Self.startBisection(of: red, store) { out.append(p) }
+            }
             for b in try store.runningBisections() {
                 if let current = b.currentBuild {
                     guard let build = try store.build(current), build.status.isFinal,

@@ -236,6 +236,27 @@ extension SQLStore {
         return try id.flatMap { try self.build($0) }
     }
 
+    /// The commit build of the same repository and branch after this one, if any.
+    public func nextCommitBuild(after build: BuildSummary) throws -> BuildSummary? {
+        let id = try read { db in
+            try db.one(as: Int64.self, """
+                SELECT id FROM builds WHERE id > ? AND repo = ? AND branch = ? AND cause = 'commit' AND status NOT IN ('skipped', 'cancelled')
+                ORDER BY id LIMIT 1
+                """, [build.id, build.repo, build.branch])
+        }
+        return try id.flatMap { try self.build($0) }
+    }
+
+    /// The last commit builds that failed, newest first.
+    public func recentFailedCommitBuilds(limit: Int) throws -> [BuildSummary] {
+        let ids = try read { db in
+            try db.all(as: Int64.self, """
+                SELECT id FROM builds WHERE cause = 'commit' AND status IN ('failed', 'error', 'timed_out') ORDER BY id DESC LIMIT ?
+                """, [limit])
+        }
+        return try ids.compactMap { try self.build($0) }
+    }
+
     public func saveBisection(_ b: BisectionRecord, at: Date) throws -> Int64 {
         let candidates = String(decoding: (try? JSONEncoder().encode(b.candidates)) ?? Data("[]".utf8), as: UTF8.self)
         return try write { db in

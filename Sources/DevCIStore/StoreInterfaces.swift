@@ -62,6 +62,8 @@ public protocol BuildWriter: AnyObject, Sendable {
     func untested(repo: String, branch: String, before: String) throws -> [String]
     func untestedCommit(repo: String, branch: String, commit: String) throws -> UntestedRecord?
     func previousCommitBuild(before build: BuildSummary) throws -> BuildSummary?
+    func nextCommitBuild(after build: BuildSummary) throws -> BuildSummary?
+    func recentFailedCommitBuilds(limit: Int) throws -> [BuildSummary]
     func saveBisection(_ b: BisectionRecord, at: Date) throws -> Int64
     func bisection(explaining build: Int64) throws -> BisectionRecord?
     func bisection(building build: Int64) throws -> BisectionRecord?

@@ -129,6 +129,38 @@ final class TestInsightsTests: HTTPTestCase {
         XCTAssertTrue(h.log(of: observer).contains("15 commit(s) left unbuilt"), h.log(of: observer))
     }
 
+    /// The green build before a red one ends after it (two runners): the bisection starts when it does.
+    func testABisectionStartsWhenTheGreenBuildBeforeTheRedOneEndsLast() throws {
+        let origin = try h.makeOrigin()
+        let pipeline = "jobs:\n  unit:\n    run: sh ci.sh\n"
+        try write([".devci.yml": pipeline], in: origin)
+        let scripts = ["sleep 3; exit 0", "exit 0", "exit 0", "exit 1", "exit 1", "exit 1"]
+        var commits: [String] = []
+        for (i, script) in scripts.enumerated() { commits.append(try h.commit(script, to: origin, message: "commit \(i)")) }
+        let (_, address) = try h.startDispatcher()
+        try h.startRunner(try h.clone(origin, as: "clone-a"), address, name: "a")
+        try h.startRunner(try h.clone(origin, as: "clone-b"), address, name: "b")
+        let (green, _) = try h.dispatch(commits[0], repo: origin, to: address, pipeline: .text(pipeline))
+        let client = try WireClient(address: address, token: nil)
+        defer { client.close() }
+        for commit in commits[1...4] {
+            let reply = try client.request(.untested(UntestedCommit(repo: origin, branch: "main", commit: commit, before: commits[5], pipeline: .text(pipeline))))
+            XCTAssertEqual(reply, .ok(what: "untested"))
+        }
+        let (red, _) = try h.dispatch(commits[5], repo: origin, to: address, pipeline: .text(pipeline))
+        XCTAssertEqual(try h.waitForFinalBuild(red).status, .failed)
+        XCTAssertFalse(try XCTUnwrap(try h.build(green)).status.isFinal, "the red build ended first")
+        XCTAssertNil(try h.store().bisection(explaining: red))
+        var bisection: BisectionRecord?
+        try h.waitUntil("the bisection ends", timeout: 60) {
+            bisection = try h.store().bisection(explaining: red)
+            return bisection.map { $0.state != .running } ?? false
+        }
+        XCTAssertEqual(bisection?.culprit, commits[3])
+        XCTAssertEqual(bisection?.goodBuild, green)
+        XCTAssertLessThanOrEqual(bisection?.buildsRun ?? 99, 3)
+    }
+
     /// A test that fails on a random half of its runs is found flaky from one build's retries; a test that fails
     /// every time is not; a later build that fails only in it says so. A hostile report is a note, nothing more.
     func testAFlakyTestIsFoundFromRetriesAndAnAlwaysFailingOneIsNot() throws {

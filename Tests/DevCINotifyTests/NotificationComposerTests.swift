@@ -69,4 +69,36 @@ final class NotificationComposerTests: XCTestCase {
         XCTAssertEqual(Notifier.retryDelay(afterAttempts: 11), .seconds(600))
         XCTAssertNil(Notifier.retryDelay(afterAttempts: 12))
     }
+
+    /// Issue 14: failed tests, a failure of known-flaky tests only, and the commit a bisection found.
+    func testFailedTestsFlakyOnlyFailuresAndTheCulprit() throws {
+        var rule = NotificationRule()
+        rule.webhook = "https://hooks.example.com/x"
+        rule.email = ["dev@example.com"]
+        var f = facts(.failed, previous: .success)
+        f.failedTests = [BuildTest(job: "unit", suite: "tests.T", name: "test_net", status: .failed, duration: 0.1,
+                                   message: "timeout token=hunter22\nmore", attempt: 1, flippedHere: false, knownFlaky: true)]
+        var messages = NotificationComposer.messages(for: f, config: config([rule]), now: Date())
+        let mail = try XCTUnwrap(messages.first { $0.channel == "email" })
+        XCTAssertTrue(mail.subject.hasSuffix("(only known-flaky tests failed)"), mail.subject)
+        XCTAssertTrue(mail.body.contains("Every test that failed is known to be flaky"), mail.body)
+        XCTAssertTrue(mail.body.contains("tests.T::test_net (failed, known flaky)"), mail.body)
+        XCTAssertTrue(mail.body.contains("timeout token=****") && !mail.body.contains("hunter22"), "a secret in a message is masked: \(mail.body)")
+        let hook = try XCTUnwrap(messages.first { $0.channel == "webhook" })
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(hook.body.utf8)) as? [String: Any])
+        XCTAssertEqual(json["only_flaky_failures"] as? Bool, true)
+
+        f.failedTests[0].knownFlaky = false
+        var b = BisectionRecord(repo: "r", branch: "main", badBuild: 7, goodBuild: 6, candidates: ["1a2b3c4d5e", "ffff"], state: .found, culprit: "1a2b3c4d5e6f",
+                                culpritTitle: "simplify add", culpritAuthor: "Ada", reason: "found by bisecting 2 commit(s)", buildsRun: 2)
+        b.id = 1
+        f.culprit = b
+        messages = NotificationComposer.messages(for: f, config: config([rule]), now: Date())
+        let second = try XCTUnwrap(messages.first { $0.channel == "email" })
+        XCTAssertTrue(second.subject.hasSuffix("broken by 1a2b3c4d5e"), second.subject)
+        XCTAssertTrue(second.body.contains("Broken by 1a2b3c4d5e, Ada: simplify add"), second.body)
+        let culprit = try XCTUnwrap((JSONSerialization.jsonObject(with: Data(messages.first { $0.channel == "webhook" }!.body.utf8)) as? [String: Any])?["culprit"] as? [String: Any])
+        XCTAssertEqual(culprit["commit"] as? String, "1a2b3c4d5e6f")
+        XCTAssertEqual(culprit["builds"] as? Int, 2)
+    }
 }
