@@ -33,6 +33,14 @@ def start_dispatcher(devci, tmp, port=0, lease="3s", heartbeat="1s", db=None):
     raise SystemExit("dispatcher did not start")
 
 
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 class Peer:
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port))

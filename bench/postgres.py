@@ -17,7 +17,7 @@ Without --server it starts a throwaway PostgreSQL with scripts/postgres.sh and s
 import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import bench_fake_throughput, sha  # noqa: E402
+from core import bench_fake_throughput, free_port, sha  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -244,14 +244,6 @@ def dashboard(devci, server, builds):
         r.send_signal(signal.SIGTERM)
         r.wait()
         return results
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_log(tmp, name, text, count=1, timeout=30):
