@@ -26,7 +26,13 @@ public enum Bisection {
 
     /// The next step of a running bisection.
     public static func next(_ b: BisectionRecord) -> Step {
-        if b.bad - b.good <= 1 { return .found(b.bad) }
+        if b.bad - b.good <= 1 {
+            // The oldest commit kept is bad, and older ones were never kept: the first bad one may be among them.
+            if b.bad == 0 && b.truncated {
+                return .stopped("\(b.candidates[0].prefix(10)) is bad, and so may be older commits the observer skipped but did not keep (over 1,000): the first bad commit is it or one before it")
+            }
+            return .found(b.bad)
+        }
         return .build((b.good + b.bad) / 2)
     }
 

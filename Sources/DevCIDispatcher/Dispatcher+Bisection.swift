@@ -26,12 +26,12 @@ extension Dispatcher {
         let already = state.value.testCounts[key, default: 0]
         let kept = Array(results.prefix(max(0, TestResultBatch.maxPerAttempt - already)))
         guard !kept.isEmpty else { return }
+        // Attempts whose result never comes (their runner died) are forgotten in bulk, not kept for ever.
+        if state.value.testCounts.count > 10_000 { state.value.testCounts.removeAll() }
         state.value.testCounts[key] = already + kept.count
         let mask = state.value.secretMask
-        let masked = kept.map { r -> TestResult in
-            var r = r
-            r.message = r.message.map(mask.mask)
-            return r
+        let masked = kept.map { r in
+            TestResult(suite: mask.mask(r.suite), name: mask.mask(r.name), status: r.status, duration: r.duration, message: r.message.map(mask.mask))
         }
         _ = writer.submit("write \(masked.count) test result(s) of job \(job)") { try $0.appendTestResults(build: build, job: job, attempt: attempt, masked) }
     }
@@ -72,12 +72,12 @@ extension Dispatcher {
     private static func startBisection(of red: BuildSummary, _ store: BuildWriter) throws -> BisectionProgress? {
         guard red.cause == .commit, [.failed, .error, .timedOut].contains(red.status), try store.bisection(explaining: red.id) == nil,
               let previous = try store.previousCommitBuild(before: red), isGreen(previous.status) else { return nil }
-        let candidates = try store.untested(repo: red.repo, branch: red.branch, before: red.commit)
+        let (candidates, cut) = try store.untested(repo: red.repo, branch: red.branch, before: red.commit)
         guard !candidates.isEmpty else { return nil }
         // A failure in known-flaky tests alone does not say the branch broke.
         let failures = try store.tests(build: red.id).filter(\.status.isFailure)
         if !failures.isEmpty && failures.allSatisfy(\.knownFlaky) { return nil }
-        var b = BisectionRecord(repo: red.repo, branch: red.branch, badBuild: red.id, goodBuild: previous.id, candidates: candidates)
+        var b = BisectionRecord(repo: red.repo, branch: red.branch, badBuild: red.id, goodBuild: previous.id, candidates: candidates, truncated: cut)
         b.id = try store.saveBisection(b, at: Date())
         return try carryOut(Bisection.next(b), b, store)
     }

@@ -497,7 +497,7 @@ public final class Dispatcher: Sendable {
         case .tests(let job, let attempt, let results):
             testResults(job: job, attempt: attempt, results, from: id)
         case .result(let job, let attempt, let outcome, let exitCode, let reason, let giveBack):
-            state.value.testCounts[JobAttempt(job: job, attempt: attempt)] = nil
+            if scheduler.holdsLease(id, job: job, attempt: attempt) { state.value.testCounts[JobAttempt(job: job, attempt: attempt)] = nil }
             // The attempt's uploads are kept only with its recorded result, before any job that needs them can ask.
             let recorded = giveBack == nil && scheduler.holdsLease(id, job: job, attempt: attempt)
             settleArtifacts(job: job, attempt: attempt, keep: recorded)

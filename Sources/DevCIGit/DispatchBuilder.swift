@@ -13,10 +13,11 @@ public enum DispatchBuilder {
     }
 
     /// The `untested` message of a commit left unbuilt before `before`, for bisection.
-    public static func untested(_ commit: String, before: String, in repository: GitRepository, repo: String, branch: String) -> ClientMessage {
+    public static func untested(_ commit: String, before: String, in repository: GitRepository, repo: String, branch: String,
+                                cut: Bool = false) -> ClientMessage {
         let info = (try? repository.summary(of: commit)) ?? (title: "", author: "")
         return .untested(UntestedCommit(repo: repo, branch: branch, commit: commit, before: before, pipeline: pipeline(of: commit, in: repository),
-                                        title: info.title, author: info.author))
+                                        title: info.title, author: info.author, cut: cut))
     }
 
     /// The pipeline file of `commit` as a dispatch carries it: its text, none, or why it cannot be sent.

@@ -71,7 +71,7 @@ public enum NotificationComposer {
         if let c = f.culprit, let commit = c.culprit {
             lines.append("")
             lines.append("Broken by \(commit.prefix(10))\(c.culpritAuthor.isEmpty ? "" : ", \(clean(c.culpritAuthor))")\(c.culpritTitle.isEmpty ? "" : ": \(clean(mask.mask(c.culpritTitle)))")")
-            lines.append("(\(c.reason ?? "found by bisection"))")
+            lines.append("(\(clean(c.reason ?? "found by bisection")))")
         }
         if f.onlyFlakyFailures {
             lines.append("")

@@ -192,7 +192,7 @@ public final class Observer: Sendable {
             if plan.skipped > 0 { logger.warning("\(w.repo) \(w.branch): \(note)") } else { logger.notice("\(w.repo) \(w.branch): \(note)") }
         }
         if plan.skipped > 0, let first = plan.dispatch.first, let commits = newCommits {
-            keepUntested(Array(commits.prefix(plan.skipped).suffix(Self.untestedLimit)), before: first, w)
+            keepUntested(Array(commits.prefix(plan.skipped).suffix(Self.untestedLimit)), before: first, cut: plan.skipped > Self.untestedLimit, w)
         }
         for commit in plan.dispatch {
             // The pipeline travels with the commit: the dispatcher never needs to reach the repository.
@@ -221,9 +221,10 @@ public final class Observer: Sendable {
 
     /// Tells the dispatcher of the commits the backlog cap left unbuilt, so that a failure after them can be
     /// bisected. Best effort: a refusal is logged, and the build of the newer commits goes on.
-    private func keepUntested(_ commits: [String], before: String, _ w: Watch) {
+    private func keepUntested(_ commits: [String], before: String, cut: Bool, _ w: Watch) {
         for commit in commits where !isStopped {
-            guard let reply = request(DispatchBuilder.untested(commit, before: before, in: w.repository, repo: w.repo, branch: w.branch)) else { return }
+            let message = DispatchBuilder.untested(commit, before: before, in: w.repository, repo: w.repo, branch: w.branch, cut: cut && commit == commits.first)
+            guard let reply = request(message) else { return }
             if case .error(let code, let message) = reply {
                 if code == .unknownVerb {
                     logger.notice("the dispatcher does not keep untested commits (an older version): a failure after them is not bisected")

@@ -28,6 +28,9 @@ public enum TestReports {
         guard String(data: data, encoding: .utf8) != nil else {
             throw Problem("the report is not UTF-8 text")
         }
+        // A NUL byte: UTF-16 or UTF-32 text (which XML parsers detect without a byte order mark) hides declarations
+        // from the search below.
+        if data.contains(0) { throw Problem("the report holds NUL bytes (UTF-16 or binary): only UTF-8 reports are read") }
         // `<!DOCTYPE` anywhere (before the root, where XML allows it) is refused before any parsing.
         if data.range(of: Data("<!DOCTYPE".utf8)) != nil || data.range(of: Data("<!doctype".utf8)) != nil {
             throw Problem("the report declares a document type (<!DOCTYPE …>), which test reports never need: refused (entity expansion)")
@@ -286,14 +289,15 @@ public struct LogTestScanner: Sendable {
 
     private static func key(_ suite: String, _ name: String) -> String { suite + "\u{1}" + name }
 
-    private mutating func add(_ r: TestResult) {
+    private mutating func add(_ result: TestResult) {
+        let r = result.bounded  // keyed and kept within the bounds: a hostile log's endless names cost nothing
         let key = Self.key(r.suite, r.name)
         if let i = index[key] {
-            results[i] = r.bounded  // a test reported twice: the last word counts
+            results[i] = r  // a test reported twice: the last word counts
             return
         }
         guard results.count < TestResultBatch.maxPerAttempt else { return }
         index[key] = results.count
-        results.append(r.bounded)
+        results.append(r)
     }
 }

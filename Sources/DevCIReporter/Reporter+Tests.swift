@@ -92,7 +92,7 @@ extension Reporter {
         let model: [String: Any] = [
             "name": name, "window": SQLStore.flakyWindowBuilds, "minRate": String(format: "%.0f%%", SQLStore.flakyFlipRate * 100), "minRuns": SQLStore.flakyMinRuns,
             "tests": flaky.map { t in
-                ["fullName": t.fullName, "history": Self.historyLink(repo: repo, suite: t.suite, name: t.name), "rate": String(format: "%.0f%%", t.flipRate * 100),
+                ["fullName": t.fullName, "job": t.job, "history": Self.historyLink(repo: repo, suite: t.suite, name: t.name), "rate": String(format: "%.0f%%", t.flipRate * 100),
                  "runs": t.runs, "flips": t.flips.map { ["build": $0.build, "commit": String($0.commit.prefix(10))] }, "firstSeen": Self.time(t.firstSeen)] as [String: Any]
             },
         ]

@@ -250,7 +250,9 @@ public struct Reporter: Sendable {
         guard let repo = try visibleRepositories(request).first(where: { Self.repoName($0) == name }) else {
             throw HTTPError(.notFound, message: "There is no repository named \(name).")
         }
-        let builds = try store.builds(visibleFilter(BuildFilter(repo: repo), request), offset: 0, limit: 40).map { try redacted($0, request) }
+        var filter = BuildFilter(repo: repo)
+        filter.withoutBisections = true
+        let builds = try store.builds(visibleFilter(filter, request), offset: 0, limit: 40).map { try redacted($0, request) }
         let finished = builds.filter { $0.status.isFinal }
         let passRate = Charts.passRate(builds)
         if json {
@@ -280,7 +282,9 @@ public struct Reporter: Sendable {
         let repos = try store.repositories().filter { Self.repoName($0) == name }
         var latest: BuildSummary?
         for repo in repos {
-            if let b = try store.builds(visibleFilter(BuildFilter(repo: repo, branch: branch), request), offset: 0, limit: 1).first, b.id > (latest?.id ?? 0) { latest = b }
+            var filter = BuildFilter(repo: repo, branch: branch)
+            filter.withoutBisections = true
+            if let b = try store.builds(visibleFilter(filter, request), offset: 0, limit: 1).first, b.id > (latest?.id ?? 0) { latest = b }
         }
         return badgeResponse(latest, status: latest == nil ? .notFound : .ok)
     }

@@ -113,7 +113,7 @@ enum Templates {
         <h1>Flaky tests of {{name}}</h1>
         <p class="meta">A test is flaky when it both passed and failed on one commit (a retry, a re-run or a reassigned attempt), or when its result changed between at least {{minRate}} of its last runs (at least {{minRuns}} of them), over the last {{window}} builds.</p>
         <table class="builds"><thead><tr><th>Test</th><th>Flip rate</th><th>Runs</th><th>Last commits where it flipped</th><th>First seen</th></tr></thead><tbody>
-        {{#tests}}<tr><td><a href="{{history}}">{{fullName}}</a></td><td>{{rate}}</td><td>{{runs}}</td><td>{{#flips}}<a href="/builds/{{build}}"><code>{{commit}}</code></a> {{/flips}}</td><td>{{firstSeen}}</td></tr>{{/tests}}
+        {{#tests}}<tr><td><a href="{{history}}">{{fullName}}</a> <small>in {{job}}</small></td><td>{{rate}}</td><td>{{runs}}</td><td>{{#flips}}<a href="/builds/{{build}}"><code>{{commit}}</code></a> {{/flips}}</td><td>{{firstSeen}}</td></tr>{{/tests}}
         {{^tests}}<tr><td colspan="5" class="empty">No flaky test found.</td></tr>{{/tests}}</tbody></table>
         """
 

@@ -66,9 +66,9 @@ public enum TextReport {
         case .found:
             let who = [b.culpritTitle.isEmpty ? nil : "“\(TextTable.clean(b.culpritTitle))”", b.culpritAuthor.isEmpty ? nil : TextTable.clean(b.culpritAuthor)]
                 .compactMap { $0 }.joined(separator: " by ")
-            return "broken by \(b.culprit?.prefix(12) ?? "?")\(who.isEmpty ? "" : " \(who)") (\(b.reason ?? "bisection"))"
+            return "broken by \(b.culprit?.prefix(12) ?? "?")\(who.isEmpty ? "" : " \(who)") (\(TextTable.clean(b.reason ?? "bisection")))"
         case .running: return "bisecting \(b.candidates.count) commit(s) not built since build \(b.goodBuild): \(b.buildsRun) build(s) so far"
-        case .stopped: return "bisection stopped: \(b.reason ?? "")"
+        case .stopped: return "bisection stopped: \(TextTable.clean(b.reason ?? ""))"
         }
     }
 

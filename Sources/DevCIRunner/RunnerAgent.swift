@@ -301,7 +301,7 @@ public final class RunnerAgent: Sendable {
         // The log's test summary, for a job that writes no report file.
         let scanner = NIOLockedValueBox(LogTestScanner())
         var result = executor.run(job) { lines in
-            scanner.withLockedValue { s in for l in lines where l.stream != .system { s.feed(l.text) } }
+            scanner.withLockedValue { s in for l in lines where l.stream != .system { s.feed(mask.mask(l.text)) } }
             let messages = lines.map {
                 ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: mask.mask($0.text))
             }
@@ -313,7 +313,7 @@ public final class RunnerAgent: Sendable {
         let succeeded = result.outcome.0 == .success
         // A stopped job (cancel, lost lease, shutdown) gives nothing back: its result will not be recorded.
         guard !result.stopped else { return result }
-        let tests = TestCollection.results(script?.reports, workspace: workspace, log: scanner.withLockedValue { $0.found }) { self.system(a, $0) }
+        let tests = TestCollection.results(script?.reports, workspace: workspace, log: scanner.withLockedValue { $0.found }, mask: mask) { self.system(a, $0) }
         if !tests.isEmpty {
             let messages = TestResultBatch.batches(tests).map { ClientMessage.tests(job: a.job, attempt: a.attempt, results: $0) }
             self.sendGate.waitUntilOpen()

@@ -242,7 +242,7 @@ struct RunnerSession {
             let bytes: Int
             switch line {
             case .log(_, _, _, _, let text): bytes = text.utf8.count
-            case .tests(_, _, let results): bytes = results.count * 256  // about; the outbox bound is what matters
+            case .tests(_, _, let results): bytes = TestResultBatch.json(results).utf8.count
             default: continue
             }
             if outbox.count < Self.outboxLimit && outboxBytes < Self.outboxByteLimit {

@@ -288,6 +288,8 @@ public struct BuildFilter: Equatable, Sendable {
     public var upstream: Int64?
     /// Runs of these tasks are left out (the viewer may not see them).
     public var hiddenTasks: [String] = []
+    /// Bisection builds (of older commits) are left out: for a branch's badge and pass rate.
+    public var withoutBisections = false
 
     public init(repo: String? = nil, branch: String? = nil, status: String? = nil, id: Int64? = nil, task: String? = nil, tag: String? = nil,
                 upstream: Int64? = nil) {

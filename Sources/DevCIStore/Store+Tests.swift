@@ -39,6 +39,8 @@ public struct FlakyTest: Codable, Sendable, Equatable {
         public var at: Date
     }
 
+    /// The job it runs in.
+    public var job: String
     public var suite: String
     public var name: String
     /// Status changes between consecutive runs, over its recent runs less one.
@@ -113,6 +115,8 @@ public struct BisectionRecord: Codable, Sendable, Equatable {
     /// Why it stopped, or what it found, for people.
     public var reason: String?
     public var buildsRun: Int
+    /// Older untested commits than `candidates[0]` were not kept: a first bad `candidates[0]` may not be the first.
+    public var truncated = false
 
     /// The most builds a bisection of `n` untested commits runs: ⌈log2(n+1)⌉.
     public static func maxBuilds(_ n: Int) -> Int {
@@ -123,7 +127,8 @@ public struct BisectionRecord: Codable, Sendable, Equatable {
 
     public init(id: Int64 = 0, repo: String, branch: String, badBuild: Int64, goodBuild: Int64, candidates: [String], good: Int = -1, bad: Int? = nil,
                 currentBuild: Int64? = nil, state: State = .running, culprit: String? = nil, culpritTitle: String = "", culpritAuthor: String = "",
-                reason: String? = nil, buildsRun: Int = 0) {
+                reason: String? = nil, buildsRun: Int = 0, truncated: Bool = false) {
+        self.truncated = truncated
         self.id = id
         self.repo = repo
         self.branch = branch
@@ -158,7 +163,8 @@ extension SQLStore {
             """
             CREATE TABLE untested_commits(
                 id \(id), repo text NOT NULL, branch text NOT NULL, commit_id text NOT NULL, before_commit text NOT NULL,
-                title text NOT NULL DEFAULT '', author text NOT NULL DEFAULT '', pipeline text, pipeline_error text, created_at \(real) NOT NULL)
+                title text NOT NULL DEFAULT '', author text NOT NULL DEFAULT '', pipeline text, pipeline_error text, created_at \(real) NOT NULL,
+                cut \(int) NOT NULL DEFAULT 0)
             """,
             "CREATE UNIQUE INDEX untested_commit ON untested_commits(repo, branch, commit_id)",
             "CREATE INDEX untested_before ON untested_commits(repo, branch, before_commit, id)",
@@ -167,7 +173,7 @@ extension SQLStore {
                 id \(id), repo text NOT NULL, branch text NOT NULL, bad_build \(int) NOT NULL, good_build \(int) NOT NULL,
                 candidates text NOT NULL, good \(int) NOT NULL, bad \(int) NOT NULL, current_build \(int), state text NOT NULL,
                 culprit text, culprit_title text NOT NULL DEFAULT '', culprit_author text NOT NULL DEFAULT '', reason text,
-                builds_run \(int) NOT NULL DEFAULT 0, created_at \(real) NOT NULL, finished_at \(real))
+                builds_run \(int) NOT NULL DEFAULT 0, created_at \(real) NOT NULL, finished_at \(real), truncated \(int) NOT NULL DEFAULT 0)
             """,
             "CREATE UNIQUE INDEX bisections_bad ON bisections(bad_build)",
             "CREATE INDEX bisections_running ON bisections(state) WHERE state = 'running'",
@@ -191,7 +197,8 @@ extension SQLStore {
         }
     }
 
-    /// Keeps a commit the observer left unbuilt; the same commit again changes nothing.
+    /// Keeps a commit the observer left unbuilt; the same commit sent again (a later poll, after a dispatch
+    /// that failed) takes the newer `before`.
     public func noteUntested(_ u: UntestedCommit, at: Date) throws {
         let (text, error): (String?, String?) = switch u.pipeline {
         case .none: (nil, nil)
@@ -200,19 +207,22 @@ extension SQLStore {
         }
         _ = try write { db in
             try db.execute("""
-                INSERT INTO untested_commits(repo, branch, commit_id, before_commit, title, author, pipeline, pipeline_error, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                INSERT INTO untested_commits(repo, branch, commit_id, before_commit, title, author, pipeline, pipeline_error, created_at, cut)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (repo, branch, commit_id) DO UPDATE SET before_commit = excluded.before_commit, cut = excluded.cut
                 """, [u.repo, u.branch, u.commit, u.before, LogText.escapingNUL(u.title), LogText.escapingNUL(u.author), text, error,
-                      at.timeIntervalSince1970])
+                      at.timeIntervalSince1970, u.cut])
         }
     }
 
-    /// The untested commits that came before `before` on a branch, oldest first.
-    public func untested(repo: String, branch: String, before: String) throws -> [String] {
-        try read { db in
-            try db.all(as: String.self, "SELECT commit_id FROM untested_commits WHERE repo = ? AND branch = ? AND before_commit = ? ORDER BY id",
-                       [repo, branch, before])
+    /// The untested commits that came before `before` on a branch, oldest first, and whether older ones were
+    /// left out (the observer keeps the newest 1,000).
+    public func untested(repo: String, branch: String, before: String) throws -> (commits: [String], cut: Bool) {
+        let rows = try read { db in
+            try db.rows("SELECT commit_id, cut FROM untested_commits WHERE repo = ? AND branch = ? AND before_commit = ? ORDER BY id",
+                        [repo, branch, before])
         }
+        return (rows.map { $0["commit_id"] }, rows.contains { $0["cut"] as Bool })
     }
 
     public func untestedCommit(repo: String, branch: String, commit: String) throws -> UntestedRecord? {
@@ -263,10 +273,10 @@ extension SQLStore {
             if b.id == 0 {
                 return try db.insert("""
                     INSERT INTO bisections(repo, branch, bad_build, good_build, candidates, good, bad, current_build, state, culprit, culprit_title,
-                        culprit_author, reason, builds_run, created_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        culprit_author, reason, builds_run, created_at, finished_at, truncated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, [b.repo, b.branch, b.badBuild, b.goodBuild, candidates, b.good, b.bad, b.currentBuild, b.state.rawValue, b.culprit,
                           b.culpritTitle, b.culpritAuthor, b.reason, b.buildsRun, at.timeIntervalSince1970,
-                          b.state == .running ? nil : at.timeIntervalSince1970 as Double?])
+                          b.state == .running ? nil : at.timeIntervalSince1970 as Double?, b.truncated])
             }
             try db.execute("""
                 UPDATE bisections SET good = ?, bad = ?, current_build = ?, state = ?, culprit = ?, culprit_title = ?, culprit_author = ?, reason = ?,
@@ -298,7 +308,7 @@ extension SQLStore {
                                        candidates: (try? JSONDecoder().decode([String].self, from: Data(list.utf8))) ?? [], good: r["good"], bad: r["bad"],
                                        currentBuild: r["current_build"], state: Self.typed(r["state"], or: BisectionRecord.State.stopped),
                                        culprit: r["culprit"], culpritTitle: r["culprit_title"], culpritAuthor: r["culprit_author"], reason: r["reason"],
-                                       buildsRun: r["builds_run"])
+                                       buildsRun: r["builds_run"], truncated: r["truncated"])
             }
         }
     }
@@ -342,8 +352,8 @@ extension SQLStore {
         guard let repo = try self.build(build)?.repo, tests.contains(where: { $0.status.isFailure || $0.flippedHere }) else { return tests }
         // Only the tests in question are looked up (by name, an index seek), not the repository's whole history.
         let names = Array(Set(tests.filter { $0.status.isFailure || $0.flippedHere }.map(\.name)).prefix(200))
-        let flaky = Set(try flakyTests(repo: repo, names: names).map { "\($0.suite)\u{1}\($0.name)" })
-        for i in tests.indices { tests[i].knownFlaky = tests[i].flippedHere || flaky.contains("\(tests[i].suite)\u{1}\(tests[i].name)") }
+        let flaky = Set(try flakyTests(repo: repo, names: names).map { Self.testKey($0.job, $0.suite, $0.name) })
+        for i in tests.indices { tests[i].knownFlaky = tests[i].flippedHere || flaky.contains(Self.testKey(tests[i].job, tests[i].suite, tests[i].name)) }
         let rank: (BuildTest) -> Int = { $0.status.isFailure ? 0 : $0.flippedHere ? 1 : $0.status == .skipped ? 3 : 2 }
         return tests.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
     }
@@ -352,36 +362,52 @@ extension SQLStore {
     /// not the repository's tests, and may be hidden from the viewer).
     public func flakyTests(repo: String) throws -> [FlakyTest] { try flakyTests(repo: repo, names: nil) }
 
-    /// The flaky tests among those with these names (all of the repository's when nil).
+    /// The flaky tests among those with these names (all of the repository's when nil). Bounded work: SQL finds
+    /// the tests that both passed and failed in the window (at most 500), and only their runs are read.
     public func flakyTests(repo: String, names: [String]?) throws -> [FlakyTest] {
         if names?.isEmpty == true { return [] }
-        let only = names.map { " AND t.name IN (" + $0.map { _ in "?" }.joined(separator: ", ") + ")" } ?? ""
         return try read { db in
             let since = try db.one(as: Int64.self, """
-                SELECT MIN(id) FROM (SELECT id FROM builds WHERE repo = ? ORDER BY id DESC LIMIT \(Self.flakyWindowBuilds)) recent
+                SELECT MIN(id) FROM (SELECT id FROM builds WHERE repo = ? AND task IS NULL ORDER BY id DESC LIMIT \(Self.flakyWindowBuilds)) recent
                 """, [repo]) ?? 0
-            // Each test's runs, oldest first: flips on one commit, and flips between consecutive runs (a
+            let only = names.map { " AND t.name IN (" + $0.map { _ in "?" }.joined(separator: ", ") + ")" } ?? ""
+            let base = """
+                FROM test_results t JOIN builds b ON b.id = t.build_id JOIN jobs j ON j.id = t.job_id
+                WHERE b.repo = ? AND b.task IS NULL AND t.build_id >= ? AND t.status IN ('passed', 'failed', 'error')
+                """
+            let args: [any SQLValueConvertible] = [repo, since] + (names ?? []).map { $0 as any SQLValueConvertible }
+            let candidates = try db.rows("""
+                SELECT j.name AS job, t.suite, t.name \(base)\(only) GROUP BY j.name, t.suite, t.name
+                HAVING SUM(CASE WHEN t.status = 'passed' THEN 1 ELSE 0 END) > 0 AND SUM(CASE WHEN t.status <> 'passed' THEN 1 ELSE 0 END) > 0
+                LIMIT 500
+                """, args)
+            let wanted = Set(candidates.map { Self.testKey($0["job"], $0["suite"], $0["name"]) })
+            // Each candidate's runs, oldest first: flips on one commit, and flips between consecutive runs (a
             // bisection's builds go back and forth between good and bad commits by design: they count for the first only).
-            let rows = try db.rows("""
-                SELECT t.suite, t.name, t.status, t.build_id, b.commit_id, b.created_at, b.cause FROM test_results t JOIN builds b ON b.id = t.build_id
-                WHERE b.repo = ? AND b.task IS NULL AND t.build_id >= ? AND t.status IN ('passed', 'failed', 'error')\(only) ORDER BY t.id
-                """, [repo, since] + (names ?? []).map { $0 as any SQLValueConvertible })
             struct Runs { var statuses: [Bool] = []; var byCommit: [String: (pass: Bool, fail: Bool, build: Int64, at: Double)] = [:]; var firstFlip: Double? }
             var tests: [String: Runs] = [:]
             var order: [String] = []
-            for r in rows {
-                let key = "\(r["suite"] as String)\u{1}\(r["name"] as String)"
-                if tests[key] == nil { order.append(key); tests[key] = Runs() }
-                let failed = (r["status"] as String) != "passed"
-                let commit: String = r["commit_id"], at: Double = r["created_at"], build: Int64 = r["build_id"]
-                if (r["cause"] as String) != BuildCause.bisect.rawValue {
-                    if let last = tests[key]!.statuses.last, last != failed, tests[key]!.firstFlip == nil { tests[key]!.firstFlip = at }
-                    tests[key]!.statuses.append(failed)
+            let candidateNames = Array(Set(candidates.map { $0["name"] as String }))
+            for start in stride(from: 0, to: candidateNames.count, by: 200) {
+                let chunk = Array(candidateNames[start..<min(start + 200, candidateNames.count)])
+                for r in try db.rows("""
+                    SELECT j.name AS job, t.suite, t.name, t.status, t.id, t.build_id, b.commit_id, b.created_at, b.cause \(base)
+                    AND t.name IN (\(chunk.map { _ in "?" }.joined(separator: ", "))) ORDER BY t.id
+                    """, [repo, since] + chunk.map { $0 as any SQLValueConvertible }) {
+                    let key = Self.testKey(r["job"], r["suite"], r["name"])
+                    guard wanted.contains(key) else { continue }
+                    if tests[key] == nil { order.append(key); tests[key] = Runs() }
+                    let failed = (r["status"] as String) != "passed"
+                    let commit: String = r["commit_id"], at: Double = r["created_at"], build: Int64 = r["build_id"]
+                    if (r["cause"] as String) != BuildCause.bisect.rawValue {
+                        if let last = tests[key]!.statuses.last, last != failed, tests[key]!.firstFlip == nil { tests[key]!.firstFlip = at }
+                        tests[key]!.statuses.append(failed)
+                    }
+                    var c = tests[key]!.byCommit[commit] ?? (false, false, build, at)
+                    if failed { c.fail = true } else { c.pass = true }
+                    c.build = max(c.build, build)
+                    tests[key]!.byCommit[commit] = c
                 }
-                var c = tests[key]!.byCommit[commit] ?? (false, false, build, at)
-                if failed { c.fail = true } else { c.pass = true }
-                c.build = max(c.build, build)
-                tests[key]!.byCommit[commit] = c
             }
             var out: [FlakyTest] = []
             for key in order {
@@ -393,14 +419,18 @@ extension SQLStore {
                     .map { FlakyTest.Flip(commit: $0.key, build: $0.value.build, at: Date(timeIntervalSince1970: $0.value.at)) }
                     .sorted { $0.build > $1.build }
                 guard !flips.isEmpty || (recent.count >= Self.flakyMinRuns && rate >= Self.flakyFlipRate) else { continue }
-                let parts = key.split(separator: "\u{1}", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+                let parts = key.split(separator: "\u{1}", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
                 let first = min(flips.map(\.at.timeIntervalSince1970).min() ?? .infinity, t.firstFlip ?? .infinity)
-                out.append(FlakyTest(suite: parts[0], name: parts.count > 1 ? parts[1] : "", flipRate: rate, runs: t.statuses.count,
+                out.append(FlakyTest(job: parts[0], suite: parts[1], name: parts[2], flipRate: rate, runs: t.statuses.count,
                                      flips: Array(flips.prefix(5)), firstSeen: Date(timeIntervalSince1970: first.isFinite ? first : 0)))
             }
             return out.sorted { ($0.flips.count, $0.flipRate) > ($1.flips.count, $1.flipRate) }
         }
     }
+
+    /// A test within its job: the same test in two jobs (two Python versions, say) is two tests.
+    static func testKey(_ job: String, _ suite: String, _ name: String) -> String { "\(job)\u{1}\(suite)\u{1}\(name)" }
+
 
     /// A test's runs in a repository, newest first.
     public func testHistory(repo: String, suite: String, name: String, limit: Int = 100) throws -> [TestRun] {
@@ -417,23 +447,23 @@ extension SQLStore {
         }
     }
 
-    /// The durations of a branch's passing tests over its last `builds` builds, the slowest first.
+    /// The durations of a branch's passing tests over its last `builds` builds, the slowest first: worked out in
+    /// SQL (one row per test), the older half of the builds against the newer.
     public func testTimings(repo: String, branch: String, builds: Int = 30) throws -> [TestTiming] {
         try read { db in
-            let rows = try db.rows("""
-                SELECT t.suite, t.name, t.duration FROM test_results t
-                WHERE t.status = 'passed' AND t.build_id IN (
-                    SELECT id FROM builds WHERE repo = ? AND branch = ? AND cause <> 'bisect' AND task IS NULL ORDER BY id DESC LIMIT ?)
-                ORDER BY t.id
-                """, [repo, branch, builds])
-            var runs: [String: [Double]] = [:]
-            for r in rows { runs["\(r["suite"] as String)\u{1}\(r["name"] as String)", default: []].append(r["duration"]) }
-            return runs.map { key, d in
-                let parts = key.split(separator: "\u{1}", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-                let half = d.count / 2
-                let mean = { (xs: ArraySlice<Double>) in xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count) }
-                return TestTiming(suite: parts[0], name: parts.count > 1 ? parts[1] : "", runs: d.count, mean: mean(d[...]),
-                                  olderMean: mean(d.prefix(half)), newerMean: mean(d.suffix(d.count - half)))
+            let ids = try db.all(as: Int64.self, """
+                SELECT id FROM builds WHERE repo = ? AND branch = ? AND cause <> 'bisect' AND task IS NULL ORDER BY id DESC LIMIT ?
+                """, [repo, branch, builds]).sorted()
+            guard !ids.isEmpty else { return [] }
+            let middle = ids.count >= 2 ? ids[ids.count / 2 - 1] : 0
+            return try db.rows("""
+                SELECT t.suite, t.name, COUNT(*) AS runs, AVG(t.duration) AS mean,
+                    AVG(CASE WHEN t.build_id <= ? THEN t.duration END) AS older, AVG(CASE WHEN t.build_id > ? THEN t.duration END) AS newer
+                FROM test_results t WHERE t.status = 'passed' AND t.build_id IN (\(ids.map { _ in "?" }.joined(separator: ", ")))
+                GROUP BY t.suite, t.name
+                """, [middle, middle] + ids.map { $0 as any SQLValueConvertible }).map { r in
+                TestTiming(suite: r["suite"], name: r["name"], runs: r["runs"], mean: r["mean"], olderMean: (r["older"] as Double?) ?? 0,
+                           newerMean: (r["newer"] as Double?) ?? 0)
             }.sorted { ($0.mean, $0.fullName) > ($1.mean, $1.fullName) }
         }
     }

@@ -481,6 +481,7 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
             args.append("%," + escaped + ",%")
         }
         if let up = filter.upstream { conditions.append("b.upstream_build = ?"); args.append(up) }
+        if filter.withoutBisections { conditions.append("b.cause <> 'bisect'") }
         if !filter.hiddenTasks.isEmpty {
             conditions.append("(b.task IS NULL OR b.task NOT IN (\(filter.hiddenTasks.map { _ in "?" }.joined(separator: ", "))))")
             args += filter.hiddenTasks.map { $0 as any SQLValueConvertible }

@@ -59,7 +59,7 @@ public protocol BuildWriter: AnyObject, Sendable {
     /// Test results of an attempt (issue 14), and what bisection needs.
     func appendTestResults(build: Int64, job: Int64, attempt: Int, _ results: [TestResult]) throws
     func noteUntested(_ u: UntestedCommit, at: Date) throws
-    func untested(repo: String, branch: String, before: String) throws -> [String]
+    func untested(repo: String, branch: String, before: String) throws -> (commits: [String], cut: Bool)
     func untestedCommit(repo: String, branch: String, commit: String) throws -> UntestedRecord?
     func previousCommitBuild(before build: BuildSummary) throws -> BuildSummary?
     func nextCommitBuild(after build: BuildSummary) throws -> BuildSummary?

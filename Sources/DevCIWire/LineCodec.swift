@@ -42,7 +42,7 @@ public enum LineCodec {
             }
             return base + commitFields(pipeline: pipeline, title: title, author: author)
         case .untested(let u):
-            return line("untested", ("repo", u.repo), ("commit", u.commit), ("branch", u.branch), ("before", u.before))
+            return line("untested", ("repo", u.repo), ("commit", u.commit), ("branch", u.branch), ("before", u.before)) + (u.cut ? " cut=1" : "")
                 + commitFields(pipeline: u.pipeline, title: u.title, author: u.author)
         case .tests(let job, let attempt, let results):
             return line("tests", ("job", String(job)), ("attempt", String(attempt)), ("results", TestResultBatch.json(results)))
@@ -179,8 +179,11 @@ public enum LineCodec {
             guard Validate.isRepository(repo) else { throw WireError(.badField, "repo must be a path or URL, not an option") }
             guard Validate.isCommitID(commit), Validate.isCommitID(before) else { throw WireError(.badField, "commit and before must be full lowercase hex object ids") }
             guard Validate.isBranchName(branch) else { throw WireError(.badField, "branch is not a valid branch name") }
+            let cut = try f.string("cut", default: "0")
+            guard cut == "0" || cut == "1" else { throw WireError(.badField, "cut must be 0 or 1") }
             let (pipeline, title, author) = try commitFields(&f)
-            message = .untested(UntestedCommit(repo: repo, branch: branch, commit: commit, before: before, pipeline: pipeline, title: title, author: author))
+            message = .untested(UntestedCommit(repo: repo, branch: branch, commit: commit, before: before, pipeline: pipeline, title: title, author: author,
+                                               cut: cut == "1"))
         case "tests":
             let job = try f.id("job"), attempt = try f.attempt()
             guard let results = TestResultBatch.results(try f.string("results")) else {

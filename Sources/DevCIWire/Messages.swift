@@ -62,8 +62,12 @@ public struct UntestedCommit: Equatable, Sendable {
     public var pipeline: PipelineText
     public var title: String
     public var author: String
+    /// The oldest commit sent of a backlog whose older part was not sent: what came before it is unknown.
+    public var cut = false
 
-    public init(repo: String, branch: String, commit: String, before: String, pipeline: PipelineText, title: String = "", author: String = "") {
+    public init(repo: String, branch: String, commit: String, before: String, pipeline: PipelineText, title: String = "", author: String = "",
+                cut: Bool = false) {
+        self.cut = cut
         self.repo = repo
         self.branch = branch
         self.commit = commit

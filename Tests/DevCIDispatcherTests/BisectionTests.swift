@@ -33,6 +33,18 @@ final class BisectionTests: XCTestCase {
         guard case .stopped = Bisection.record(b, index: i, .inconclusive("it ended cancelled")).1 else { return XCTFail() }
     }
 
+    func testAFirstBadCommitAtTheCutOfAKeptBacklogIsNotNamed() {
+        var b = BisectionRecord(repo: "r", branch: "main", badBuild: 9, goodBuild: 8, candidates: (0..<7).map { "c\($0)" }, truncated: true)
+        var step = Bisection.next(b)
+        while case .build(let i) = step { (b, step) = Bisection.record(b, index: i, .bad) }
+        guard case .stopped(let why) = step else { return XCTFail("\(step)") }
+        XCTAssertTrue(why.contains("c0") && why.contains("before it"), why)
+        b = BisectionRecord(repo: "r", branch: "main", badBuild: 9, goodBuild: 8, candidates: (0..<7).map { "c\($0)" }, truncated: true)
+        step = Bisection.next(b)
+        while case .build(let i) = step { (b, step) = Bisection.record(b, index: i, i >= 3 ? .bad : .good) }
+        XCTAssertEqual(step, .found(3), "a culprit after the oldest kept commit is found as usual")
+    }
+
     func testVerdicts() {
         func failure(flaky: Bool) -> BuildTest {
             BuildTest(job: "unit", suite: "s", name: "t", status: .failed, duration: 0, message: nil, attempt: 1, flippedHere: false, knownFlaky: flaky)

@@ -69,6 +69,8 @@ final class TestReportsTests: XCTestCase {
         var utf16 = Data([0xFF, 0xFE])
         utf16.append(external.data(using: .utf16LittleEndian)!)
         XCTAssertThrowsError(try TestReports.parseJUnit(utf16)) { XCTAssertTrue("\($0)".contains("not UTF-8"), "\($0)") }
+        // Without a byte order mark, UTF-16 of ASCII is valid UTF-8 (every other byte NUL), and hides `<!DOCTYPE` from a byte search.
+        XCTAssertThrowsError(try TestReports.parseJUnit(external.data(using: .utf16LittleEndian)!)) { XCTAssertTrue("\($0)".contains("NUL bytes"), "\($0)") }
         let deep = String(repeating: "<a>", count: 10_000) + String(repeating: "</a>", count: 10_000)
         XCTAssertTrue(problem("<testsuites>" + deep + "</testsuites>").contains("more than 64 deep"))
         XCTAssertTrue(problem("<testsuite><testcase name=\"x\"></testsuite>").contains("not well-formed XML"), problem("<testsuite><testcase name=\"x\"></testsuite>"))

@@ -49,6 +49,11 @@ final class TestResultsStoreTests: XCTestCase {
             XCTAssertEqual(flaky.first?.flips.map(\.commit), [sha(1)])
             XCTAssertEqual(flaky.first?.flipRate, 1.0)
             XCTAssertTrue(try store.flakyTests(repo: "/other").isEmpty)
+            // The same test in two jobs (two Python versions) that passes in one and fails in the other is not flaky.
+            let two = try store.enqueue(repo: "/r", branch: "side", commit: sha(40), jobs: [NewJob(name: "py38"), NewJob(name: "py312")], at: Date())
+            try store.appendTestResults(build: two.build, job: two.jobs[0].id, attempt: 1, [result("test_version", .passed)])
+            try store.appendTestResults(build: two.build, job: two.jobs[1].id, attempt: 1, [result("test_version", .failed)])
+            XCTAssertFalse(try store.tests(build: two.build).contains { $0.knownFlaky }, "(\(database.kind))")
             // A bisection's builds of older commits pass and fail by turns: that is not flakiness.
             for n in 20..<32 {
                 let run = try store.enqueueRun(NewRun(task: nil, cause: .bisect, repo: "/r", branch: "main", commit: sha(n), upstream: b1.build),
@@ -72,7 +77,7 @@ final class TestResultsStoreTests: XCTestCase {
                                                   title: "seven", author: "Ada"), at: Date())
             try store.noteUntested(UntestedCommit(repo: "/r", branch: "main", commit: sha(8), before: sha(9), pipeline: .unreadable("too big")), at: Date())
             try store.noteUntested(UntestedCommit(repo: "/r", branch: "main", commit: sha(7), before: sha(9), pipeline: .none), at: Date())
-            XCTAssertEqual(try store.untested(repo: "/r", branch: "main", before: sha(9)), [sha(7), sha(8)], "oldest first, once each")
+            XCTAssertEqual(try store.untested(repo: "/r", branch: "main", before: sha(9)).commits, [sha(7), sha(8)], "oldest first, once each")
             XCTAssertEqual(try store.untestedCommit(repo: "/r", branch: "main", commit: sha(7))?.pipeline, .text("jobs: {a: {run: x}}"))
             XCTAssertEqual(try store.untestedCommit(repo: "/r", branch: "main", commit: sha(8))?.pipeline, .unreadable("too big"))
             var b = BisectionRecord(repo: "/r", branch: "main", badBuild: 5, goodBuild: 4, candidates: [sha(7), sha(8)])
