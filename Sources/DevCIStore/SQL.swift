@@ -137,6 +137,16 @@ extension SQLConnection {
         try rows(sql, arguments.map(\.sqlValue))
     }
 
+    /// Inserts many rows, `perStatement` to a statement: one round trip for a burst of them. Not waited on.
+    func sendRows(into table: String, columns: [String], _ rows: [[any SQLValueConvertible]], perStatement: Int) throws {
+        let tuple = "(" + columns.map { _ in "?" }.joined(separator: ", ") + ")"
+        for start in stride(from: 0, to: rows.count, by: perStatement) {
+            let chunk = rows[start..<min(start + perStatement, rows.count)]
+            try send("INSERT INTO \(table)(\(columns.joined(separator: ", "))) VALUES " + chunk.map { _ in tuple }.joined(separator: ", "),
+                     chunk.flatMap { $0 })
+        }
+    }
+
     func row(_ sql: String, _ arguments: [any SQLValueConvertible] = []) throws -> SQLRow? {
         try rows(sql, arguments).first
     }

@@ -185,15 +185,11 @@ extension SQLStore {
     public func appendTestResults(build: Int64, job: Int64, attempt: Int, _ results: [TestResult]) throws {
         guard !results.isEmpty else { return }
         try write { db in
-            for start in stride(from: 0, to: results.count, by: 200) {
-                let chunk = results[start..<min(start + 200, results.count)]
-                try db.send("INSERT INTO test_results(build_id, job_id, attempt, suite, name, status, duration, message) VALUES "
-                            + chunk.map { _ in "(?, ?, ?, ?, ?, ?, ?, ?)" }.joined(separator: ", "),
-                            chunk.flatMap { r -> [any SQLValueConvertible] in
+            try db.sendRows(into: "test_results", columns: ["build_id", "job_id", "attempt", "suite", "name", "status", "duration", "message"],
+                            results.map { r in
                                 [build, job, attempt, LogText.escapingNUL(r.suite), LogText.escapingNUL(r.name), r.status.rawValue, r.duration,
                                  r.message.map(LogText.escapingNUL) as String?]
-                            })
-            }
+                            }, perStatement: 200)
         }
     }
 

@@ -386,13 +386,8 @@ public final class SQLStore: BuildWriter, BuildReader, @unchecked Sendable {
     public func appendLogs(_ lines: [LogRecord]) throws {
         guard !lines.isEmpty else { return }
         try write { db in
-            // Many lines to a statement: one round trip for a burst of output.
-            for start in stride(from: 0, to: lines.count, by: 500) {
-                let chunk = lines[start..<min(start + 500, lines.count)]
-                try db.send("INSERT INTO log_lines(job_id, attempt, stream, ts, text) VALUES "
-                            + chunk.map { _ in "(?, ?, ?, ?, ?)" }.joined(separator: ", "),
-                            chunk.flatMap { l -> [any SQLValueConvertible] in [l.job, l.attempt, l.stream.rawValue, l.timestampMillis, l.text] })
-            }
+            try db.sendRows(into: "log_lines", columns: ["job_id", "attempt", "stream", "ts", "text"],
+                            lines.map { [$0.job, $0.attempt, $0.stream.rawValue, $0.timestampMillis, $0.text] }, perStatement: 500)
         }
     }
 
