@@ -197,6 +197,10 @@ final class UpTests: XCTestCase {
             return builds.first?.status == .success
         }
         XCTAssertEqual(builds.first?.repo, h.dir.appendingPathComponent("sample/test_repo").path)
+        // Its unit job runs `unittest -v`, whose lines are its test results (issue 14).
+        let tests = try h.store().tests(build: try XCTUnwrap(builds.first).id)
+        XCTAssertFalse(tests.isEmpty, "the sample's tests are read from its log")
+        XCTAssertTrue(tests.allSatisfy { $0.status == .passed && $0.job == "unit" && $0.suite.hasPrefix("test_calculator.") }, "\(tests)")
         let children = try h.pids(matching: "devci (dispatcher|runner-manager|observer|runner) .*\(port)")
         XCTAssertGreaterThanOrEqual(children.count, 5, "dispatcher, manager, observer and two runners")
         kill(up.processIdentifier, SIGINT)
