@@ -23,14 +23,19 @@ def start_dispatcher(devci, tmp, port=0, lease="3s", heartbeat="1s", db=None):
                          ["--lease", lease, "--heartbeat", heartbeat, "--log-level", "warning"],
                          stdout=log, stderr=log)
     # --log-level warning hides the "listening" line: find the port from the socket table instead.
-    deadline = time.time() + 20
+    return p, listening_port(p, "dispatcher")
+
+
+def listening_port(p, name, timeout=20):
+    """The TCP port process `p` listens on, from the socket table, once it does."""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
         for line in out.splitlines():
             if f"pid={p.pid}," in line:
-                return p, int(re.search(r":(\d+)\s", line).group(1))
-        time.sleep(0.05)
-    raise SystemExit("dispatcher did not start")
+                return int(re.search(r":(\d+)\s", line).group(1))
+        time.sleep(0.02)
+    raise SystemExit(f"{name} did not start")
 
 
 def free_port():

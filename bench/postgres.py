@@ -17,7 +17,7 @@ Without --server it starts a throwaway PostgreSQL with scripts/postgres.sh and s
 import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import bench_fake_throughput, free_port, sha  # noqa: E402
+from core import bench_fake_throughput, free_port, listening_port, sha  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,14 +38,7 @@ def start_dispatcher(devci, tmp, db, port=0, name="dispatcher"):
     log = open(os.path.join(tmp, f"{name}.log"), "a")
     p = subprocess.Popen([devci, "dispatcher", "--port", str(port), "--db", db, "--artifacts", os.path.join(tmp, "artifacts")],
                          stdout=log, stderr=log)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if f"pid={p.pid}," in line:
-                return p, int(re.search(r":(\d+)\s", line).group(1))
-        time.sleep(0.02)
-    raise SystemExit(f"{name} did not start")
+    return p, listening_port(p, name)
 
 
 class Follower:

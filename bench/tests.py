@@ -12,7 +12,7 @@ Usage: bench/tests.py [--devci .build/release/devci] [--tests 50000] [--failing 
 import argparse, os, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import free_port  # noqa: E402
+from core import free_port, start_dispatcher  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--devci", default=".build/release/devci")
@@ -54,10 +54,9 @@ run("git", "clone", "-q", origin, os.path.join(tmp, "clone"))
 db = os.path.join(tmp, "devci.sqlite")
 
 
-port, web = free_port(), free_port()
+web = free_port()
 logs = open(os.path.join(tmp, "processes.log"), "w")
-dispatcher = subprocess.Popen([devci, "dispatcher", "--port", str(port), "--db", db], stdout=logs, stderr=logs)
-time.sleep(1)
+dispatcher, port = start_dispatcher(devci, tmp)
 runner = subprocess.Popen([devci, "runner", os.path.join(tmp, "clone"), "--dispatcher-server", f"127.0.0.1:{port}", "--name", "r"],
                           stdout=logs, stderr=logs)
 try:
@@ -85,7 +84,15 @@ try:
     print(f"runner: report read and parsed in {parsed - written:.2f} s; sent, stored and the build ended {finished - parsed:.2f} s later")
     print(f"peak memory: runner {peak(runner.pid):.0f} MiB, dispatcher {peak(dispatcher.pid):.0f} MiB")
     reporter = subprocess.Popen([devci, "reporter", "--port", str(web), "--db", db], stdout=logs, stderr=logs)
-    time.sleep(1.5)
+    deadline = time.time() + 20
+    while True:  # until it answers
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{web}/static/devci.css").read()
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise SystemExit("the reporter did not start")
+            time.sleep(0.05)
     name = "origin"
     for path in ["/builds/1", "/api/builds/1", f"/repos/{name}/flaky", f"/repos/{name}/tests?branch=main",
                  f"/repos/{name}/tests/history?suite=bench.Suite7&name=test_7"]:

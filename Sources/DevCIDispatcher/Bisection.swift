@@ -56,12 +56,9 @@ public enum Bisection {
         switch status {
         case .success, .passedWithAllowedFailures: return .good
         case .failed, .error, .timedOut:
-            if !failures.isEmpty && failures.allSatisfy(\.knownFlaky) { return .flakyOnly }
+            if failures.onlyKnownFlakyFailures { return .flakyOnly }
             return .bad
         default: return .inconclusive("it ended \(status.display)")
         }
     }
-
-    /// The most builds a bisection of `n` untested commits runs.
-    public static func maxBuilds(_ n: Int) -> Int { BisectionRecord.maxBuilds(n) }
 }

@@ -44,18 +44,15 @@ extension Dispatcher {
 
     /// After a build's ending is written: a bisection build moves its bisection on; a commit build that turned
     /// its branch red over untested commits starts one.
-    func bisectAfter(build: Int64, status: BuildStatus) {
+    func bisectAfter(build: Int64) {
         let step = writer.submit("bisection after build \(build)") { store -> BisectionProgress? in
             guard let summary = try store.build(build) else { return nil }
             if summary.cause == .bisect {
-                guard let b = try store.bisection(building: build), b.state == .running,
-                      let index = b.candidates.firstIndex(of: summary.commit) else { return nil }
-                let failures = try store.tests(build: build).filter(\.status.isFailure)
-                let (next, step) = Bisection.record(b, index: index, Bisection.verdict(status: status, failures: failures))
-                return try Self.carryOut(step, next, store)
+                guard let b = try store.bisection(building: build), b.state == .running else { return nil }
+                return try Self.advance(b, after: summary, store)
             }
             guard summary.cause == .commit else { return nil }
-            if Self.isGreen(summary.status) {
+            if summary.status.passed {
                 // A green build that ended after the red one that followed it (two runners): that pair too.
                 guard let next = try store.nextCommitBuild(after: summary) else { return nil }
                 return try Self.startBisection(of: next, store)
@@ -65,18 +62,23 @@ extension Dispatcher {
         step.whenSuccess { progress in self.bisectionProgressed(progress) }
     }
 
-    static func isGreen(_ s: BuildStatus) -> Bool { s == .success || s == .passedWithAllowedFailures }
+    /// The bisection after its build of one candidate ended: that commit's verdict, then the next step.
+    private static func advance(_ b: BisectionRecord, after build: BuildSummary, _ store: BuildWriter) throws -> BisectionProgress? {
+        guard let index = b.candidates.firstIndex(of: build.commit) else { return nil }
+        let failures = try store.tests(build: build.id).filter(\.status.isFailure)
+        let (next, step) = Bisection.record(b, index: index, Bisection.verdict(status: build.status, failures: failures))
+        return try carryOut(step, next, store)
+    }
 
     /// Starts bisecting a red commit build whose branch's build before it passed, over the commits the observer
     /// left unbuilt in between; nil when there is nothing to bisect (or it is already bisected).
     private static func startBisection(of red: BuildSummary, _ store: BuildWriter) throws -> BisectionProgress? {
-        guard red.cause == .commit, [.failed, .error, .timedOut].contains(red.status), try store.bisection(explaining: red.id) == nil,
-              let previous = try store.previousCommitBuild(before: red), isGreen(previous.status) else { return nil }
+        guard red.cause == .commit, red.status.isFailure, try store.bisection(explaining: red.id) == nil,
+              let previous = try store.previousCommitBuild(before: red), previous.status.passed else { return nil }
         let (candidates, cut) = try store.untested(repo: red.repo, branch: red.branch, before: red.commit)
         guard !candidates.isEmpty else { return nil }
         // A failure in known-flaky tests alone does not say the branch broke.
-        let failures = try store.tests(build: red.id).filter(\.status.isFailure)
-        if !failures.isEmpty && failures.allSatisfy(\.knownFlaky) { return nil }
+        if try store.tests(build: red.id).onlyKnownFlakyFailures { return nil }
         var b = BisectionRecord(repo: red.repo, branch: red.branch, badBuild: red.id, goodBuild: previous.id, candidates: candidates, truncated: cut)
         b.id = try store.saveBisection(b, at: Date())
         return try carryOut(Bisection.next(b), b, store)
@@ -92,11 +94,8 @@ extension Dispatcher {
             }
             for b in try store.runningBisections() {
                 if let current = b.currentBuild {
-                    guard let build = try store.build(current), build.status.isFinal,
-                          let index = b.candidates.firstIndex(of: build.commit) else { continue }
-                    let failures = try store.tests(build: current).filter(\.status.isFailure)
-                    let (next, step) = Bisection.record(b, index: index, Bisection.verdict(status: build.status, failures: failures))
-                    if let p = try Self.carryOut(step, next, store) { out.append(p) }
+                    guard let build = try store.build(current), build.status.isFinal else { continue }
+                    if let p = try Self.advance(b, after: build, store) { out.append(p) }
                 } else if let p = try Self.carryOut(Bisection.next(b), b, store) {
                     out.append(p)
                 }
@@ -109,7 +108,7 @@ extension Dispatcher {
     private func bisectionProgressed(_ progress: BisectionProgress?) {
         switch progress {
         case .started(let b, let result, let plan, let queued):
-            logger.notice("bisecting build \(b.badBuild) (\(b.repo) \(b.branch)): build \(result.build) tries \(b.candidates[b.candidates.firstIndex(of: result.jobs.first?.commit ?? "") ?? 0].prefix(12)) (build \(b.buildsRun) of at most \(Bisection.maxBuilds(b.candidates.count)))")
+            logger.notice("bisecting build \(b.badBuild) (\(b.repo) \(b.branch)): build \(result.build) tries \(result.jobs.first?.commit.prefix(12) ?? "?") (build \(b.buildsRun) of at most \(BisectionRecord.maxBuilds(b.candidates.count)))")
             created(build: result.build, plan: plan, jobs: result.jobs, queued: queued)
         case .ended(let b):
             if let culprit = b.culprit {

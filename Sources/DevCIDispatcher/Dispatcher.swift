@@ -557,7 +557,7 @@ public final class Dispatcher: Sendable {
                 // Notifications and downstream tasks once the ending is written.
                 (written ?? loop.makeSucceededVoidFuture()).assumeIsolated().whenSuccess {
                     self.decideNotifications(build)
-                    self.bisectAfter(build: build, status: status)
+                    self.bisectAfter(build: build)
                     self.applyTriggers(self.state.value.triggers.handle(.buildEnded(build, status), now: Date()))
                 }
             case .send(let id, .assign(var assignment)):

@@ -12,12 +12,11 @@ public enum NotificationComposer {
 
     /// What kind of ending this is: a failure, a fix (a success after a failure), or neither.
     public static func event(status: BuildStatus, previous: BuildStatus?) -> NotificationRule.When? {
-        if isFailure(status) { return .failure }
-        if (status == .success || status == .passedWithAllowedFailures), let previous, isFailure(previous) { return .fixed }
+        if status.isFailure { return .failure }
+        if status.passed, let previous, previous.isFailure { return .fixed }
         return nil
     }
 
-    static func isFailure(_ s: BuildStatus) -> Bool { s == .failed || s == .error || s == .timedOut }
 
     public static func messages(for facts: NotificationFacts, config: ServerConfig, now: Date) -> [OutboxMessage] {
         let b = facts.build

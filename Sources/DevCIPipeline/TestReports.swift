@@ -247,7 +247,7 @@ public struct LogTestScanner: Sendable {
         if line.hasPrefix("-----") || line.hasPrefix("=====") {
             if sawDashes {
                 finishBlock()
-                return line.hasPrefix("=====") || line.hasPrefix("-----")
+                return true
             }
             sawDashes = true
             return true

@@ -31,6 +31,7 @@ extension Reporter {
     func testsModel(_ build: BuildSummary, tests: [BuildTest], all: Bool) -> Any {
         guard !tests.isEmpty else { return false }
         let failed = tests.filter { $0.status.isFailure }
+        let flipped = tests.filter(\.flippedHere).count
         let shownOthers = all ? Int.max : Self.passingShown
         var others = 0
         var rows: [[String: Any]] = []
@@ -46,8 +47,8 @@ extension Reporter {
         }
         return [
             "failed": failed.count, "passed": tests.filter { $0.status == .passed }.count, "skipped": tests.filter { $0.status == .skipped }.count,
-            "flipped": tests.filter(\.flippedHere).count == 0 ? false : tests.filter(\.flippedHere).count as Any,
-            "onlyFlaky": !failed.isEmpty && failed.allSatisfy(\.knownFlaky), "repoPath": Self.pathEncoded(Self.repoName(build.repo)),
+            "flipped": flipped == 0 ? false : flipped as Any,
+            "onlyFlaky": tests.onlyKnownFlakyFailures, "repoPath": Self.pathEncoded(Self.repoName(build.repo)),
             "rows": rows, "more": others > shownOthers ? others - shownOthers : false as Any,
         ] as [String: Any]
     }

@@ -42,7 +42,7 @@ public enum TextReport {
             var out = "build \(r.build) \(r.status.display): "
             let failed = r.tests.filter { $0.status.isFailure }
             out += r.tests.isEmpty ? "no test results" : "\(failed.count) failed, \(r.tests.filter { $0.status == .passed }.count) passed, \(r.tests.filter { $0.status == .skipped }.count) skipped"
-            if !failed.isEmpty && failed.allSatisfy(\.knownFlaky) { out += " (every failure is a known-flaky test)" }
+            if r.tests.onlyKnownFlakyFailures { out += " (every failure is a known-flaky test)" }
             if let line = culprit(r.bisection) { out += "\n  " + line }
             if !failed.isEmpty {
                 out += "\n" + TextTable.render(["STATUS", "TEST", "JOB", "TIME", "MESSAGE"], failed.map { t in

@@ -301,9 +301,11 @@ public final class RunnerAgent: Sendable {
         // The log's test summary, for a job that writes no report file.
         let scanner = NIOLockedValueBox(LogTestScanner())
         var result = executor.run(job) { lines in
-            scanner.withLockedValue { s in for l in lines where l.stream != .system { s.feed(mask.mask(l.text)) } }
             let messages = lines.map {
                 ClientMessage.log(job: a.job, attempt: a.attempt, stream: $0.stream, timestampMillis: $0.timestampMillis, text: mask.mask($0.text))
+            }
+            scanner.withLockedValue { s in
+                for case .log(_, _, let stream, _, let text) in messages where stream != .system { s.feed(text) }
             }
             // Backpressure: while the connection cannot take more, the reader waits, the pipe fills, and the
             // job itself blocks on its writes; output is never buffered without bound.

@@ -22,7 +22,7 @@ public struct NotificationFacts: Sendable, Equatable {
     }
 
     /// It failed, and every test that failed is known flaky.
-    public var onlyFlakyFailures: Bool { !failedTests.isEmpty && failedTests.allSatisfy(\.knownFlaky) }
+    public var onlyFlakyFailures: Bool { failedTests.onlyKnownFlakyFailures }
 }
 
 public struct FailingJob: Sendable, Equatable {
@@ -89,7 +89,7 @@ extension SQLStore {
 
     public func notificationFacts(build id: Int64, logLines: Int) throws -> NotificationFacts? {
         guard let build = try build(id) else { return nil }
-        let failedTests = Array(try tests(build: id).filter(\.status.isFailure).prefix(20))
+        let failedTests = build.status.isFailure ? Array(try tests(build: id).filter(\.status.isFailure).prefix(20)) : []
         return try read { db in
             let previous = try db.one(as: String.self, """
                 SELECT status FROM builds WHERE id < ? AND repo = ? AND branch = ? AND task IS NOT DISTINCT FROM ? AND finished_at IS NOT NULL

@@ -31,6 +31,14 @@ public struct BuildTest: Codable, Sendable, Equatable {
     public var fullName: String { suite.isEmpty ? name : "\(suite)::\(name)" }
 }
 
+extension Array where Element == BuildTest {
+    /// Some test failed, and every one that failed is known flaky: the failure may not be the change's.
+    public var onlyKnownFlakyFailures: Bool {
+        let failed = filter { $0.status.isFailure }
+        return !failed.isEmpty && failed.allSatisfy(\.knownFlaky)
+    }
+}
+
 /// A flaky test of a repository: it both passed and failed on one commit, or flips often in its recent runs.
 public struct FlakyTest: Codable, Sendable, Equatable {
     public struct Flip: Codable, Sendable, Equatable {

@@ -51,6 +51,8 @@ public enum BuildStatus: String, Sendable, CaseIterable, Codable {
 
     /// Passed, with or without allowed failures.
     public var passed: Bool { self == .success || self == .passedWithAllowedFailures }
+    /// Failed, errored or timed out: what notifications call a failure and a bisection looks for.
+    public var isFailure: Bool { self == .failed || self == .error || self == .timedOut }
 
     /// How people read it: `passed with allowed failures`, `timed out`.
     public var display: String { DisplayName.of(rawValue) }

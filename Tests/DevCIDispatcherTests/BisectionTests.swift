@@ -9,7 +9,7 @@ final class BisectionTests: XCTestCase {
     func testFindsTheFirstBadCommitWithinLog2NPlusOneBuilds() {
         for n in 1...100 {
             let bound = Int(floor(log2(Double(n)))) + 1
-            XCTAssertLessThanOrEqual(Bisection.maxBuilds(n), bound, "n = \(n)")
+            XCTAssertLessThanOrEqual(BisectionRecord.maxBuilds(n), bound, "n = \(n)")
             for culprit in 0...n {  // n: the red build's own commit broke it
                 var b = BisectionRecord(repo: "r", branch: "main", badBuild: 9, goodBuild: 8, candidates: (0..<n).map { "c\($0)" })
                 var step = Bisection.next(b)
@@ -20,7 +20,7 @@ final class BisectionTests: XCTestCase {
                     (b, step) = Bisection.record(b, index: i, i >= culprit ? .bad : .good)
                 }
                 XCTAssertEqual(step, .found(culprit), "n = \(n), culprit = \(culprit)")
-                XCTAssertLessThanOrEqual(builds, Bisection.maxBuilds(n), "n = \(n), culprit = \(culprit)")
+                XCTAssertLessThanOrEqual(builds, BisectionRecord.maxBuilds(n), "n = \(n), culprit = \(culprit)")
             }
         }
     }
